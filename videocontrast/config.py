@@ -1,0 +1,286 @@
+"""Run configuration: dataclasses, YAML presets shipped in the package, ``key=value`` overrides.
+
+A run is fully described by one :class:`Config`. It is built from a preset (``videocontrast/presets/*.yaml``)
+or a user YAML file, then command-line overrides such as ``optim.lr=0.01`` or ``aug.temporal=drop``, then
+validated. The resolved config is written into every run folder (``config.yaml``) and into every
+checkpoint, so a number can always be traced back to the exact settings that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
+METHODS = ("simclr", "moco-v1", "moco-v2")
+TEMPORAL = ("none", "shift", "drop", "reverse", "shuffle")
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote cannot be run; the message names the field and what to do."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str | None = None  # synthetic: where the clips are generated (default: <out>/../synthetic-data)
+    splits: str | None = None  # ucf101/hmdb51 split-file folder (default: looked up next to root)
+    split: int = 1
+    clip_len: int = 16  # m of "Random m"
+    stride: int = 1  # every k-th frame (strided Random m)
+    decode_size: int = 128  # short side after decoding (320x240 -> 171x128)
+    size: int = 112  # crop size fed to the network
+    num_workers: int = 2
+    eval_clips: int = 5  # clips per video for evaluation (video-level = mean over clips)
+    require_complete: bool = False
+    strict: bool = False  # a bad video file stops the run instead of being skipped
+    # The synthetic motion dataset (generated once, no download).
+    synthetic_videos_per_class: int = 40
+    synthetic_frames: int = 32
+    synthetic_size: int = 64
+    synthetic_seed: int = 0
+
+
+@dataclass
+class AugConfig:
+    temporal: str = "shift"  # none | shift | drop | reverse | shuffle
+    max_shift: int = 8  # s of RandomShift[-s, s]
+    spatial_mode: str = "chunk"  # chunk: one draw per clip; frame: one draw per frame
+    strength: float = 1.0  # colour-jitter strength s
+    min_scale: float = 0.08  # random resized crop scale range [min_scale, 1]
+    crop: bool = True
+    flip: bool = True
+    jitter: bool = True
+    gray: bool = True
+    blur: bool = True
+    on_device: bool = True  # batched on the training device (False: per sample in loader workers)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "r3d_18"
+    weights: str | None = None  # local state-dict file to start from (never downloaded)
+    width: int = 64  # r3d_small only
+    layers: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # r3d_small only
+    head_hidden: int = 512
+    head_out: int | None = None  # None: method default (256 MLP, 128 linear)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "simclr"
+    temperature: float | None = None  # None: method default (SimCLR 0.1, MoCo v1 0.07, v2 0.2)
+    queue_size: int = 8192
+    momentum: float = 0.999
+    momentum_schedule: bool = False  # cosine schedule of m towards 1 (BYOL/DINO)
+    bn_mode: str = "shuffle"  # MoCo key encoder: shuffle | sync | none
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # sgd | adam | adamw | lars
+    lr: float = 3e-4  # per global batch of `batch_size`
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0
+    batch_size: int = 128  # global batch (all processes together)
+    accum_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    compile: bool = False
+    channels_last: bool = True
+    deterministic: bool = False
+    save_every: int = 1  # epochs between writes of checkpoints/last.pt
+    keep_every: int = 0  # also keep checkpoints/epoch_NNNN.pt every N epochs (0: never)
+    log_every: int = 10  # iterations between metrics.jsonl lines
+    knn_every: int = 0  # epochs between kNN monitor evaluations (0: off; needs labels)
+    max_steps_per_epoch: int = 0  # 0: full epoch (smoke tests and benchmarks cap it)
+    time_limit_s: float = 0.0  # 0: none; otherwise stop cleanly (with a checkpoint) after this
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    linear_cs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    cv_folds: int = 5
+    batch_size: int = 32
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.01
+    finetune_backbone_lr_ratio: float = 0.1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
+    """Recursively set dataclass fields from a nested dict, rejecting unknown keys by name."""
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown config field '{path}'; valid fields here: {sorted(names)}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config field '{path}' is a section; give it as a mapping")
+            _apply(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Convert a YAML/command-line value to the field's declared type (int, float, bool, list, optional)."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"config field '{path}' may not be null")
+    try:
+        if text.startswith("list") or text.startswith("typing.List"):
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            inner = float if "float" in text else int if "int" in text else str
+            return [inner(v) for v in value]
+        if hint is bool or text == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        for typ in (int, float):
+            if hint is typ or text in (typ.__name__, f"{typ.__name__} | None"):
+                if typ is int and isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                return typ(value)
+        if "str" in text and not isinstance(value, str):
+            return str(value)
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"config field '{path}': cannot use {value!r} (expected {text})") from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "aug.flip=false"]`` -> nested dict, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.field=value (e.g. optim.lr=0.01)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(preset: str | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Build a validated :class:`Config` from a preset name or YAML path plus overrides.
+
+    Args:
+        preset: a name from :func:`list_presets` (e.g. ``"ucf101-simclr"``), a path to a YAML file, or None
+            for the defaults.
+        overrides: ``key=value`` strings (``optim.lr=0.01``) or an already nested dict.
+    """
+    cfg = _load_preset(preset) if preset else Config()
+    if overrides:
+        _apply(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides, "")
+    validate(cfg)
+    return cfg
+
+
+def _load_preset(preset: str) -> Config:
+    """A preset (with its ``base:`` chain) applied to the defaults; not validated yet (overrides follow)."""
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESET_DIR / f"{preset}.yaml"
+    if not path.exists():
+        raise ConfigError(f"config '{preset}' is neither a preset ({', '.join(list_presets())}) nor a YAML file")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop("base", None)  # presets may inherit from another preset
+    cfg = _load_preset(base) if base else Config()
+    _apply(cfg, data, "")
+    cfg.preset = preset
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (checkpoints, config.yaml)."""
+    cfg = Config()
+    _apply(cfg, data, "")
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible settings up front, naming the field, instead of failing an hour into a run."""
+    d, a, o, m = cfg.data, cfg.aug, cfg.optim, cfg.method
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(d.dataset in DATASETS, f"data.dataset='{d.dataset}' is not one of {DATASETS}")
+    need(m.name in METHODS, f"method.name='{m.name}' is not one of {METHODS}")
+    need(a.temporal in TEMPORAL, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL}")
+    need(a.spatial_mode in ("chunk", "frame"), f"aug.spatial_mode='{a.spatial_mode}' must be chunk or frame")
+    need(d.clip_len >= 1, f"data.clip_len={d.clip_len} must be >= 1")
+    need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")
+    need(d.split in (1, 2, 3), f"data.split={d.split} must be 1, 2 or 3 (the official splits)")
+    need(d.size >= 8, f"data.size={d.size} must be >= 8 pixels")
+    need(d.decode_size >= d.size, f"data.decode_size={d.decode_size} must be >= data.size={d.size} "
+         "(frames are decoded at decode_size, then cropped to size)")
+    need(a.max_shift >= 0, f"aug.max_shift={a.max_shift} must be >= 0")
+    need(0 < a.min_scale <= 1, f"aug.min_scale={a.min_scale} must be in (0, 1]")
+    need(o.name in ("sgd", "adam", "adamw", "lars"), f"optim.name='{o.name}' must be sgd, adam, adamw or lars")
+    need(o.lr > 0, f"optim.lr={o.lr} must be > 0")
+    need(o.batch_size >= 2, f"optim.batch_size={o.batch_size} must be >= 2 (contrastive losses need negatives)")
+    need(o.accum_steps >= 1, f"optim.accum_steps={o.accum_steps} must be >= 1")
+    need(m.queue_size >= 1, f"method.queue_size={m.queue_size} must be >= 1")
+    need(0 <= m.momentum < 1, f"method.momentum={m.momentum} must be in [0, 1)")
+    need(m.bn_mode in ("shuffle", "sync", "none"), f"method.bn_mode='{m.bn_mode}' must be shuffle, sync or none")
+    need(cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} must be >= 1")
+    need(cfg.train.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"train.precision='{cfg.train.precision}' must be auto, fp32, bf16 or fp16")
+    need(d.dataset == "synthetic" or d.root is not None,
+         f"data.root is required for dataset '{d.dataset}' (pass --root DIR)")
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,6 @@
+"""Training engine: one loop for every method, schedules, optimisers, atomic checkpoints."""
+
+from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from .optim import build_optimizer, cosine_schedule
+
+__all__ = ["CHECKPOINT_VERSION", "build_optimizer", "cosine_schedule", "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,91 @@
+"""Optimisers and per-iteration schedules.
+
+Schedules are computed once as arrays with one value per iteration (as in DINO), so resuming at step k
+uses exactly the value an uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int,
+                    warmup_epochs: float = 0.0, warmup_start: float = 0.0) -> np.ndarray:
+    """Linear warm-up from ``warmup_start`` to ``base``, then cosine decay to ``final``.
+
+    Returns:
+        float64 array of length ``epochs * steps_per_epoch``; entry i is the value at iteration i.
+    """
+    total = epochs * steps_per_epoch
+    warm = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    warmup = np.linspace(warmup_start, base, warm, endpoint=False) if warm else np.empty(0)
+    rest = np.arange(total - warm)
+    decay = final + 0.5 * (base - final) * (1 + np.cos(math.pi * rest / max(len(rest), 1)))
+    return np.concatenate([warmup, decay])
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split trainable parameters so norms and biases (ndim <= 1) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with layer-wise adaptive rate scaling (You et al. 2017), as used for large-batch SimCLR.
+
+    Parameters in a group with ``lars_exclude=True`` (norms, biases) get plain SGD with momentum.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient, lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
+                if not group["lars_exclude"]:
+                    p_norm, g_norm = torch.norm(p), torch.norm(d_p)
+                    trust = torch.where((p_norm > 0) & (g_norm > 0),
+                                        group["trust_coefficient"] * p_norm / g_norm, torch.ones_like(p_norm))
+                    d_p = d_p.mul(trust)
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = d_p.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(d_p)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Build ``sgd`` | ``adam`` | ``adamw`` | ``lars`` over ``model``'s trainable parameters.
+
+    The thesis code used Adam (lr 3e-4, weight decay 1e-6). The learning rate of every group is later
+    overwritten per iteration by the schedule; ``lr`` here is only the initial value.
+    """
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"optim.name='{name}' must be one of sgd, adam, adamw, lars")
