@@ -1,0 +1,350 @@
+"""Tests for videocontrast.eval: metrics, feature extraction + cache, linear probe, kNN, fine-tuning.
+
+Everything runs on synthetic arrays and tiny stand-in encoders, so it does not depend on the data/models modules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from videocontrast.eval import linear as linear_mod
+from videocontrast.eval.features import FeatureCache, extract_features, feature_key, weights_fingerprint
+from videocontrast.eval.finetune import build_optimizer, Classifier, finetune, lr_factor
+from videocontrast.eval.knn import knn_classify, knn_votes
+from videocontrast.eval.linear import linear_probe
+from videocontrast.eval.metrics import per_class_accuracy, topk_accuracy, video_labels, video_level
+
+
+# ---------------------------------------------------------------- helpers
+
+def planted(num_classes=5, dim=32, videos_per_class=20, clips=2, noise=1.0, seed=0, first_id=0, sep=4.0):
+    """Gaussian classes around random directions: clip feats (N, D), labels (N,), video_ids (N,)."""
+    rng = np.random.default_rng(seed)
+    dirs = np.random.default_rng(123).normal(size=(num_classes, dim))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    feats, labels, ids = [], [], []
+    vid = first_id
+    for c in range(num_classes):
+        for _ in range(videos_per_class):
+            centre = sep * dirs[c] + 0.5 * rng.normal(size=dim)  # per-video offset: clips of a video correlate
+            for _ in range(clips):
+                feats.append(centre + noise * rng.normal(size=dim))
+                labels.append(c)
+                ids.append(vid)
+            vid += 1
+    return {"feats": np.asarray(feats, np.float32), "labels": np.asarray(labels), "video_ids": np.asarray(ids)}
+
+
+class MeanPool(nn.Module):
+    """Stand-in encoder: (B, C, T, H, W) -> (B, C), the mean colour of the clip."""
+
+    feature_dim = 3
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3, 4))
+
+
+class TinyConv(nn.Module):
+    """A tiny 3D CNN with BatchNorm (whose running stats would move if run in train mode)."""
+
+    def __init__(self, dim: int = 4):
+        super().__init__()
+        self.feature_dim = dim
+        self.net = nn.Sequential(nn.Conv3d(3, dim, 3, padding=1), nn.BatchNorm3d(dim), nn.ReLU(),
+                                 nn.AdaptiveAvgPool3d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def to_model_layout(x: torch.Tensor) -> torch.Tensor:
+    """(N, T, C, H, W) uint8 -> (N, C, T, H, W) float in [-0.5, 0.5]."""
+    return (x.float() / 255.0 - 0.5).permute(0, 2, 1, 3, 4)
+
+
+def video_batches(values, labels, views=2, frames=2, size=4, batch=2, first_index=0):
+    """A loader (list of dicts) whose clip j of video i is filled with the constant values[i][j]."""
+    out = []
+    for s in range(0, len(values), batch):
+        vals = values[s:s + batch]
+        video = torch.zeros(len(vals), views, frames, 3, size, size, dtype=torch.uint8)
+        for i, clips in enumerate(vals):
+            for j, v in enumerate(clips):
+                video[i, j] = v
+        idx = list(range(first_index + s, first_index + s + len(vals)))
+        out.append({"video": video, "label": torch.tensor(labels[s:s + batch]), "index": torch.tensor(idx),
+                    "path": [f"v{i}.mp4" for i in idx]})
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_topk_accuracy_hand_worked():
+    scores = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    labels = np.array([2, 0, 1])
+    assert topk_accuracy(scores, labels, 1) == pytest.approx(1 / 3)  # only row 1 right
+    # Row 2's top-2 is {col 2, col 0}: the 0.3 tie goes to the lower column, so label 1 is missed.
+    assert topk_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
+    assert topk_accuracy(scores, labels, 3) == 1.0
+    assert topk_accuracy(scores, labels, 10) == 1.0  # k clipped to C
+    assert topk_accuracy(scores, np.array([-1, 0, 2]), 3) == pytest.approx(2 / 3)  # -1 = unseen class, a miss
+    assert topk_accuracy(torch.tensor(scores), torch.tensor(labels), 1) == pytest.approx(1 / 3)
+
+
+def test_video_level_hand_worked():
+    # 2 videos x 3 clips, clips interleaved; id 5's probabilities average to [0.5, 0.5], id 2's to [0.2, 0.8].
+    probs = np.array([[0.6, 0.4], [0.1, 0.9], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.1, 0.9]])
+    ids = np.array([5, 2, 5, 2, 5, 2])
+    vscores, order = video_level(probs, ids)
+    assert order.tolist() == [2, 5]
+    np.testing.assert_allclose(vscores, [[0.2, 0.8], [0.5, 0.5]])
+    assert video_labels(np.array([1, 0, 1, 0, 1, 0]), ids).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="different labels"):
+        video_labels(np.array([1, 0, 0, 0, 1, 0]), ids)
+
+
+def test_per_class_accuracy_hand_worked():
+    acc = per_class_accuracy(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 4)
+    np.testing.assert_allclose(acc[:2], [1.0, 1 / 3])
+    assert np.isnan(acc[2]) and np.isnan(acc[3])  # no samples of classes 2 and 3
+
+
+# ---------------------------------------------------------------- features + cache
+
+def test_extract_features_layout_and_order():
+    # Clip j of video i is filled with value 10*i + j; the mean-pool encoder returns that value (scaled) per channel.
+    values = [[10 * i + j for j in range(3)] for i in range(5)]
+    loader = video_batches(values, labels=[4, 4, 7, 9, 7], views=3, batch=2, first_index=100)
+    out = extract_features(MeanPool(), loader, lambda x: x.float().permute(0, 2, 1, 3, 4), "cpu")
+    assert out["feats"].dtype == np.float32 and out["feats"].shape == (15, 3)
+    np.testing.assert_allclose(out["feats"][:, 0], [10 * i + j for i in range(5) for j in range(3)])
+    assert out["labels"].tolist() == [l for l in [4, 4, 7, 9, 7] for _ in range(3)]
+    assert out["video_ids"].tolist() == [100 + i for i in range(5) for _ in range(3)]
+    assert out["paths"] == [f"v{100 + i}.mp4" for i in range(5)]
+
+
+def test_feature_cache_computes_once(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    calls = []
+    data = planted(num_classes=2, videos_per_class=3)
+    data["paths"] = [f"a/{i}.mp4" for i in range(6)]
+
+    def compute():
+        calls.append(1)
+        return data
+
+    key = feature_key(weights_fingerprint(None, seed=3), "synthetic", tmp_path, 1, "train", clip_len=8,
+                      clips_per_video=2, size=(56, 56), backbone="r3d_small")
+    first = cache.load_or_compute(key, compute)
+    again = cache.load_or_compute(dict(reversed(list(key.items()))), compute)  # same key, other dict order
+    assert len(calls) == 1
+    for name in ("feats", "labels", "video_ids"):
+        np.testing.assert_array_equal(again[name], data[name])
+    assert again["paths"] == data["paths"] and first is data
+    cache.load_or_compute({**key, "clip_len": 16}, compute)  # a protocol change invalidates the cache
+    assert len(calls) == 2
+    assert not list((tmp_path / "cache").glob(".tmp-*"))  # atomic write left no temporary file
+
+
+def test_feature_cache_recomputes_corrupt_file(tmp_path):
+    cache = FeatureCache(tmp_path)
+    key = {"k": 1}
+    data = {**planted(num_classes=2, videos_per_class=1), "paths": ["x", "y"]}
+    cache.path(key).write_bytes(b"not an npz")
+    with pytest.warns(UserWarning, match="unreadable"):
+        out = cache.load_or_compute(key, lambda: data)
+    assert out is data and cache.load_or_compute(key, lambda: 1 / 0)["feats"].shape == data["feats"].shape
+
+
+def test_weights_fingerprint(tmp_path):
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"abc")
+    assert weights_fingerprint(ckpt) == "sha1:a9993e364706816aba3e25717850c26c9cd0d89d"  # SHA-1("abc")
+    assert weights_fingerprint(None, 7) == "random:7"
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        weights_fingerprint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- linear probe
+
+def test_linear_probe_recovers_planted_classes_and_shuffled_is_chance(tmp_path):
+    train, test = planted(seed=0), planted(seed=1, first_id=1000)
+    names = [f"class{c}" for c in range(5)]
+    res = linear_probe(train, test, names, Cs=(0.01, 0.1, 1.0), cv_folds=3, out_dir=tmp_path)
+    assert res["top1"] > 0.9 and res["video_top1"] > 0.9
+    assert res["top5"] == 1.0  # 5 classes: top-5 covers everything
+    assert set(res["per_class"]) == set(names) and all(0 <= a <= 1 for a in res["per_class"].values())
+    assert res["protocol"]["C"] in (0.01, 0.1, 1.0) and "train only" in res["protocol"]["selection"]
+    assert (tmp_path / "confusion_linear.png").is_file()
+
+    shuffled = dict(train, labels=np.random.default_rng(0).permutation(train["labels"]))
+    chance = linear_probe(shuffled, test, names, Cs=(0.01, 1.0), cv_folds=3)
+    assert chance["top1"] < 0.4  # chance is 0.2
+
+
+def test_model_selection_only_sees_train_rows(monkeypatch):
+    train, test = planted(seed=0, videos_per_class=8), planted(seed=1, first_id=1000, videos_per_class=4)
+    seen = []
+    real = linear_mod._fit_select
+
+    def spy(X, y, groups, *args, **kwargs):
+        seen.append((X.copy(), y.copy(), groups.copy()))
+        return real(X, y, groups, *args, **kwargs)
+
+    monkeypatch.setattr(linear_mod, "_fit_select", spy)
+    linear_probe(train, test, [str(c) for c in range(5)], Cs=(0.1, 1.0), cv_folds=3)
+    assert len(seen) == 1
+    X, y, groups = seen[0]
+    np.testing.assert_array_equal(X, train["feats"].astype(np.float64))
+    np.testing.assert_array_equal(groups, train["video_ids"])
+    np.testing.assert_array_equal(y, train["labels"])
+    train_rows = {r.tobytes() for r in X.astype(np.float32)}
+    assert not any(r.tobytes() in train_rows for r in test["feats"])  # no test row ever reached selection
+
+
+def test_cv_folds_never_split_a_video():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    data = planted(num_classes=3, videos_per_class=4, clips=3)
+    assert linear_mod._num_folds(data["labels"], data["video_ids"], 5) == 4  # reduced: 4 videos per class
+    splitter = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=0)
+    for tr, va in splitter.split(data["feats"], data["labels"], data["video_ids"]):
+        assert not set(data["video_ids"][tr]) & set(data["video_ids"][va])
+
+
+def test_linear_probe_non_contiguous_labels():
+    train, test = planted(num_classes=3, seed=0), planted(num_classes=3, seed=1, first_id=500)
+    remap = np.array([4, 7, 9])
+    train["labels"], test["labels"] = remap[train["labels"]], remap[test["labels"]]
+    names = [f"n{i}" for i in range(10)]
+    res = linear_probe(train, test, names, Cs=(0.1, 1.0), cv_folds=3)
+    assert set(res["per_class"]) == {"n4", "n7", "n9"} and res["num_classes"] == 3
+    assert res["top1"] > 0.9
+
+    # A test class the classifier never saw is always an error (here: 1/4 of the test clips).
+    extra = planted(num_classes=1, seed=2, first_id=900)
+    extra["labels"] = np.full_like(extra["labels"], 2)
+    test2 = {k: np.concatenate([test[k], extra[k]]) for k in ("feats", "labels", "video_ids")}
+    res2 = linear_probe(train, test2, names, Cs=(1.0,), cv_folds=3)
+    assert res2["top1"] <= 0.75 + 1e-9 and res2["per_class"]["n2"] == 0.0
+    assert res2["protocol"]["test_clips_of_unseen_classes"] == len(extra["labels"])
+
+
+def test_linear_probe_user_errors():
+    data = planted(num_classes=2, videos_per_class=3)
+    with pytest.raises(ValueError, match="unlabeled"):
+        linear_probe(dict(data, labels=np.full_like(data["labels"], -1)), data, ["a", "b"])
+    with pytest.raises(ValueError, match="'feats'"):
+        linear_probe({"labels": data["labels"]}, data, ["a", "b"])
+    with pytest.raises(ValueError, match="class_names"):
+        linear_probe(data, data, ["a"])
+
+
+def test_backbone_unchanged_by_extraction_and_probe():
+    torch.manual_seed(0)
+    enc = TinyConv()
+    enc.train()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    rng = np.random.default_rng(0)
+    values = [[int(v) for v in rng.integers(0, 255, 2)] for _ in range(8)]
+    loader = video_batches(values, labels=[0, 1] * 4, views=2, batch=4)
+    feats = extract_features(enc, loader, to_model_layout, "cpu")
+    linear_probe(feats, feats, ["a", "b"], Cs=(1.0,), cv_folds=2)
+    assert enc.training  # flag restored
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BatchNorm running stats
+
+
+# ---------------------------------------------------------------- kNN
+
+def test_knn_votes_hand_worked():
+    # Query [1, 0] vs train a=[1,0] (class 0), b=[.8,.6] (class 1), c=[0,1] (class 1): sims 1, .8, 0.
+    train = {"feats": np.array([[1, 0], [0.8, 0.6], [0, 1]], np.float32), "labels": np.array([0, 1, 1]),
+             "video_ids": np.array([0, 1, 2])}
+    test = {"feats": np.array([[2.0, 0.0]], np.float32), "labels": np.array([0]), "video_ids": np.array([0])}
+    # k=2, T=1: class 0 gets e^1 = 2.718 > class 1's e^0.8 = 2.226 -> correct.
+    assert knn_classify(train, test, k=2, temperature=1.0)["top1"] == 1.0
+    # k=3, T=1: class 1 gets e^0.8 + e^0 = 3.226 > 2.718 -> wrong.
+    assert knn_classify(train, test, k=3, temperature=1.0)["top1"] == 0.0
+    # k=3, T=0.1: e^10 = 22026 beats e^8 + e^0 = 2982 -> correct again (sharper weighting).
+    res = knn_classify(train, test, k=3, temperature=0.1)
+    assert res["top1"] == 1.0 and res["video_top1"] == 1.0 and res["protocol"]["k"] == 3
+    votes = knn_votes(np.array([[1.0, 0.8, 0.0]]), np.array([[0, 1, 1]]), 2, 1.0)
+    np.testing.assert_allclose(votes, [[math.e, math.exp(0.8) + 1.0]])
+
+
+def test_knn_on_planted_classes_with_label_gaps():
+    train, test = planted(num_classes=3, seed=0), planted(num_classes=3, seed=1, first_id=100)
+    remap = np.array([4, 7, 9])
+    train["labels"], test["labels"] = remap[train["labels"]], remap[test["labels"]]
+    res = knn_classify(train, test, k=10, chunk=7)
+    assert res["top1"] > 0.9 and res["video_top1"] > 0.9
+    assert knn_classify(train, test, k=10, num_classes=10)["top1"] == pytest.approx(res["top1"])
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+class BrightnessVideos(torch.utils.data.Dataset):
+    """Class 0 = dark clips, class 1 = bright clips (an easy, separable task)."""
+
+    def __init__(self, n: int, views: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = [i % 2 for i in range(n)]
+        self.videos = []
+        for y in self.labels:
+            base = 60 if y == 0 else 190
+            self.videos.append((base + torch.randint(-40, 40, (views, 4, 3, 8, 8), generator=g)).to(torch.uint8))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"video": self.videos[i], "label": self.labels[i], "index": i, "path": f"{i}.mp4"}
+
+
+def test_lr_factor_hand_worked():
+    # warm-up 2 steps then cosine over the remaining 4
+    assert [lr_factor(s, 6, 2) for s in (0, 1, 2, 4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
+    assert lr_factor(6, 6, 2) == pytest.approx(0.0)
+
+
+def test_finetune_param_groups_and_loss_decreases(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(TinyConv(), 2)
+    opt = build_optimizer(model, lr=0.02, backbone_lr_ratio=0.1, weight_decay=0.0)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["backbone"] == pytest.approx(0.1 * lrs["head"])
+
+    train = torch.utils.data.DataLoader(BrightnessVideos(16, 1, seed=0), batch_size=4, shuffle=True)
+    test = torch.utils.data.DataLoader(BrightnessVideos(8, 2, seed=1), batch_size=4)
+    logs = []
+    res = finetune(TinyConv(), 2, train, test, to_model_layout, to_model_layout, "cpu", epochs=6, lr=0.1,
+                   warmup_epochs=1, log=logs.append, out_dir=tmp_path)
+    steps = [r for r in logs if "step" in r]
+    assert len(steps) == 6 * 4
+    assert all(r["lr_backbone"] == pytest.approx(0.1 * r["lr_head"]) for r in steps)
+    assert max(r["lr_head"] for r in steps) == pytest.approx(0.1)  # reaches the peak after warm-up
+    losses = [h["train_loss"] for h in res["history"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert res["top1"] >= 0.9 and res["video_top1"] >= 0.9 and 0 <= res["top5"] <= 1
+    assert res["selected_epoch"] == 5 and "last epoch" in res["protocol"]["selection"]
+    assert (tmp_path / "finetuned.pt").is_file() and (tmp_path / "finetune.json").is_file()
+
+
+def test_finetune_with_validation_split_and_bad_labels():
+    torch.manual_seed(0)
+    train = torch.utils.data.DataLoader(BrightnessVideos(12, 1, seed=0), batch_size=4)
+    test = torch.utils.data.DataLoader(BrightnessVideos(4, 2, seed=1), batch_size=4)
+    res = finetune(TinyConv(), 2, train, test, to_model_layout, to_model_layout, "cpu", epochs=2, val_fraction=0.25)
+    assert 0 <= res["selected_epoch"] < 2 and "held-out" in res["protocol"]["selection"]
+    assert all("val_top1" in h for h in res["history"])
+    backbone = TinyConv()
+    res = finetune(backbone, 2, train, None, to_model_layout, to_model_layout, "cpu", epochs=1)  # no test split
+    assert "top1" not in res and len(res["history"]) == 1
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        finetune(TinyConv(), 1, train, test, to_model_layout, to_model_layout, "cpu", epochs=1)

@@ -1,0 +1,191 @@
+"""Linear evaluation protocol: L2-regularised multinomial logistic regression on frozen features.
+
+As in the thesis (Sec. 4, following SimCLR [Chen et al. 2020] / Kolesnikov et al. 2019): the backbone is frozen,
+a linear classifier is trained on the train split's features and Acc@1 is reported on the test split. The
+regularisation strength C is chosen by cross-validation on the train split only; the test split is touched
+exactly once, by the refitted final model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from videocontrast.eval.metrics import (
+    confusion_matrix_png,
+    per_class_accuracy,
+    topk_accuracy,
+    video_labels,
+    video_level,
+)
+
+DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 2, 6))  # 0.001 ... 100
+
+
+def _classifier(C: float, max_iter: int, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # lbfgs with >2 classes fits the multinomial (softmax) loss; the default penalty is L2.
+    # Standardisation is inside the pipeline so each CV fold fits its own scaler on its own training part.
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=seed))
+
+
+def _num_folds(y: np.ndarray, groups: np.ndarray, cv_folds: int) -> int:
+    """Folds = min(cv_folds, fewest videos in any class): every fold's validation part then holds each class."""
+    videos_per_class = [len(np.unique(groups[y == c])) for c in np.unique(y)]
+    return min(cv_folds, min(videos_per_class))
+
+
+def _fit_select(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: Sequence[float], cv_folds: int, max_iter: int, seed: int
+) -> tuple[Any, float, dict[float, float], str]:
+    """Choose C by grouped, stratified k-fold CV and refit on all of ``X``.
+
+    This is the only function that does model selection, and it only ever receives TRAIN arrays (a test spies on
+    it): ``X (N_train_clips, D)``, ``y (N_train_clips,)`` contiguous class indices, ``groups (N_train_clips,)``
+    video ids, so the clips of one video never straddle a training and a validation fold.
+
+    Returns:
+        ``(fitted pipeline, chosen C, {C: mean CV accuracy}, description of the selection)``.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = _num_folds(y, groups, cv_folds)
+    if len(Cs) == 1 or folds < 2:
+        C = float(Cs[0]) if len(Cs) == 1 else float(Cs[len(Cs) // 2])
+        why = "single C given" if len(Cs) == 1 else "no CV possible: a class has fewer than 2 training videos"
+        model = _classifier(C, max_iter, seed).fit(X, y)
+        return model, C, {}, f"C fixed to {C:g} ({why})"
+
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splits = list(splitter.split(X, y, groups))
+    scores: dict[float, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # small-C grid points may stop at max_iter: harmless
+        for C in Cs:
+            accs = []
+            for tr, va in splits:
+                model = _classifier(float(C), max_iter, seed).fit(X[tr], y[tr])
+                accs.append(float((model.predict(X[va]) == y[va]).mean()))
+            scores[float(C)] = float(np.mean(accs))
+    # Best mean accuracy; ties go to the smallest C (strongest regularisation), the safer choice.
+    best = max(scores.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    model = _classifier(best, max_iter, seed).fit(X, y)
+    return model, best, scores, f"{folds}-fold StratifiedGroupKFold CV (grouped by video) on train only"
+
+
+def _check_split(split: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    for field in ("feats", "labels", "video_ids"):
+        if field not in split:
+            raise ValueError(f"linear_probe: '{name}' features lack the field '{field}' (see eval.features)")
+    X = np.asarray(split["feats"], dtype=np.float64)
+    y = np.asarray(split["labels"]).astype(np.int64)
+    g = np.asarray(split["video_ids"]).astype(np.int64)
+    if X.ndim != 2 or y.shape != (len(X),) or g.shape != (len(X),):
+        raise ValueError(f"linear_probe: '{name}' needs feats (N, D), labels (N,), video_ids (N,); "
+                         f"got {X.shape}, {y.shape}, {g.shape}")
+    if len(X) == 0:
+        raise ValueError(f"linear_probe: '{name}' split is empty")
+    if (y < 0).any():
+        raise ValueError(f"linear_probe: '{name}' split has unlabeled clips (label -1); the probe needs labels")
+    if not np.isfinite(X).all():
+        raise ValueError(f"linear_probe: '{name}' features contain NaN or inf")
+    return X, y, g
+
+
+def linear_probe(
+    train: Mapping[str, Any],
+    test: Mapping[str, Any],
+    class_names: Sequence[str],
+    Cs: Sequence[float] = DEFAULT_CS,
+    cv_folds: int = 5,
+    max_iter: int = 1000,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Linear evaluation of frozen features.
+
+    Args:
+        train, test: feature sets from :func:`videocontrast.eval.features.extract_features`
+            (``feats (N_clips, D)``, ``labels (N_clips,)``, ``video_ids (N_clips,)``). Labels may be any
+            non-negative integers (e.g. a class subset 4, 7, 9); they are mapped to contiguous indices internally
+            and reported back in the original label space.
+        class_names: name of each original label (``class_names[label]``).
+        Cs: grid of inverse L2 strengths searched by CV.
+        cv_folds: maximum number of CV folds (reduced when a class has fewer training videos).
+        max_iter: lbfgs iteration limit.
+        seed: fold shuffling seed.
+        out_dir: if given, writes ``confusion_linear.png`` (clip level) there.
+
+    Returns:
+        ``top1``, ``top5`` (clip level), ``video_top1``, ``video_top5`` (mean of clip probabilities per video),
+        ``per_class`` ({class name: clip-level accuracy} for the test classes), counts, ``cv_accuracy`` and
+        ``protocol``. Test clips whose class never occurs in train count as errors.
+    """
+    Xtr, ytr_orig, gtr = _check_split(train, "train")
+    Xte, yte_orig, gte = _check_split(test, "test")
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise ValueError(f"linear_probe: train features have D={Xtr.shape[1]} but test features D={Xte.shape[1]}")
+    classes = np.unique(ytr_orig)  # original labels, sorted; column c of the classifier <-> classes[c]
+    if len(classes) < 2:
+        raise ValueError(f"linear_probe: the train split holds a single class ({classes.tolist()}); need >= 2")
+    if classes.max() >= len(class_names):
+        raise ValueError(f"linear_probe: label {classes.max()} has no entry in class_names (len {len(class_names)})")
+    ytr = np.searchsorted(classes, ytr_orig)
+    seen = np.isin(yte_orig, classes)
+    # Classes absent from train can never be predicted; -1 makes every metric count them as misses.
+    yte = np.where(seen, np.searchsorted(classes, yte_orig).clip(max=len(classes) - 1), -1)
+
+    model, C, cv_scores, selection = _fit_select(Xtr, ytr, gtr, tuple(Cs), cv_folds, max_iter, seed)
+
+    proba = model.predict_proba(Xte)  # (N_test_clips, K), columns in contiguous class order
+    pred = proba.argmax(axis=1)
+    vproba, _ = video_level(proba, gte)
+    vlab = video_labels(yte, gte)
+    acc = per_class_accuracy(pred[seen], yte[seen], len(classes))
+    test_classes = np.unique(yte_orig)
+    per_class = {class_names[c]: (float(acc[np.searchsorted(classes, c)]) if c in classes else 0.0)
+                 for c in test_classes}
+
+    result: dict[str, Any] = {
+        "top1": topk_accuracy(proba, yte, 1),
+        "top5": topk_accuracy(proba, yte, 5),
+        "video_top1": topk_accuracy(vproba, vlab, 1),
+        "video_top5": topk_accuracy(vproba, vlab, 5),
+        "per_class": per_class,
+        "cv_accuracy": {f"{c:g}": a for c, a in cv_scores.items()},
+        "num_train_clips": int(len(Xtr)),
+        "num_test_clips": int(len(Xte)),
+        "num_train_videos": int(len(np.unique(gtr))),
+        "num_test_videos": int(len(np.unique(gte))),
+        "num_classes": int(len(classes)),
+    }
+    if out_dir is not None:
+        names = [class_names[c] for c in classes]
+        path = confusion_matrix_png(pred[seen], yte[seen], names, Path(out_dir) / "confusion_linear.png",
+                                    title=f"Linear probe, clip level (top-1 {result['top1']:.3f})")
+        result["confusion_png"] = str(path)
+
+    clips_per_video = np.unique(gte, return_counts=True)[1]
+    result["protocol"] = {
+        "classifier": "multinomial logistic regression (sklearn lbfgs), L2",
+        "C_grid": [float(c) for c in Cs],
+        "C": C,
+        "selection": selection,
+        "refit": "on all train clips with the chosen C",
+        "max_iter": max_iter,
+        "features": str(train.get("description", "frozen backbone output")) + ", standardised (scaler fit on train)",
+        "clips_per_video": int(np.median(clips_per_video)),
+        "video_level": "mean of clip probabilities per video",
+        "per_class": "clip-level accuracy",
+        "test_clips_of_unseen_classes": int((~seen).sum()),
+        "seed": seed,
+    }
+    return result
