@@ -1,0 +1,254 @@
+"""3D CNN backbones: the base encoder ``C`` of the thesis (section 3, "Base encoder F").
+
+Every backbone has the same (timm-like) surface::
+
+    feats = model.forward_features(x)   # (B, C, T, H, W) -> last feature map (B, D, t, h, w)
+    pooled = model.forward_head(feats)  # (B, D, t, h, w) -> (B, D), global average pool
+    pooled = model(x)                   # both
+    model.feature_dim                   # D
+
+Names (``BACKBONES``): ``r3d_18``, ``r2plus1d_18``, ``mc3_18`` (torchvision's video ResNets, random init,
+classifier removed, D=512) and ``r3d_small`` (a small 3D ResNet for CPU runs, configurable depth/width/stem).
+
+``weights`` is always a *local* file; nothing here ever downloads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+import warnings
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import video as tv_video
+from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
+
+__all__ = ["BACKBONES", "VideoResNetEncoder", "build_backbone", "load_backbone_weights", "r3d_small"]
+
+
+class VideoResNetEncoder(nn.Module):
+    """A video ResNet without classifier: ``stem -> layer1..layer4 -> global average pool``.
+
+    Parameter names match torchvision's ``VideoResNet`` (``stem.*``, ``layer1.*`` ...), so torchvision
+    state dicts (e.g. the Kinetics-400 weights) load directly once their ``fc.*`` keys are dropped.
+
+    Shape:
+        input ``(B, C, T, H, W)`` float -> output ``(B, feature_dim)``.
+    """
+
+    def __init__(self, stem: nn.Module, layers: Sequence[nn.Module], feature_dim: int) -> None:
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"layers: expected 4 stages, got {len(layers)}")
+        self.stem = stem
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.feature_dim = int(feature_dim)
+
+    @classmethod
+    def from_torchvision(cls, net: tv_video.VideoResNet) -> "VideoResNetEncoder":
+        return cls(net.stem, [net.layer1, net.layer2, net.layer3, net.layer4], net.fc.in_features)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, C, T, H, W) -> (B, D, t, h, w)``: the last feature map."""
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        """``(B, D, t, h, w) -> (B, D)``: global average pool (a reduction, no view: channels_last_3d safe)."""
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"x: expected a (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(model: nn.Module) -> None:
+    # Same initialisation as torchvision's VideoResNet.
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _make_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(
+            nn.Conv3d(inplanes, planes, kernel_size=1, stride=Conv3DSimple.get_downsample_stride(stride), bias=False),
+            nn.BatchNorm3d(planes),
+        )
+    stage = [BasicBlock(inplanes, planes, Conv3DSimple, stride, downsample)]
+    stage += [BasicBlock(planes, planes, Conv3DSimple) for _ in range(1, blocks)]
+    return nn.Sequential(*stage)
+
+
+def r3d_small(
+    layers: Sequence[int] = (1, 1, 1, 1),
+    width: int = 64,
+    stem: str = "basic",
+    in_channels: int = 3,
+) -> VideoResNetEncoder:
+    """A small 3D ResNet (BasicBlocks, 3x3x3 convolutions) for CPU-sized inputs.
+
+    Args:
+        layers: blocks per stage (4 stages); ``(2, 2, 2, 2)`` with ``width=64`` and ``stem="basic"`` is r3d_18.
+        width: channels of the first stage; stages have ``width * (1, 2, 4, 8)`` channels,
+            so ``feature_dim = 8 * width``.
+        stem: ``"basic"``: conv 3x7x7, stride (1, 2, 2) (torchvision's, halves H and W);
+            ``"small"``: conv 3x3x3, stride 1 (keeps resolution: for 8x32x32 or smaller inputs).
+        in_channels: input channels C.
+
+    Stages 2-4 stride by 2 in T, H and W; inputs as small as 4x16x16 work with either stem.
+    """
+    if len(layers) != 4 or any(int(n) < 1 for n in layers):
+        raise ValueError(f"layers: expected 4 positive block counts, got {list(layers)}")
+    if int(width) < 1:
+        raise ValueError(f"width: must be a positive integer, got {width}")
+    width = int(width)
+    if stem == "basic":
+        conv = nn.Conv3d(in_channels, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
+    elif stem == "small":
+        conv = nn.Conv3d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+    else:
+        raise ValueError(f"stem: expected 'basic' or 'small', got {stem!r}")
+    stem_module = nn.Sequential(conv, nn.BatchNorm3d(width), nn.ReLU(inplace=True))
+
+    planes = [width, 2 * width, 4 * width, 8 * width]
+    stages, inplanes = [], width
+    for i, (p, n) in enumerate(zip(planes, layers)):
+        stages.append(_make_stage(inplanes, p, int(n), stride=1 if i == 0 else 2))
+        inplanes = p
+    model = VideoResNetEncoder(stem_module, stages, feature_dim=planes[-1])
+    _init_weights(model)
+    return model
+
+
+def _torchvision(fn: Callable[..., tv_video.VideoResNet]) -> Callable[..., VideoResNetEncoder]:
+    def build(**kw) -> VideoResNetEncoder:
+        return VideoResNetEncoder.from_torchvision(fn(weights=None, **kw))
+
+    build.__doc__ = f"torchvision ``{fn.__name__}`` (random init, no classifier, feature_dim=512)."
+    build.__signature__ = inspect.signature(fn)  # for kwarg checking in build_backbone
+    return build
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "r3d_18": _torchvision(tv_video.r3d_18),
+    "r2plus1d_18": _torchvision(tv_video.r2plus1d_18),
+    "mc3_18": _torchvision(tv_video.mc3_18),
+    "r3d_small": r3d_small,
+}
+
+# Prefixes that wrappers add in front of backbone parameter names: DDP, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _read_state_dict(path: str) -> dict[str, Tensor]:
+    if not os.path.isfile(path):
+        raise ValueError(f"weights: file not found: {path!r} (give the path of a local state-dict file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Our training checkpoints also hold RNG states (NumPy objects): a full unpickle of the user's
+        # own local file is needed there.
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise ValueError(f"weights: could not read {path!r} as a PyTorch checkpoint: {e}") from e
+    except Exception as e:  # a truncated file, not a torch file, ...
+        raise ValueError(f"weights: could not read {path!r} as a PyTorch state dict: {e}") from e
+    # Checkpoints often nest the state dict: {"model": {...}, "optimizer": ...}.
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"weights: {path!r} does not hold a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def _clean_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Strip wrapper prefixes, select the ``backbone.`` sub-dict if present, drop the classifier ``fc.*``."""
+    cleaned = {}
+    for k, v in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _WRAPPER_PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        cleaned[k] = v
+    # A method checkpoint (SimCLR/MoCo state dict) holds backbone.*, head.*, key encoder ...: keep the backbone.
+    if any(k.startswith("backbone.") for k in cleaned):
+        cleaned = {k[len("backbone."):]: v for k, v in cleaned.items() if k.startswith("backbone.")}
+    return {k: v for k, v in cleaned.items() if not k.startswith("fc.")}
+
+
+def load_backbone_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load a local state-dict file into ``model`` (in place) and return it.
+
+    Accepts torchvision video-ResNet state dicts (``fc.*`` dropped), our method checkpoints (the
+    ``backbone.*`` entries are used) and DDP/compiled ones (``module.``/``_orig_mod.`` stripped).
+
+    Raises:
+        ValueError: missing file, or backbone parameters/buffers missing from the file or with another shape
+            (all of them listed).
+    Warns:
+        UserWarning listing keys in the file that the backbone does not have.
+    """
+    state = _clean_keys(_read_state_dict(path))
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    )
+    if missing or mismatched:
+        lines = []
+        if missing:
+            lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
+        if mismatched:
+            lines.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
+        raise ValueError(f"weights: {path!r} does not fit this backbone:\n  " + "\n  ".join(lines))
+    unexpected = sorted(k for k in state if k not in own)
+    if unexpected:
+        warnings.warn(f"weights: ignoring {len(unexpected)} unexpected keys in {path!r}: {', '.join(unexpected)}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def build_backbone(name: str, weights: str | None = None, **kw) -> nn.Module:
+    """Build a backbone by name; optionally load a local state-dict file.
+
+    Args:
+        name: one of ``BACKBONES``.
+        weights: path of a local state-dict file (see ``load_backbone_weights``); never downloaded.
+        **kw: forwarded to the builder (``r3d_small``: ``layers``, ``width``, ``stem``, ``in_channels``).
+
+    Returns:
+        ``nn.Module`` mapping ``(B, C, T, H, W)`` to ``(B, feature_dim)``.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"backbone: unknown name {name!r}; choices: {', '.join(sorted(BACKBONES))}")
+    builder = BACKBONES[name]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        bad = sorted(set(kw) - set(params))
+        if bad:
+            raise ValueError(f"backbone {name!r}: unknown options {bad}; accepted: {sorted(params)}")
+    model = builder(**kw)
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    return model
