@@ -248,9 +248,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         model = model.to(memory_format=torch.channels_last_3d)
     if state_dict is not None:
         model.load_state_dict(state_dict["model"])
-    if world > 1:
-        if cfg.method.bn_mode == "sync":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if world > 1:  # (method.bn_mode=sync: build_method already converted BN to SyncBatchNorm)
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     opt_cfg = cfg.optim

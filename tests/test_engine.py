@@ -1,0 +1,97 @@
+"""Pretraining engine: a short run lowers the loss; a run killed with SIGKILL and resumed ends with the
+same weights as an uninterrupted one (bitwise on CPU in deterministic mode); non-finite loss stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from videocontrast.config import load_config
+from videocontrast.engine.checkpoint import load_checkpoint
+from videocontrast.engine.train import NonFiniteLossError, pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny but real setup: synthetic videos on disk, r3d_small, 4 frames at 16x16.
+TINY = ["data.synthetic_videos_per_class=3", "data.synthetic_frames=12", "data.synthetic_size=24",
+        "data.clip_len=4", "data.decode_size=20", "data.size=16", "data.num_workers=0", "data.eval_clips=2",
+        "aug.max_shift=2", "model.width=8", "model.head_hidden=32", "optim.batch_size=8", "optim.lr=0.003",
+        "train.deterministic=true", "train.log_every=1", "optim.warmup_epochs=0"]
+
+
+def tiny(tmp_path, *extra):
+    return load_config("demo", [f"data.root={tmp_path / 'synthetic'}", *TINY, *extra])
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco-v2"])
+def test_kill_and_resume_gives_identical_weights(tmp_path, method):
+    extra = [f"method.name={method}", "method.queue_size=16", "train.epochs=4"]
+    ref = pretrain(tiny(tmp_path, *extra), tmp_path / "ref", quiet=True)
+    # Same run in a subprocess, SIGKILLed as soon as its first checkpoint exists, then resumed here.
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "videocontrast", "pretrain", "--out", str(run), "--config", "demo",
+           f"data.root={tmp_path / 'synthetic'}", *TINY, *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert ckpt.exists(), err.decode()[-2000:]
+    killed_at = load_checkpoint(ckpt)["epoch"]
+    assert killed_at < 4, "the run finished before it could be killed; the test proves nothing"
+    resumed = pretrain(tiny(tmp_path, *extra), run, resume=True, quiet=True)
+    assert resumed["epochs"] == 4
+    a, b = _weights(ref["checkpoint"]), _weights(resumed["checkpoint"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill-and-resume (killed after epoch {killed_at})"
+
+
+def test_short_run_lowers_the_loss(tmp_path):
+    res = pretrain(tiny(tmp_path, "train.epochs=6", "data.synthetic_videos_per_class=4"), tmp_path / "run",
+                   quiet=True)
+    losses = [h["loss"] for h in res["history"]]
+    assert losses[-1] < losses[0], losses
+    out = tmp_path / "run"
+    assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert any('"kind": "epoch"' in line for line in lines) and any('"clips_per_s"' in line for line in lines)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    cfg = tiny(tmp_path, "train.epochs=1")
+    pretrain(cfg, tmp_path / "run", quiet=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(cfg, tmp_path / "run", quiet=True)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "train.epochs=1")
+    pretrain(cfg, tmp_path / "run", quiet=True)
+    good = _weights(tmp_path / "run" / "checkpoints" / "last.pt")
+    from videocontrast.methods.simclr import SimCLR
+
+    real_forward = SimCLR.forward
+
+    def nan_forward(self, v1, v2):
+        loss, stats = real_forward(self, v1, v2)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(SimCLR, "forward", nan_forward)
+    cfg2 = tiny(tmp_path, "train.epochs=2")
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        pretrain(cfg2, tmp_path / "run", resume=True, quiet=True)
+    after = _weights(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.equal(good[k], after[k]) for k in good)

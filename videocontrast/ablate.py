@@ -1,0 +1,109 @@
+"""``videocontrast ablate``: a grid over named config fields, like the thesis's Tables 3-5 and Figs. 5-6.
+
+Each cell (one combination) pretrains in ``OUT/cells/<name>/`` and is evaluated; its results are stored in
+``OUT/cells/<name>/cell.json``. A finished cell is never recomputed and an interrupted cell resumes from
+its checkpoint, so an interrupted grid continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, ConfigError, _apply, parse_overrides, validate
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``["aug.temporal=none,shift", "data.clip_len=8,16"]`` -> ``[("aug.temporal", ["none", "shift"]), ...]``."""
+    axes = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid '{item}' is not of the form field=v1,v2 (e.g. aug.temporal=none,shift)")
+        key, values = item.split("=", 1)
+        axes.append((key.strip(), [v for v in values.split(",") if v != ""]))
+    return axes
+
+
+def cell_name(combo: dict[str, str]) -> str:
+    return "__".join(f"{k.split('.')[-1]}-{v}" for k, v in combo.items()).replace("/", "_")
+
+
+def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("linear", "knn")) -> str:
+    from .engine.train import pretrain
+    from .eval.run import COMMANDS, resolve_encoder
+
+    axes = parse_grid(grid)
+    combos = [dict(zip([a for a, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
+    cells = []
+    for combo in combos:  # validate every cell before spending hours on the first
+        c = copy.deepcopy(cfg)
+        _apply(c, parse_overrides([f"{k}={v}" for k, v in combo.items()]), "")
+        validate(c)
+        cells.append((combo, c))
+    rows: list[dict[str, Any]] = []
+    for combo, c in cells:
+        cdir = out / "cells" / cell_name(combo)
+        done = cdir / "cell.json"
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            continue
+        run = pretrain(c, cdir / "pretrain", resume=True, quiet=True)
+        device = torch.device("cuda" if torch.cuda.is_available() and c.train.device == "auto" else
+                              (c.train.device if c.train.device != "auto" else "cpu"))
+        enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
+        row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
+        for name in evals:
+            res = COMMANDS[name](enc, device, cdir / name, out / "cache")
+            for k in ("top1", "video_top1", "R@1", "R@5"):
+                if k in res:
+                    row[f"{name}_{k}"] = res[k]
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(row, indent=2))
+        rows.append(row)
+    return write_tables(rows, out, [a for a, _ in axes])
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
+    """Markdown + CSV tables and a bar chart of every metric column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for k in cols:
+            v = r.get(k, "")
+            cells.append(f"{v:.3f}" if k == "final_loss" and isinstance(v, float) else
+                         f"{100 * v:.1f}%" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (out / "results.md").write_text(table + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    metrics = [k for k in cols if k not in axes and k != "final_loss"]
+    labels = [" / ".join(str(r[a]) for a in axes) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) * max(1, len(metrics)) / 2), 3.5), dpi=110)
+    width = 0.8 / max(1, len(metrics))
+    for j, m in enumerate(metrics):
+        ax.bar([i + j * width for i in range(len(rows))], [100 * r.get(m, 0) for r in rows], width, label=m)
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(rows))])
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.legend(fontsize=7)
+    ax.set_title(" x ".join(axes))
+    fig.tight_layout()
+    fig.savefig(out / "results.png")
+    plt.close(fig)
+    return table

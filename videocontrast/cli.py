@@ -1,0 +1,258 @@
+"""The ``videocontrast`` command: thin argument parsing that builds a config and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = {
+    "demo": "example: videocontrast demo --quick\n"
+            "         videocontrast demo --dataset ucf101 --root UCF101/ --splits ucfTrainTestlist/ --split 1",
+    "pretrain": "example: videocontrast pretrain --method simclr --dataset ucf101 --root UCF101/ --split 1 \\\n"
+                "             --epochs 100 --out runs/simclr --config ucf101-simclr optim.lr=3e-4\n"
+                "multi-GPU: torchrun --nproc_per_node=8 -m videocontrast.cli pretrain ... (same flags)",
+    "linear": "example: videocontrast linear --checkpoint runs/simclr/checkpoints/last.pt --dataset ucf101 "
+              "--root UCF101/ --out runs/simclr/linear",
+    "finetune": "example: videocontrast finetune --checkpoint runs/simclr/checkpoints/last.pt --dataset hmdb51 "
+                "--root HMDB51/ --splits testTrainMulti_7030_splits/ --out runs/simclr/ft eval.finetune_epochs=150",
+    "knn": "example: videocontrast knn --checkpoint random --config cpu-small --out runs/random/knn",
+    "retrieve": "example: videocontrast retrieve --checkpoint runs/simclr/checkpoints/last.pt --dataset ucf101 "
+                "--root UCF101/ --out runs/simclr/retrieval   (writes retrieval.html)",
+    "embed": "example: videocontrast embed --checkpoint runs/mine/checkpoints/last.pt --root my_videos/ "
+             "--out my_videos.index",
+    "search": "example: videocontrast search my_videos.index query.mp4 -k 5 --html results.html",
+    "data": "example: videocontrast data info --dataset ucf101 --root UCF101/ --split 1 --json\n"
+            "         videocontrast data preview --out preview/",
+    "ablate": "example: videocontrast ablate --config cpu-small --grid aug.temporal=none,shift "
+              "aug.spatial_mode=chunk,frame --epochs 5 --out runs/ablation",
+}
+
+
+def _dataset_flags(p: argparse.ArgumentParser, required_root: bool = False) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--dataset", choices=["synthetic", "ucf101", "hmdb51", "folder"], default=None,
+                   help="dataset kind (default: the config's, synthetic for the demo)")
+    g.add_argument("--root", default=None, required=required_root, help="folder with the videos (class subfolders)")
+    g.add_argument("--splits", default=None, help="folder with the official split files (ucf101, hmdb51)")
+    g.add_argument("--split", type=int, default=None, choices=[1, 2, 3], help="official split number")
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="preset name (see `videocontrast pretrain --help`) or YAML file")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. optim.lr=0.01 aug.temporal=drop")
+
+
+def _dataset_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in (("dataset", "data.dataset"), ("root", "data.root"), ("splits", "data.splits"),
+                      ("split", "data.split"), ("device", "train.device")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _build_config(args: argparse.Namespace, extra: list[str] | None = None):
+    from .config import load_config
+
+    return load_config(args.config, [*_dataset_overrides(args), *(extra or []), *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import list_presets
+
+    parser = argparse.ArgumentParser(
+        prog="videocontrast",
+        description="Contrastive self-supervised video representation learning (videoSimCLR, videoMoCo v1/v2) "
+                    "with linear probe, fine-tuning, kNN and retrieval evaluation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with `videocontrast demo` (no download; about 10 minutes on a laptop CPU).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = add("demo", "the main job: pretrain videoSimCLR, evaluate against random init, write an HTML report")
+    _dataset_flags(p)
+    _config_flags(p)
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
+
+    p = add("pretrain", "contrastive pretraining (same command under torchrun)")
+    p.add_argument("--method", choices=["simclr", "moco-v1", "moco-v2"], default=None)
+    _dataset_flags(p)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt if it exists")
+    _config_flags(p)
+    p.epilog = (p.epilog or "") + f"\npresets: {', '.join(list_presets())}"
+
+    for name, help_ in (("linear", "linear probe: L2 logistic regression on frozen features"),
+                        ("finetune", "fine-tune the whole network (backbone lr = head lr x 0.1)"),
+                        ("knn", "kNN classifier on frozen features (cosine, weighted votes)"),
+                        ("retrieve", "video retrieval R@1/5/10/20/50 (test queries training videos) + HTML")):
+        p = add(name, help_)
+        p.add_argument("--checkpoint", required=True,
+                       help="checkpoint path, `random`, `supervised`, or a state-dict file of external weights")
+        _dataset_flags(p)
+        p.add_argument("--out", required=True, help="output folder (results.json)")
+        _config_flags(p)
+
+    p = add("embed", "embed every video of a folder into a searchable index")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--root", required=True, help="folder of videos (searched recursively)")
+    p.add_argument("--out", required=True, help="index file to write (.npz)")
+    p.add_argument("--clips", type=int, default=4, help="clips per video (mean-pooled)")
+    p.add_argument("--per-clip", action="store_true", help="also store one embedding per clip")
+    p.add_argument("--device", default=None)
+
+    p = add("search", "find the videos of an index nearest to a query video")
+    p.add_argument("index")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--html", default=None, help="write an HTML page with frames of the results")
+    p.add_argument("--device", default=None)
+
+    p = add("data", "inspect a dataset: counts, missing/unreadable files, or a preview of augmented views")
+    p.add_argument("action", choices=["info", "preview"])
+    _dataset_flags(p)
+    p.add_argument("--json", action="store_true", help="info: print one JSON object")
+    p.add_argument("--out", default=None, help="preview: output folder for the PNG grid")
+    _config_flags(p)
+
+    p = add("ablate", "run a grid over config fields; table (md, csv) and bar chart; resumable")
+    _dataset_flags(p)
+    p.add_argument("--grid", nargs="+", required=True, help="field=v1,v2,... (one per axis)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--eval", default="linear,knn", help="evaluations per cell: linear,knn,retrieve")
+    p.add_argument("--config", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", default=[])
+    return parser
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .engine.train import pretrain
+
+    extra = []
+    if args.method:
+        extra.append(f"method.name={args.method}")
+    if args.epochs:
+        extra.append(f"train.epochs={args.epochs}")
+    cfg = _build_config(args, extra)
+    result = pretrain(cfg, args.out, resume=args.resume)
+    last = result["history"][-1] if result["history"] else {}
+    print(f"done: {result['epochs']} epochs, {result['steps']} steps, final loss {last.get('loss', float('nan')):.4f}"
+          f", {result['time_s']:.0f}s -> {result['checkpoint']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import dist
+    from .eval.run import COMMANDS, format_table, resolve_encoder, write_results
+
+    cfg = _build_config(args)
+    device = dist.init_distributed().device if cfg.train.device == "auto" else torch.device(cfg.train.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = resolve_encoder(args.checkpoint, cfg, device, out)
+    results = COMMANDS[args.command](enc, device, out)
+    path = write_results(out, results)
+    print(f"{args.command}: {enc.description}\n{format_table(results)}\nprotocol: "
+          f"{json.dumps(results.get('protocol', {}))}\n-> {path}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    cfg = _build_config(args)
+    if args.action == "info":
+        from .data.build import dataset_root
+        from .data.datasets import dataset_info
+
+        info = dataset_info(cfg.data.dataset, dataset_root(cfg), splits=cfg.data.splits, split=cfg.data.split)
+        if args.json:
+            print(json.dumps(info, default=str))
+        else:
+            print(f"dataset {cfg.data.dataset} at {dataset_root(cfg)} (split {cfg.data.split})")
+            print(f"classes: {len(info['classes'])}   train: {info['train']}   test: {info['test']}   "
+                  f"missing: {info['missing']}   unreadable: {len(info['unreadable'])}")
+            for key in ("frames", "fps"):
+                if key in info:
+                    print(f"{key}: {info[key]}")
+            for bad in info["unreadable"][:20]:
+                print(f"  unreadable: {bad['path']}: {bad['reason']}")
+        return 0
+    from .data.preview import preview
+
+    out = Path(args.out or "preview")
+    path = preview(cfg, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    preset = args.config or "demo"
+    if args.dataset and args.dataset != "synthetic" and not args.config:
+        preset = "demo-real"
+    from .config import load_config
+
+    cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides])
+    run_demo(cfg, Path(args.out), quick=args.quick)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .search import build_index
+
+    path = build_index(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
+                       device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import search
+
+    hits = search(args.index, args.query, k=args.k, html=args.html, device=args.device)
+    for rank, (path, sim) in enumerate(hits, 1):
+        print(f"{rank:3d}  {sim:+.4f}  {path}")
+    if args.html:
+        print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import run_ablation
+
+    extra = [f"train.epochs={args.epochs}"] if args.epochs else []
+    cfg = _build_config(args, extra)
+    table = run_ablation(cfg, args.grid, Path(args.out), evals=args.eval.split(","))
+    print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
+                "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
+                "search": cmd_search, "ablate": cmd_ablate}
+    from .config import ConfigError
+
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
