@@ -1,0 +1,142 @@
+"""read_frames/probe_video against videos whose pictures encode their own frame number, and against a
+plain sequential PyAV decode of real UCF101 clips (the independent reference)."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import PATTERN_H, PATTERN_W, read_pattern, write_audio_only
+from videocontrast.data.decode import VideoDecodeError, VideoInfo, probe_video, read_frames
+
+INDEX_SETS = {
+    "sorted": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    "unsorted": [37, 5, 20, 21, 9],
+    "duplicates": [3, 3, 50, 3, 50],
+    "late_start": list(range(44, 60)),  # needs a seek past several keyframes
+    "mid_gop": [27, 29, 31],  # starts between keyframes
+    "last": [59],
+    "strided": list(range(1, 60, 4)),
+}
+
+
+def _numbers(clip: torch.Tensor) -> list[int]:
+    return [read_pattern(f.numpy()) for f in clip]
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi", "mkv"])
+def test_probe_counts_frames(pattern_videos, kind):
+    info = probe_video(pattern_videos[kind])
+    assert isinstance(info, VideoInfo)
+    assert (info.num_frames, info.width, info.height) == (60, PATTERN_W, PATTERN_H)
+    assert info.fps == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi", "mkv"])
+@pytest.mark.parametrize("name", sorted(INDEX_SETS))
+def test_read_frames_returns_exactly_the_requested_frames(pattern_videos, kind, name):
+    indices = INDEX_SETS[name]
+    path = pattern_videos[kind]
+    for info in (None, probe_video(path)):
+        clip = read_frames(path, indices, info=info)
+        assert clip.dtype == torch.uint8 and clip.shape == (len(indices), 3, PATTERN_H, PATTERN_W)
+        assert _numbers(clip) == indices
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi"])
+def test_indices_past_the_end_are_clamped_to_the_last_frame(pattern_videos, kind):
+    path = pattern_videos[kind]
+    # A VideoInfo whose count is too large, as from a lying header.
+    real = probe_video(path)
+    lying = VideoInfo(str(path), 100, real.fps, real.width, real.height)
+    assert _numbers(read_frames(path, [58, 70, 99], info=lying)) == [58, 59, 59]
+    assert _numbers(read_frames(path, [61, 75])) == [59, 59]
+
+
+def test_size_int_is_short_side_and_tuple_is_exact(pattern_videos):
+    path = pattern_videos["mp4"]  # 64 x 32 (W x H)
+    clip = read_frames(path, [4, 40], size=16)
+    assert clip.shape == (2, 3, 16, 32)  # short side 16, aspect 2:1 kept
+    assert _numbers(clip) == [4, 40]
+    clip = read_frames(path, [4, 40], size=(24, 40))
+    assert clip.shape == (2, 3, 24, 40)
+    assert _numbers(clip) == [4, 40]
+
+
+def test_bad_indices_raise_value_error(pattern_videos):
+    with pytest.raises(ValueError):
+        read_frames(pattern_videos["mp4"], [])
+    with pytest.raises(ValueError):
+        read_frames(pattern_videos["mp4"], [-1, 2])
+
+
+def test_bad_files_raise_video_decode_error_naming_the_file(tmp_path, pattern_videos):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.avi"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    audio = write_audio_only(tmp_path / "audio.avi")
+    truncated = tmp_path / "truncated.mp4"  # mp4 index (moov) is at the end: cut it off
+    truncated.write_bytes(pattern_videos["mp4"].read_bytes()[:600])
+    missing = tmp_path / "missing.mp4"
+    for path in (empty, noise, text, audio, truncated, missing):
+        with pytest.raises(VideoDecodeError) as err:
+            read_frames(path, [0])
+        assert err.value.path == str(path) and str(path) in str(err.value) and err.value.reason
+        with pytest.raises(VideoDecodeError):
+            probe_video(path)
+    with pytest.raises(VideoDecodeError, match="video stream"):
+        probe_video(audio)
+
+
+def _sequential(path) -> np.ndarray:
+    """Reference: decode every frame of the video stream in order with plain PyAV. (N, 3, H, W)."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24").transpose(2, 0, 1) for f in container.decode(video=0)])
+
+
+# Real clips chosen for their quirks: packed B-frames with out-of-order pts, N-VOP packets (header frame count
+# larger than the decodable frames), many keyframes (seeks happen), a long clip; and H.264 mp4s.
+REAL_CLIPS = [
+    "ucf101-mini/videos/BalanceBeam/v_BalanceBeam_g01_c01.avi",
+    "ucf101-mini/videos/Basketball/v_Basketball_g16_c04.avi",
+    "ucf101-mini/videos/Basketball/v_Basketball_g23_c04.avi",
+    "ucf101-mini/videos/Basketball/v_Basketball_g12_c01.avi",
+    "ucf101-mini/videos/Basketball/v_Basketball_g16_c05.avi",
+    "ucf101-tiny-mp4/videos/HandstandPushups/v_HandStandPushups_g03_c02.mp4",
+    "ucf101-tiny-mp4/videos/CliffDiving/v_CliffDiving_g03_c02.mp4",
+]
+
+
+@pytest.mark.parametrize("rel", REAL_CLIPS)
+def test_real_clips_match_a_full_sequential_decode(shared_data, rel):
+    path = shared_data / rel
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    full = _sequential(path)
+    n = len(full)
+    info = probe_video(path)
+    assert info.num_frames == n, "frame count must equal the number of frames a sequential decode yields"
+    assert (info.height, info.width) == full.shape[2:]
+    rng = np.random.default_rng(0)
+    starts = {0, n - 16, n // 2, n // 3 + 5, *rng.integers(0, n - 16, 4).tolist()}
+    for a in sorted(starts):
+        indices = np.arange(a, a + 16)
+        clip = read_frames(path, indices, info=info).numpy()
+        np.testing.assert_array_equal(clip, full[indices], err_msg=f"{rel} frames {a}..{a + 15}")
+    picks = rng.integers(0, n, 6)
+    np.testing.assert_array_equal(read_frames(path, picks).numpy(), full[picks])
+
+
+def test_real_avi_short_side_resize(shared_data):
+    path = shared_data / REAL_CLIPS[0]
+    clip = read_frames(path, [0, 8], size=128)
+    assert clip.shape == (2, 3, 128, 171)  # 320x240 -> short side 128
+    # Resizing the native frame with a generic bilinear filter gives nearly the same picture.
+    native = read_frames(path, [0, 8]).float()
+    ref = torch.nn.functional.interpolate(native, size=(128, 171), mode="bilinear", antialias=True)
+    assert (clip.float() - ref).abs().mean() < 4.0

@@ -1,0 +1,456 @@
+"""Video datasets: UCF101, HMDB51, any folder of videos, and the synthetic motion set.
+
+Every dataset yields the same item (see docs/design.md)::
+
+    dict(video=uint8 (V, T, C, H, W), label=int, index=int, path=str)
+
+where the V views come from ``views_fn(num_frames, rng)``. An item decodes the union of its views'
+frame indices once (one seek, one forward decode) and then indexes it, so two overlapping
+temporal views cost little more than one. Per-item randomness is
+``np.random.default_rng([seed, epoch, index])``: the same (seed, epoch, index) gives the same
+frames in any worker, process or resumed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .decode import VideoDecodeError, VideoInfo, probe_video, read_frames
+
+__all__ = [
+    "VideoRecord", "VideoDataset", "FirstClip", "build_dataset", "dataset_info",
+    "DATASET_NAMES", "VIDEO_EXTENSIONS",
+]
+
+log = logging.getLogger(__name__)
+
+DATASET_NAMES = ("synthetic", "ucf101", "hmdb51", "folder")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
+SUBSETS = ("train", "test", "all")
+UCF101_SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"
+HMDB51_SPLITS_URL = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (test_train_splits.rar)"
+
+ViewsFn = Callable[[int, np.random.Generator], Sequence[np.ndarray]]
+
+
+@dataclass
+class VideoRecord:
+    """One video file and its label (-1 when unlabeled)."""
+
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class FirstClip:
+    """Default ``views_fn``: one view of the first ``clip_len`` frames, looped if the video is shorter."""
+
+    clip_len: int = 16
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return [np.arange(self.clip_len, dtype=np.int64) % max(num_frames, 1)]
+
+
+class VideoDataset(Dataset):
+    """Clips of videos, ``V`` views per item.
+
+    Args:
+        records: the videos.
+        classes: class names, ``classes[label]``; may be empty for unlabeled data.
+        views_fn: ``(num_frames, rng) -> list of index arrays``, one per view (equal lengths).
+        decode_size: resize on decode: None (native), int (short side) or (H, W).
+        transform: applied to the ``uint8 (V, T, C, H, W)`` clip tensor, if given.
+        seed: base seed of the per-item RNG.
+        strict: raise :class:`VideoDecodeError` on a bad file instead of skipping it.
+
+    Bad files are warned about once (path and reason), listed in ``.unreadable`` (dicts with
+    ``path`` and ``reason``), and replaced by the next readable item (up to ``max_tries`` files).
+    With DataLoader workers each worker keeps its own ``.unreadable``; the warnings still reach
+    the log.
+    """
+
+    max_tries = 16
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        classes: Sequence[str],
+        views_fn: ViewsFn | None = None,
+        decode_size: int | tuple[int, int] | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.classes = list(classes)
+        self.views_fn = views_fn if views_fn is not None else FirstClip()
+        self.decode_size = decode_size
+        self.transform = transform
+        self.seed = int(seed)
+        self.strict = strict
+        self.epoch = 0
+        self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
+        self.unreadable: list[dict[str, str]] = []
+        self._bad: set[int] = set()
+        self._infos: dict[int, VideoInfo] = {}
+
+    @property
+    def present_classes(self) -> list[str]:
+        """Names of the classes with at least one video in this dataset (sorted by label)."""
+        labels = sorted({r.label for r in self.records if r.label >= 0})
+        return [self.classes[i] for i in labels if i < len(self.classes)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the per-item RNG stream (call once per epoch, before iterating)."""
+        self.epoch = int(epoch)
+
+    def item_rng(self, index: int) -> np.random.Generator:
+        """The RNG of item ``index`` in the current epoch: a function of (seed, epoch, index) only."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self.records)} videos")
+        tries = min(self.max_tries, len(self.records))
+        for t in range(tries):
+            j = (index + t) % len(self.records)  # deterministic replacement: the next video
+            if j in self._bad:
+                continue
+            try:
+                return self._load(j)
+            except VideoDecodeError as e:
+                if self.strict:
+                    raise
+                self._report(j, e)
+        raise VideoDecodeError(
+            self.records[index].path,
+            f"this and the next {tries - 1} videos are all unreadable (see the warnings); check the dataset files",
+        )
+
+    def _report(self, j: int, error: VideoDecodeError) -> None:
+        self._bad.add(j)
+        self.unreadable.append({"path": error.path, "reason": error.reason})
+        warnings.warn(f"skipping unreadable video {error.path}: {error.reason}", RuntimeWarning, stacklevel=3)
+
+    def _load(self, j: int) -> dict[str, Any]:
+        record = self.records[j]
+        info = self._infos.get(j)
+        if info is None:
+            info = self._infos[j] = probe_video(record.path)
+        views = [np.asarray(v, dtype=np.int64) for v in self.views_fn(info.num_frames, self.item_rng(j))]
+        # Decode the union of the views once, then index it per view.
+        union = np.unique(np.concatenate(views))
+        frames = read_frames(record.path, union, size=self.decode_size, info=info)  # (U, C, H, W)
+        video = torch.stack([frames[torch.from_numpy(np.searchsorted(union, v))] for v in views])  # (V, T, C, H, W)
+        if self.transform is not None:
+            video = self.transform(video)
+        return {"video": video, "label": record.label, "index": j, "path": record.path}
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist or is not a folder; expected {what} there")
+
+
+def _scan_videos(root: Path) -> dict[str, str]:
+    """Every video under ``root``: lower-case relative posix path -> real path (one directory walk).
+
+    Lower-casing resolves UCF101's quirk (folder ``HandstandPushups``, files ``v_HandStandPushups_*``)
+    and split files whose case differs from the disk.
+    """
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            if name.lower().endswith(VIDEO_EXTENSIONS):
+                full = os.path.join(dirpath, name)
+                found[Path(os.path.relpath(full, root)).as_posix().lower()] = full
+    return found
+
+
+def _lines(path: Path) -> list[str]:
+    """Non-empty lines of a text file, CRLF or LF, stripped."""
+    return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+
+
+def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, list_desc: str,
+             require_complete: bool) -> tuple[list[VideoRecord], int]:
+    records, missing = [], []
+    for rel, label in entries:
+        real = disk.get(rel.replace("\\", "/").lower())
+        if real is None:
+            missing.append(rel)
+        else:
+            records.append(VideoRecord(real, label))
+    if missing and require_complete:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(entries)} videos listed in {list_desc} are missing under {root} "
+            f"(e.g. {missing[0]}); download the full dataset or drop require_complete"
+        )
+    if entries and not records:
+        raise FileNotFoundError(
+            f"none of the {len(entries)} videos listed in {list_desc} exist under {root} "
+            f"(e.g. {entries[0][0]}); is root the folder that holds the class folders?"
+        )
+    if missing:
+        log.warning("%d of %d videos listed in %s are missing under %s; using the %d present",
+                    len(missing), len(entries), list_desc, root, len(records))
+    return records, len(missing)
+
+
+def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
+            require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+    _require_dir(root, "the UCF101 class folders (ApplyEyeMakeup/, ..., YoYo/)")
+    if split not in (1, 2, 3):
+        raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split}")
+    if splits is None:
+        candidates = [root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist"]
+        splits = next((c for c in candidates if c.is_dir()), candidates[0])
+    expected = (f"the official ucfTrainTestlist folder with classInd.txt, trainlist0{split}.txt and "
+                f"testlist0{split}.txt; download it from {UCF101_SPLITS_URL} or pass splits=")
+    _require_dir(splits, expected)
+    files = {name: splits / name for name in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")}
+    for path in files.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; expected {expected}")
+
+    classes: list[str] = []
+    for line in _lines(files["classInd.txt"]):
+        number, name = line.split(maxsplit=1)
+        if int(number) != len(classes) + 1:
+            raise ValueError(f"{files['classInd.txt']}: expected class number {len(classes) + 1}, got line {line!r}")
+        classes.append(name)
+    by_name = {c.lower(): i for i, c in enumerate(classes)}
+
+    def parse(path: Path, labeled: bool) -> list[tuple[str, int]]:
+        out = []
+        for line in _lines(path):
+            parts = line.split()
+            rel = parts[0]
+            if labeled and len(parts) > 1:
+                label = int(parts[1]) - 1  # classInd is 1-based
+            else:
+                label = by_name.get(rel.replace("\\", "/").split("/")[0].lower(), -1)
+            if not 0 <= label < len(classes):
+                raise ValueError(f"{path}: line {line!r} names no class of {files['classInd.txt']}")
+            out.append((rel, label))
+        return out
+
+    entries: list[tuple[str, int]] = []
+    descs = []
+    if subset in ("train", "all"):
+        entries += parse(files[f"trainlist0{split}.txt"], labeled=True)
+        descs.append(files[f"trainlist0{split}.txt"].name)
+    if subset in ("test", "all"):
+        entries += parse(files[f"testlist0{split}.txt"], labeled=False)
+        descs.append(files[f"testlist0{split}.txt"].name)
+    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/{'+'.join(descs)}", require_complete)
+    return records, classes, missing
+
+
+def _hmdb51(root: Path, splits: Path | None, split: int, subset: str,
+            require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+    _require_dir(root, "the HMDB51 class folders (brush_hair/, ..., wave/)")
+    if split not in (1, 2, 3):
+        raise ValueError(f"HMDB51 split must be 1, 2 or 3, got {split}")
+    suffix = f"_test_split{split}.txt"
+    if splits is None:
+        names = ["testTrainMulti_7030_splits", "test_train_splits", "splits"]
+        candidates = [root / n for n in names] + [root.parent / n for n in names]
+        splits = next((c for c in candidates if c.is_dir() and any(c.glob(f"*{suffix}"))), candidates[0])
+    expected = (f"the HMDB51 split files <class>{suffix} (lines '<file> <0|1|2>'); "
+                f"download them from {HMDB51_SPLITS_URL} or pass splits=")
+    _require_dir(splits, expected)
+    split_files = sorted(splits.glob(f"*{suffix}"))
+    if not split_files:
+        raise FileNotFoundError(f"{splits} holds no *{suffix} file; expected {expected}")
+    classes = [f.name[: -len(suffix)] for f in split_files]
+    keep = {"train": {"1"}, "test": {"2"}, "all": {"1", "2"}}[subset]
+    entries = []
+    for label, (name, path) in enumerate(zip(classes, split_files)):
+        for line in _lines(path):
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise ValueError(f"{path}: expected lines '<file> <0|1|2>', got {line!r}")
+            if parts[1] in keep:
+                entries.append((f"{name}/{parts[0]}", label))
+    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/*{suffix}", require_complete)
+    return records, classes, missing
+
+
+def _folder_records(folder: Path, classes: list[str]) -> list[VideoRecord]:
+    disk = _scan_videos(folder)
+    index = {c: i for i, c in enumerate(classes)}
+    records = []
+    for rel, real in sorted(disk.items()):
+        top = Path(os.path.relpath(real, folder)).parts
+        label = index[top[0]] if len(top) > 1 and top[0] in index else -1
+        records.append(VideoRecord(real, label))
+    return records
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(_scan_videos(d)))
+
+
+def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoRecord], list[str], int]:
+    _require_dir(root, "a folder of videos (.avi/.mp4/.mkv/.webm/.mov), optionally in class subfolders"
+                 + (" under train/ and test/" if need_subsets else ""))
+    has_subsets = (root / "train").is_dir() and (root / "test").is_dir()
+    if need_subsets and not has_subsets:
+        raise FileNotFoundError(
+            f"{root} has no train/ and test/ folders; expected the synthetic dataset written by "
+            "videocontrast.data.synthetic.generate_synthetic(root) (root/train/<class>/*.mp4, root/test/<class>/*.mp4)"
+        )
+    if has_subsets:
+        parts = {"train": [root / "train"], "test": [root / "test"], "all": [root / "train", root / "test"]}[subset]
+        classes = sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "test")))
+    else:
+        parts = [] if subset == "test" else [root]
+        classes = _class_dirs(root)
+    records = [r for folder in parts for r in _folder_records(folder, classes)]
+    if not records and subset != "test":
+        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
+    return records, classes, 0
+
+
+def _records(name: str, root: str | os.PathLike, splits: str | os.PathLike | None, split: int, subset: str,
+             require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+    if name not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    root = Path(root).expanduser()
+    splits_path = Path(splits).expanduser() if splits is not None else None
+    if name == "ucf101":
+        return _ucf101(root, splits_path, split, subset, require_complete)
+    if name == "hmdb51":
+        return _hmdb51(root, splits_path, split, subset, require_complete)
+    return _folder(root, subset, need_subsets=name == "synthetic")
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike,
+    splits: str | os.PathLike | None = None,
+    split: int = 1,
+    subset: str = "train",
+    views_fn: ViewsFn | None = None,
+    decode_size: int | tuple[int, int] | None = None,
+    transform: Callable[[torch.Tensor], Any] | None = None,
+    seed: int = 0,
+    strict: bool = False,
+    require_complete: bool = False,
+) -> VideoDataset:
+    """A :class:`VideoDataset` for a named dataset layout.
+
+    Args:
+        name: ``ucf101`` (class folders + official ucfTrainTestlist, labels from classInd.txt),
+            ``hmdb51`` (class folders + ``<class>_test_split<N>.txt``), ``folder`` (any folder of
+            videos; class subfolders give labels, a flat folder gives -1; ``train/`` and ``test/``
+            subfolders are the subsets, else everything is ``train``), ``synthetic`` (a folder
+            with ``train/`` and ``test/``, as written by ``generate_synthetic``).
+        root: the folder holding the class folders.
+        splits: split-file folder; default ``root/ucfTrainTestlist`` or ``root/../ucfTrainTestlist``
+            (UCF101), ``[root or root/..]/testTrainMulti_7030_splits`` (HMDB51).
+        split: official split 1, 2 or 3.
+        subset: ``train``, ``test`` or ``all``.
+        require_complete: make videos listed by the split files but absent on disk an error
+            (by default they are counted in ``.missing`` and a warning is logged).
+        views_fn, decode_size, transform, seed, strict: see :class:`VideoDataset`.
+
+    Raises:
+        FileNotFoundError: root or split files missing (the message says what belongs there),
+            nothing listed is present, or ``require_complete`` and something is missing.
+    """
+    records, classes, missing = _records(name, root, splits, split, subset, require_complete)
+    dataset = VideoDataset(records, classes, views_fn, decode_size=decode_size, transform=transform,
+                           seed=seed, strict=strict)
+    dataset.missing = missing
+    return dataset
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = np.asarray(values, dtype=np.float64)
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def dataset_info(
+    name: str,
+    root: str | os.PathLike,
+    splits: str | os.PathLike | None = None,
+    split: int = 1,
+    probe: bool = True,
+    num_threads: int = 4,
+) -> dict[str, Any]:
+    """Summary of a dataset on disk, for ``videocontrast data info``.
+
+    Returns:
+        dict with ``classes`` (all class names), ``present_classes``, ``train`` and ``test``
+        (usable videos per subset: present and, with ``probe``, readable), ``missing`` (listed but
+        absent), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``frames``
+        and ``fps`` summaries (``min``/``median``/``max`` over readable files).
+    """
+    subsets: dict[str, list[VideoRecord]] = {}
+    missing = 0
+    classes: list[str] = []
+    for subset in ("train", "test"):
+        try:
+            records, classes, miss = _records(name, root, splits, split, subset, require_complete=False)
+        except FileNotFoundError as e:
+            if subset == "test" and "none of the" in str(e):
+                records, miss = [], 0  # e.g. a partial download holding only training videos
+            else:
+                raise
+        subsets[subset] = records
+        missing += miss
+    present = sorted({r.label for rs in subsets.values() for r in rs if r.label >= 0})
+    info: dict[str, Any] = {
+        "classes": classes,
+        "present_classes": [classes[i] for i in present if i < len(classes)],
+        "missing": missing,
+        "unreadable": [],
+    }
+    if not probe:
+        info.update(train=len(subsets["train"]), test=len(subsets["test"]))
+        return info
+
+    paths = sorted({r.path for rs in subsets.values() for r in rs})
+
+    def try_probe(path: str) -> VideoInfo | VideoDecodeError:
+        try:
+            return probe_video(path)
+        except VideoDecodeError as e:
+            return e
+
+    # PyAV releases the GIL while demuxing, so threads overlap the file I/O.
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        results = dict(zip(paths, pool.map(try_probe, paths)))
+    bad = {p for p, r in results.items() if isinstance(r, VideoDecodeError)}
+    good = [r for r in results.values() if isinstance(r, VideoInfo)]
+    info["unreadable"] = [{"path": p, "reason": results[p].reason} for p in sorted(bad)]
+    info["train"] = sum(r.path not in bad for r in subsets["train"])
+    info["test"] = sum(r.path not in bad for r in subsets["test"])
+    info["frames"] = _summary([g.num_frames for g in good])
+    info["fps"] = _summary([g.fps for g in good])
+    return info
