@@ -1,6 +1,7 @@
 """Pretraining engine: a short run lowers the loss; a run killed with SIGKILL and resumed ends with the
 same weights as an uninterrupted one (bitwise on CPU in deterministic mode); non-finite loss stops cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -60,14 +61,16 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, method):
 
 
 def test_short_run_lowers_the_loss(tmp_path):
-    res = pretrain(tiny(tmp_path, "train.epochs=6", "data.synthetic_videos_per_class=4"), tmp_path / "run",
-                   quiet=True)
+    res = pretrain(tiny(tmp_path, "train.epochs=6", "data.synthetic_videos_per_class=4", "train.knn_every=3"),
+                   tmp_path / "run", quiet=True)
     losses = [h["loss"] for h in res["history"]]
     assert losses[-1] < losses[0], losses
     out = tmp_path / "run"
     assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert any('"kind": "epoch"' in line for line in lines) and any('"clips_per_s"' in line for line in lines)
+    knn = [json.loads(line) for line in lines if '"kind": "knn"' in line]
+    assert [k["epoch"] for k in knn] == [3, 6] and all(0 <= k["knn_top1"] <= 1 for k in knn)
 
 
 def test_existing_run_needs_resume(tmp_path):

@@ -381,3 +381,18 @@ def test_generator_device_decides_where_parameters_are_drawn():
     assert all(torch.equal(a, b) for a, b in zip(vars(p1).values(), vars(p2).values()))
     assert math.isclose(float(aug(rand_clips(3, 2, 20, 26), gen(9)).abs().sum()),
                         float(aug.apply(rand_clips(3, 2, 20, 26), p1).abs().sum()), rel_tol=1e-6)
+
+
+def test_residual_wrapper_gives_frame_differences():
+    """Residual(ClipEval) on a clip whose frame t is the constant t/10 gives differences of exactly 0.1/std."""
+    from videocontrast.transforms.spatial import KINETICS_STD, ClipEval, Residual
+
+    t = 5
+    clip = torch.arange(t, dtype=torch.float32).div(10).view(1, t, 1, 1, 1).expand(2, t, 3, 8, 8)
+    out = Residual(ClipEval(size=8))(clip)
+    assert out.shape == (2, 3, t - 1, 8, 8)
+    expected = torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1).reciprocal() * 0.1
+    torch.testing.assert_close(out, expected.expand_as(out), rtol=1e-4, atol=1e-5)
+    # a static clip has no residual at all, whatever its appearance
+    still = torch.rand(1, 1, 3, 8, 8).expand(1, t, 3, 8, 8)
+    assert Residual(ClipEval(size=8))(still).abs().max() < 1e-6

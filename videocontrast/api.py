@@ -43,7 +43,8 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
 def _attach(encoder: nn.Module, cfg: Config) -> nn.Module:
     from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
 
-    encoder.input_layout = "(B, C, T, H, W) float32, RGB, normalised by mean/std"
+    encoder.input_layout = ("(B, C, T, H, W) float32, RGB, normalised by mean/std"
+                            + (", then frame differences (T - 1 frames)" if cfg.data.input == "residual" else ""))
     encoder.clip_len = cfg.data.clip_len
     encoder.stride = cfg.data.stride
     encoder.input_size = cfg.data.size
@@ -76,17 +77,16 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     """
     from torch.utils.data import DataLoader
 
-    from .data.build import UniformClips
+    from .data.build import UniformClips, build_eval_transform
     from .data.datasets import VideoDataset, VideoRecord
     from .eval.features import extract_features
-    from .transforms.spatial import ClipEval
 
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     records = [VideoRecord(str(p), -1) for p in paths]
     ds = VideoDataset(records, [], UniformClips(encoder.clip_len, clips_per_video, encoder.stride),
                       decode_size=encoder.decode_size, strict=True)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
-    feats = extract_features(encoder, loader, ClipEval(size=encoder.input_size).to(device), device)
+    feats = extract_features(encoder, loader, build_eval_transform(encoder.config).to(device), device)
     x = torch.from_numpy(feats["feats"]).float().reshape(len(paths), clips_per_video, -1)
     x = torch.nn.functional.normalize(x, dim=-1)
     if per_clip:

@@ -241,7 +241,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come anywhere, also after options (argparse alone only takes them in one run).
+    args, unknown = parser.parse_known_args(argv)
+    stray = [u for u in unknown if u.startswith("-") or "=" not in u or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if unknown:
+        args.overrides = [*args.overrides, *unknown]
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
                 "search": cmd_search, "ablate": cmd_ablate}

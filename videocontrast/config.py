@@ -38,6 +38,7 @@ class DataConfig:
     size: int = 112  # crop size fed to the network
     num_workers: int = 2
     eval_clips: int = 5  # clips per video for evaluation (video-level = mean over clips)
+    input: str = "rgb"  # rgb | residual (frame differences: removes the static scene, keeps motion)
     require_complete: bool = False
     strict: bool = False  # a bad video file stops the run instead of being skipped
     # The synthetic motion dataset (generated once, no download).
@@ -45,6 +46,7 @@ class DataConfig:
     synthetic_frames: int = 32
     synthetic_size: int = 64
     synthetic_seed: int = 0
+    synthetic_appearances: int = 0  # 0: free appearance; K: one of K appearance bundles (class-independent)
 
 
 @dataclass
@@ -53,6 +55,10 @@ class AugConfig:
     max_shift: int = 8  # s of RandomShift[-s, s]
     spatial_mode: str = "chunk"  # chunk: one draw per clip; frame: one draw per frame
     strength: float = 1.0  # colour-jitter strength s
+    jitter_p: float = 0.8  # probability of colour jitter per clip
+    gray_p: float = 0.2  # probability of grayscale per clip
+    flip_p: float = 0.5
+    blur_p: float = 0.5
     min_scale: float = 0.08  # random resized crop scale range [min_scale, 1]
     crop: bool = True
     flip: bool = True
@@ -260,7 +266,9 @@ def validate(cfg: Config) -> None:
     need(m.name in METHODS, f"method.name='{m.name}' is not one of {METHODS}")
     need(a.temporal in TEMPORAL, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL}")
     need(a.spatial_mode in ("chunk", "frame"), f"aug.spatial_mode='{a.spatial_mode}' must be chunk or frame")
-    need(d.clip_len >= 1, f"data.clip_len={d.clip_len} must be >= 1")
+    need(d.input in ("rgb", "residual"), f"data.input='{d.input}' must be rgb or residual")
+    need(d.clip_len >= (2 if d.input == "residual" else 1),
+         f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input=residual)")
     need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")
     need(d.split in (1, 2, 3), f"data.split={d.split} must be 1, 2 or 3 (the official splits)")
     need(d.size >= 8, f"data.size={d.size} must be >= 8 pixels")

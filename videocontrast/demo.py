@@ -108,7 +108,7 @@ def write_report(out: Path, results: dict[str, Any], history: list[dict], retrie
         ("Embeddings", image_html("embeddings.png", "PCA of test-video embeddings")),
         ("Retrieval (pretrained encoder)",
          (f'<p><a href="{retrieval_html}">full retrieval page</a></p>' if retrieval_html else "")
-         + image_html("pretrained/retrieval.png", "nearest training videos of test queries")),
+         + image_html("pretrained/img/retrieval.png", "nearest training videos of test queries")),
         ("How these numbers were obtained",
          "<pre>" + json.dumps({"protocol": results.get("protocol"), "timings_s": t}, indent=2) + "</pre>"),
     ]

@@ -25,12 +25,14 @@ def ensure_synthetic(cfg: Config) -> Path:
 
     d = cfg.data
     root = Path(d.root) if d.root else default_cache_dir() / (
-        f"synthetic-v{d.synthetic_videos_per_class}-f{d.synthetic_frames}-s{d.synthetic_size}-seed{d.synthetic_seed}")
+        f"synthetic-v{d.synthetic_videos_per_class}-f{d.synthetic_frames}-s{d.synthetic_size}-seed{d.synthetic_seed}"
+        f"-a{d.synthetic_appearances}")
     from .. import dist
 
     def generate() -> Path:
         return generate_synthetic(root, videos_per_class=d.synthetic_videos_per_class,
-                                  num_frames=d.synthetic_frames, size=d.synthetic_size, seed=d.synthetic_seed)
+                                  num_frames=d.synthetic_frames, size=d.synthetic_size, seed=d.synthetic_seed,
+                                  appearances=d.synthetic_appearances)
 
     # Under torchrun, rank 0 writes the files while the others wait; their call then finds them complete.
     if dist.get_world_size() > 1:
@@ -85,19 +87,28 @@ class UniformClips:
         return uniform_clips(num_frames, self.clip_len, self.num_clips, stride=self.stride)
 
 
+def _with_input(cfg: Config, transform):
+    from ..transforms.spatial import Residual
+
+    return Residual(transform) if cfg.data.input == "residual" else transform
+
+
 def build_augment(cfg: Config):
-    """Training augmentation (thesis section 3): ``(B, T, C, H, W)`` uint8 -> ``(B, C, T, H, W)`` float."""
+    """Training augmentation (thesis section 3): ``(B, T, C, H, W)`` uint8 -> ``(B, C, T, H, W)`` float
+    (``T - 1`` frame differences with ``data.input=residual``)."""
     from ..transforms.spatial import ClipAugment
 
     a = cfg.aug
-    return ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
-                       mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur)
+    spatial = ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
+                          jitter_p=a.jitter_p, gray_p=a.gray_p, flip_p=a.flip_p, blur_p=a.blur_p,
+                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur)
+    return _with_input(cfg, spatial)
 
 
 def build_eval_transform(cfg: Config):
     from ..transforms.spatial import ClipEval
 
-    return ClipEval(size=cfg.data.size)
+    return _with_input(cfg, ClipEval(size=cfg.data.size))
 
 
 def dataset_root(cfg: Config) -> Path:

@@ -38,7 +38,7 @@ import numpy as np
 
 SYNTHETIC_CLASSES: list[str] = ["left", "right", "up", "down", "rotate_cw", "rotate_ccw", "grow", "shrink"]
 
-_FORMAT_VERSION = 1  # bump when rendering changes, so old datasets on disk are regenerated
+_FORMAT_VERSION = 2  # bump when rendering changes, so old datasets on disk are regenerated
 _TRANSLATIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 _SHAPES = ("square", "disc", "triangle", "cross")
 _TEXTURES = ("stripes", "checker", "noise")
@@ -46,10 +46,10 @@ _TEXTURES = ("stripes", "checker", "noise")
 # Motion and size ranges, as fractions of the frame size (or radians) per frame. Chosen so the motion is
 # plain over 8 frames at 32x32: translation moves >= 12% of the width, rotation turns >= 0.5 rad, scaling
 # changes the area by >= 1.6x (unless a long clip caps the growth rate, see _radius_track).
-_SPEED = (0.015, 0.03)
-_OMEGA = (0.06, 0.12)
-_GROWTH = (0.03, 0.06)
-_RADIUS = (0.09, 0.25)
+_SPEED = (0.03, 0.05)
+_OMEGA = (0.15, 0.25)
+_GROWTH = (0.06, 0.1)
+_RADIUS = (0.15, 0.3)
 _DISTRACTOR_RADIUS = (0.04, 0.08)
 _NOISE_STD = 3.0
 
@@ -217,6 +217,7 @@ def render_clip(
     noise: bool = True,
     num_objects: int | None = None,
     return_mask: bool = False,
+    appearances: int = 0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render one clip whose class is defined by motion only.
 
@@ -229,6 +230,9 @@ def render_clip(
         noise: add per-frame Gaussian noise (std 3 grey levels).
         num_objects: class-motion objects to draw; None draws 1 or 2 at random.
         return_mask: also return the visible coverage of the class-motion objects.
+        appearances: 0 draws every appearance freely; K > 0 draws one of K fixed appearance bundles
+            (background, shapes, textures, colours), chosen uniformly and independently of the class. A small
+            K leaves contrastive pretraining no static cue to tell most videos apart, so it must use motion.
 
     Returns:
         ``uint8 (T, H, W, 3)`` RGB clip; with ``return_mask``, ``(clip, mask)`` where mask is ``bool (T, H, W)``.
@@ -241,18 +245,20 @@ def render_clip(
     if num_objects is not None and (isinstance(num_objects, bool) or not isinstance(num_objects, (int, np.integer))
                                     or num_objects < 1):
         raise ValueError(f"num_objects must be None or an integer >= 1, got {num_objects!r}")
-    bg = _background(rng, size)
+    # Appearance comes from its own generator: free (rng) or one of K bundles; motion always from rng.
+    app = rng if appearances <= 0 else np.random.default_rng([0xA77, int(rng.integers(appearances))])
+    bg = _background(app, size)
     frames = np.repeat(bg[None], num_frames, axis=0)
     others = [c for c in SYNTHETIC_CLASSES if c != motion]
     # Distractors first so the class-motion objects are drawn on top and dominate.
     for _ in range(int(rng.integers(0, 3)) if distractors else 0):
         kind = others[rng.integers(len(others))]
         track = _track(kind, rng, num_frames, size, _DISTRACTOR_RADIUS)
-        _draw(frames, track, _SHAPES[rng.integers(len(_SHAPES))], _texture(rng), _colours(rng, bg.mean((0, 1))))
+        _draw(frames, track, _SHAPES[app.integers(len(_SHAPES))], _texture(app), _colours(app, bg.mean((0, 1))))
     fg = np.zeros(frames.shape[:3], dtype=bool)
     for _ in range(int(rng.integers(1, 3)) if num_objects is None else num_objects):
         track = _track(motion, rng, num_frames, size, _RADIUS)
-        fg |= _draw(frames, track, _SHAPES[rng.integers(len(_SHAPES))], _texture(rng), _colours(rng, bg.mean((0, 1))))
+        fg |= _draw(frames, track, _SHAPES[app.integers(len(_SHAPES))], _texture(app), _colours(app, bg.mean((0, 1))))
     if noise:
         frames += rng.standard_normal(frames.shape, dtype=np.float32) * _NOISE_STD
     clip = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
@@ -309,7 +315,7 @@ def _relpath(subset: str, name: str, i: int) -> str:
 def _render_and_write(args: tuple[Path, dict, str, str, int, str]) -> None:
     out, params, subset, name, i, codec = args
     rng = np.random.default_rng([params["seed"], SYNTHETIC_CLASSES.index(name), i])
-    clip = render_clip(name, rng, params["num_frames"], params["size"])
+    clip = render_clip(name, rng, params["num_frames"], params["size"], appearances=params["appearances"])
     _write_video(out / _relpath(subset, name, i), clip, params["fps"], codec)
 
 
@@ -333,6 +339,7 @@ def generate_synthetic(
     test_fraction: float = 0.25,
     fps: int = 25,
     workers: int = 1,
+    appearances: int = 0,
 ) -> Path:
     """Write the synthetic motion dataset as real video files, once.
 
@@ -371,7 +378,7 @@ def generate_synthetic(
     params = {
         "version": _FORMAT_VERSION, "classes": list(SYNTHETIC_CLASSES), "videos_per_class": int(videos_per_class),
         "num_frames": int(num_frames), "size": int(size), "seed": int(seed),
-        "test_fraction": float(test_fraction), "fps": int(fps),
+        "test_fraction": float(test_fraction), "fps": int(fps), "appearances": int(appearances),
     }
     if _is_complete(root, params):
         return root

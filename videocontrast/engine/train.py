@@ -182,6 +182,27 @@ class _nullcontext:
         return False
 
 
+def knn_monitor(cfg: Config, method: nn.Module, device: torch.device) -> float | None:
+    """Clip-level kNN top-1 of the current backbone (train split as memory, test split as queries).
+
+    A cheap proxy of representation quality during training; None when the dataset has no labels.
+    """
+    from ..data.build import build_eval_transform, build_from_config
+    from ..eval.features import extract_features
+    from ..eval.knn import knn_classify
+    from ..methods import encoder_of
+
+    feats = {}
+    for subset in ("train", "test"):
+        ds = build_from_config(cfg, subset, "eval")
+        if len(ds) == 0 or min(r.label for r in ds.records) < 0:
+            return None
+        loader = DataLoader(ds, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+        feats[subset] = extract_features(encoder_of(method), loader, build_eval_transform(cfg).to(device), device)
+    return float(knn_classify(feats["train"], feats["test"], k=cfg.eval.knn_k,
+                              temperature=cfg.eval.knn_temperature)["top1"])
+
+
 def _seed_everything(seed: int, deterministic: bool) -> None:
     import random
 
@@ -306,6 +327,13 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
             record = {"kind": "epoch", "epoch": run.epoch, "step": run.step, **stats}
             run.history.append(record)
             log.log(record)
+            if cfg.train.knn_every and run.epoch % cfg.train.knn_every == 0:
+                if main:
+                    acc = knn_monitor(cfg, unwrap(model), device)
+                    if acc is not None:
+                        record["knn_top1"] = acc
+                        log.log({"kind": "knn", "epoch": run.epoch, "step": run.step, "knn_top1": acc})
+                dist.barrier()
             if run.epoch % cfg.train.save_every == 0 or run.epoch == epochs:
                 save(final=run.epoch == epochs)
             limit = cfg.train.time_limit_s

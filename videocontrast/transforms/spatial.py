@@ -584,3 +584,21 @@ class ClipEval(nn.Module):
         frames = TF.center_crop(frames, list(self.size))
         y = frames.reshape(b, t, c, *self.size)
         return _normalize_to_model(y, self.mean, self.std)
+
+
+class Residual(nn.Module):
+    """Wrap a clip transform so the model sees frame differences ("residual clips", Tao et al. 2020).
+
+    ``x_t - x_{t-1}`` removes everything static (background, the look of a still object) and keeps what
+    moves, which pushes a contrastive model towards motion features instead of scene appearance.
+
+    Shape: whatever ``transform`` returns, ``(B, C, T, H, W)`` -> ``(B, C, T - 1, H, W)``.
+    """
+
+    def __init__(self, transform: nn.Module) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        y = self.transform(x, **kwargs)
+        return y[:, :, 1:] - y[:, :, :-1]

@@ -1,0 +1,163 @@
+"""The product end to end through the command line: demo, evaluation commands, embed/search, ablate,
+data info. One tiny demo run is shared by the tests of this module (CI keeps this end-to-end path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videocontrast.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "data", "ablate"]
+# The demo preset shrunk so the whole demo runs in well under a minute on 2 CPU cores.
+TINY = ["data.synthetic_videos_per_class=6", "data.synthetic_frames=12", "data.synthetic_size=32",
+        "data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
+        "optim.batch_size=8", "train.epochs=2", "data.num_workers=0", "eval.cv_folds=2"]
+
+
+def fractions(d: dict, keys) -> None:
+    for k in keys:
+        assert 0.0 <= d[k] <= 1.0, (k, d[k])
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    data = tmp_path_factory.mktemp("data") / "synthetic"
+    assert main(["demo", "--out", str(out / "run"), f"data.root={data}", *TINY]) == 0
+    return out / "run", data
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    parser = build_parser()
+    for cmd in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([cmd, "--help"])
+        text = capsys.readouterr().out
+        assert "example:" in text, cmd
+
+
+def test_demo_writes_results_and_report(demo_run):
+    run, _ = demo_run
+    res = json.loads((run / "results.json").read_text())
+    for name in ("pretrained", "random_init"):
+        fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
+        assert res[name]["R@1"] <= res[name]["R@5"]
+    assert "config" in res and res["timings"]["total"] > 0
+    assert res["verdict"].startswith("Pretraining")
+    html = (run / "report.html").read_text()
+    for img in ("loss.png", "embeddings.png", "pretrained/img/retrieval.png"):
+        assert img in html and (run / img).exists(), img
+    assert (run / "pretrain" / "checkpoints" / "last.pt").exists()
+
+
+def test_eval_commands_write_results_json(demo_run, tmp_path):
+    run, data = demo_run
+    ckpt = run / "pretrain" / "checkpoints" / "last.pt"
+    expect = {"linear": ["top1", "top5", "video_top1"], "knn": ["top1", "top5", "video_top1"],
+              "retrieve": ["R@1", "R@5", "R@10", "R@20", "R@50"]}
+    for cmd, keys in expect.items():
+        out = tmp_path / cmd
+        assert main([cmd, "--checkpoint", str(ckpt), "--out", str(out), f"data.root={data}", "--config", "demo",
+                     *TINY]) == 0
+        res = json.loads((out / "results.json").read_text())
+        fractions(res, keys)
+        assert "protocol" in res and res["protocol"]["clips_per_video"] >= 1
+    assert (tmp_path / "retrieve" / "retrieval.html").exists()
+
+
+def test_random_baseline_through_the_same_command(demo_run, tmp_path):
+    _, data = demo_run
+    assert main(["knn", "--checkpoint", "random", "--out", str(tmp_path), "--config", "demo",
+                 f"data.root={data}", *TINY]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["protocol"]["encoder"].startswith("random init")
+
+
+def test_embed_and_search_own_videos(demo_run, tmp_path, capsys):
+    run, data = demo_run
+    ckpt = run / "pretrain" / "checkpoints" / "last.pt"
+    videos = data / "test"
+    index = tmp_path / "videos.npz"
+    assert main(["embed", "--checkpoint", str(ckpt), "--root", str(videos), "--out", str(index)]) == 0
+    with np.load(index) as z:
+        emb, paths = z["embeddings"], list(z["paths"])
+    assert emb.shape[0] == len(paths) == len(list(videos.rglob("*.mp4")))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    query = paths[3]
+    capsys.readouterr()
+    assert main(["search", str(index), query, "-k", "3", "--html", str(tmp_path / "s.html")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    # The query itself is in the index: it must come first with similarity ~1.
+    first = lines[0].split()
+    assert first[-1] == query and float(first[1]) > 0.999
+    assert (tmp_path / "s.html").exists()
+
+
+def test_embed_skips_a_corrupt_video(demo_run, tmp_path):
+    run, data = demo_run
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    src = sorted((data / "test").rglob("*.mp4"))[:2]
+    for p in src:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    index = tmp_path / "i.npz"
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        main(["embed", "--checkpoint", str(run / "pretrain" / "checkpoints" / "last.pt"), "--root", str(folder),
+              "--out", str(index)])
+    with np.load(index) as z:
+        assert len(z["paths"]) == 2 and "broken.mp4" in str(z["meta"])
+
+
+def test_ablate_grid_resumes_without_recomputing(demo_run, tmp_path):
+    _, data = demo_run
+    args = ["ablate", "--config", "demo", "--grid", "aug.temporal=none,shift", "--out", str(tmp_path),
+            "--eval", "knn", f"data.root={data}", *TINY, "train.epochs=1"]
+    assert main(args) == 0
+    cells = sorted((tmp_path / "cells").glob("*/cell.json"))
+    assert len(cells) == 2
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    assert main(args) == 0
+    assert [c.stat().st_mtime_ns for c in cells] == stamps  # finished cells were not recomputed
+    table = (tmp_path / "results.md").read_text()
+    assert "temporal" in table and "none" in table and "shift" in table
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "results.png").exists()
+
+
+def test_data_info_json_on_real_ucf101(shared_data, capsys):
+    root = shared_data / "ucf101-mini"
+    assert main(["data", "info", "--dataset", "ucf101", "--root", str(root / "videos"), "--splits",
+                 str(root / "ucfTrainTestlist"), "--split", "1", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"] == 77 + 107 + 99 and info["test"] == 31 + 43 + 35
+    assert len(info["classes"]) == 101 and info["missing"] > 0 and info["unreadable"] == []
+
+
+def test_missing_root_is_a_clear_error(tmp_path, capsys):
+    code = main(["data", "info", "--dataset", "ucf101", "--root", str(tmp_path / "nope")])
+    assert code == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_pretrain_under_torchrun_two_processes(demo_run, tmp_path):
+    """The same command under torchrun (gloo on CPU): 2 ranks, global batch split, one checkpoint."""
+    _, data = demo_run
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "videocontrast", "pretrain", "--out", str(out), "--config", "demo", f"data.root={data}", *TINY,
+           "train.epochs=1", "method.name=simclr"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2" in proc.stdout
+    assert (out / "checkpoints" / "last.pt").exists()
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines if x["kind"] == "epoch"] == [1]
