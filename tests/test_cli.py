@@ -161,3 +161,29 @@ def test_pretrain_under_torchrun_two_processes(demo_run, tmp_path):
     assert (out / "checkpoints" / "last.pt").exists()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["kind"] == "epoch"] == [1]
+
+
+def test_data_preview_writes_a_png(demo_run, tmp_path):
+    _, data = demo_run
+    assert main(["data", "preview", "--config", "demo", "--out", str(tmp_path), f"data.root={data}", *TINY]) == 0
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(tmp_path / "preview.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.01
+
+
+def test_real_ucf101_end_to_end(shared_data, tmp_path):
+    """Brief pretraining on the real UCF101 AVIs (split 1), then probe, kNN and retrieval for it and for
+    random init; the report and results are written."""
+    root = shared_data / "ucf101-mini"
+    out = tmp_path / "real"
+    assert main(["demo", "--dataset", "ucf101", "--root", str(root / "videos"), "--splits",
+                 str(root / "ucfTrainTestlist"), "--split", "1", "--out", str(out), "data.clip_len=4",
+                 "data.stride=4", "data.decode_size=24", "data.size=16", "data.eval_clips=1", "model.width=8",
+                 "model.head_hidden=32", "train.epochs=1", "optim.batch_size=32", "eval.cv_folds=2",
+                 "data.num_workers=0"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for name in ("pretrained", "random_init"):
+        fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
+    assert res["pretrained"]["protocol"]["linear"]["dataset"] == "ucf101"
+    assert (out / "report.html").exists() and (out / "pretrained" / "retrieval.html").exists()

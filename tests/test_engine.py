@@ -98,3 +98,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1  # epoch 1's checkpoint survives, nothing of the failed epoch was written
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_runs_and_counts_optimizer_steps(tmp_path):
+    res = pretrain(tiny(tmp_path, "train.epochs=1", "optim.accum_steps=2"), tmp_path / "acc", quiet=True)
+    # global batch 8 = 2 micro-batches of 4 per optimiser step
+    lines = [json.loads(x) for x in (tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()]
+    epoch = [x for x in lines if x["kind"] == "epoch"][0]
+    assert res["steps"] == epoch["step"] >= 1
+    n_train = len(list((tmp_path / "synthetic" / "train").rglob("*.mp4")))
+    assert res["steps"] == n_train // 8

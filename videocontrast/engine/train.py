@@ -8,6 +8,7 @@ so a run resumed from a checkpoint at an epoch boundary replays the same batches
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -135,16 +136,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             v2 = v2.contiguous(memory_format=torch.channels_last_3d)
         last_micro = (i + 1) % accum == 0
         sync = last_micro or not isinstance(model, nn.parallel.DistributedDataParallel)
-        ctx = model.no_sync() if not sync else _nullcontext()
+        ctx = model.no_sync() if not sync else contextlib.nullcontext()
         with ctx, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss, stats = model(v1, v2)
-        if not torch.isfinite(loss):
+        value = loss.item()  # the one host sync per step; also feeds the log
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at epoch {state.epoch + 1}, step {it}; stopping. The last good checkpoint "
+                f"loss is {value} at epoch {state.epoch + 1}, step {it}; stopping. The last good checkpoint "
                 "is kept. Try a lower optim.lr, a higher method.temperature, or train.precision=fp32.")
         with ctx:
             scaler.scale(loss / accum).backward()
-        losses.append(loss.item())
+        losses.append(value)
         clips_log += x.shape[0] * world
         if not last_micro:
             continue
@@ -169,17 +171,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             t_log, clips_log = now, 0
     elapsed = time.perf_counter() - t0
     n = len(losses)
-    loss_mean = float(dist.all_reduce_mean(torch.tensor(np.mean(losses) if n else math.nan)).item())
+    # on the training device: NCCL reduces CUDA tensors only
+    loss_mean = float(dist.all_reduce_mean(torch.tensor(np.mean(losses) if n else math.nan, device=device)).item())
     return {"loss": loss_mean, "time_s": elapsed,
             "clips_per_s": n * loader.batch_size * world / max(elapsed, 1e-9)}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def knn_monitor(cfg: Config, method: nn.Module, device: torch.device) -> float | None:
