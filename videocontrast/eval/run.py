@@ -8,6 +8,7 @@ how it was obtained (``protocol``). Features are cached, so a second probe costs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
     from .features import file_sha1
 
     if spec == "random":
-        return Encoder(_random_backbone(cfg).to(device), f"random:{cfg.model.backbone}:{cfg.train.seed}",
+        arch = json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)  # width/layers change the network
+        return Encoder(_random_backbone(cfg).to(device), f"random:{arch}:{cfg.train.seed}",
                        f"random init ({cfg.model.backbone}, seed {cfg.train.seed})", cfg)
     if spec == "supervised":
         path = train_supervised(cfg, device, out_dir / "supervised")
@@ -96,7 +98,7 @@ def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | 
     d = cfg.data
     key = {"weights": enc.fingerprint, "dataset": d.dataset, "root": str(dataset_root(cfg)), "splits": d.splits,
            "split": d.split, "subset": subset, "clip_len": d.clip_len, "stride": d.stride,
-           "clips_per_video": d.eval_clips, "size": d.size, "decode_size": d.decode_size}
+           "clips_per_video": d.eval_clips, "size": d.size, "decode_size": d.decode_size, "input": d.input}
     cache = FeatureCache(cache_dir or default_cache_dir() / "features")
 
     def compute() -> dict[str, Any]:
