@@ -67,30 +67,26 @@ def write_pattern_video(path: Path, num_frames: int, codec: str = "libx264", gop
         for packet in stream.encode():
             container.mux(packet)
         if audio_stream is not None:
-            samples = np.zeros((1, 1024), dtype=np.float32)
-            for i in range(4):
-                af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-                af.sample_rate = 8000
-                af.pts = i * 1024
-                for packet in audio_stream.encode(af):
-                    container.mux(packet)
-            for packet in audio_stream.encode():
-                container.mux(packet)
+            _write_silence(container, audio_stream)
     return path
+
+
+def _write_silence(container, stream, frames: int = 4) -> None:
+    """Encode ``frames`` x 1024 samples of mono silence into an 8 kHz aac ``stream`` and flush it."""
+    for i in range(frames):
+        af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        af.sample_rate = 8000
+        af.pts = i * 1024
+        for packet in stream.encode(af):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def write_audio_only(path: Path) -> Path:
     """An .avi-named file with one audio stream and no video stream."""
     with av.open(str(path), "w", format="matroska") as container:
-        stream = container.add_stream("aac", rate=8000)
-        for i in range(4):
-            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-            af.sample_rate = 8000
-            af.pts = i * 1024
-            for packet in stream.encode(af):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _write_silence(container, container.add_stream("aac", rate=8000))
     return path
 
 

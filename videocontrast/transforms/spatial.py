@@ -68,6 +68,14 @@ def _check_prob(p: float, name: str) -> float:
     return float(p)
 
 
+def _check_mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validate normalisation statistics (3 values each, std > 0) shared by every transform."""
+    _stats(mean, "mean", torch.device("cpu"))
+    if len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"std must have 3 positive values (R, G, B), got {std!r}")
+    return tuple(mean), tuple(std)
+
+
 def _check_clip(x: Tensor, name: str = "x") -> None:
     if x.dim() != 5 or x.shape[2] != 3:
         raise ValueError(
@@ -425,10 +433,7 @@ class ClipAugment(nn.Module):
         if mode not in ("chunk", "frame"):
             raise ValueError(f"mode must be 'chunk' (one draw per clip) or 'frame' (one per frame), got {mode!r}")
         self.mode = mode
-        _stats(mean, "mean", torch.device("cpu"))
-        if len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"std must have 3 positive values (R, G, B), got {std!r}")
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = _check_mean_std(mean, std)
         self.crop, self.flip, self.jitter, self.gray, self.blur = crop, flip, jitter, gray, blur
         self.kernel_size = (blur_kernel_size(self.size[0]), blur_kernel_size(self.size[1]))
 
@@ -563,10 +568,7 @@ class ClipEval(nn.Module):
         if resize is not None and (not isinstance(resize, int) or resize <= 0):
             raise ValueError(f"resize must be None or a positive int (short side in pixels), got {resize!r}")
         self.resize = resize
-        _stats(mean, "mean", torch.device("cpu"))
-        if len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"std must have 3 positive values (R, G, B), got {std!r}")
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = _check_mean_std(mean, std)
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x ``(B, T, 3, H, W)``. Returns: ``(B, 3, T, size_h, size_w)`` float32, normalised."""
