@@ -187,3 +187,12 @@ def test_real_ucf101_end_to_end(shared_data, tmp_path):
         fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
     assert res["pretrained"]["protocol"]["linear"]["dataset"] == "ucf101"
     assert (out / "report.html").exists() and (out / "pretrained" / "retrieval.html").exists()
+
+
+def test_demo_on_a_folder_without_test_split_fails_before_training(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["demo", "--dataset", "folder", "--root", str(shared_data / "ucf101-tiny-mp4"), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'test' subset" in err and "ucf101-tiny-mp4" in err
+    assert not (out / "pretrain" / "checkpoints").exists()  # nothing was trained for nothing

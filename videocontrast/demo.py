@@ -134,6 +134,10 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
     from .data.build import dataset_root
 
     root = dataset_root(cfg)  # generates the synthetic set once
+    from .eval.run import loader_for
+
+    for subset in ("train", "test"):  # fail before pretraining, not after, when evaluation cannot run
+        loader_for(cfg, subset)
     timings["data"] = time.perf_counter() - t0
     t = time.perf_counter()
     run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet)

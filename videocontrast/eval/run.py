@@ -85,6 +85,14 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
 def loader_for(cfg: Config, subset: str, purpose: str = "eval", shuffle: bool = False,
                transform=None) -> DataLoader:
     ds = build_from_config(cfg, subset, purpose, transform=transform)
+    where = f"dataset '{cfg.data.dataset}' at {dataset_root(cfg)}"
+    if len(ds) == 0:
+        raise ValueError(f"the '{subset}' subset of {where} is empty; evaluation needs labeled train and test "
+                         "videos: ucf101/hmdb51 with their split files, or a folder with train/<class>/ and "
+                         "test/<class>/ subfolders")
+    if min(r.label for r in ds.records) < 0:
+        raise ValueError(f"{where} has unlabeled videos; evaluation needs class subfolders (labels). For "
+                         "unlabeled footage use `videocontrast embed` and `videocontrast search` instead")
     bs = cfg.eval.batch_size if purpose == "eval" else cfg.optim.batch_size
     return DataLoader(ds, batch_size=min(bs, len(ds)), shuffle=shuffle, num_workers=cfg.data.num_workers,
                       drop_last=purpose == "finetune")
