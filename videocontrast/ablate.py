@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .config import Config, ConfigError, _apply, parse_overrides, validate
 
@@ -35,7 +34,7 @@ def cell_name(combo: dict[str, str]) -> str:
 
 
 def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("linear", "knn")) -> str:
-    from .engine.train import pretrain
+    from .engine.train import pretrain, resolve_device
     from .eval.run import COMMANDS, resolve_encoder
 
     axes = parse_grid(grid)
@@ -54,8 +53,7 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
             rows.append(json.loads(done.read_text()))
             continue
         run = pretrain(c, cdir / "pretrain", resume=True, quiet=True)
-        device = torch.device("cuda" if torch.cuda.is_available() and c.train.device == "auto" else
-                              (c.train.device if c.train.device != "auto" else "cpu"))
+        device = resolve_device(c.train.device)
         enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
         row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
         for name in evals:

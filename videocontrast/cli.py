@@ -153,13 +153,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from . import dist
+    from .engine.train import resolve_device
     from .eval.run import COMMANDS, format_table, resolve_encoder, write_results
 
     cfg = _build_config(args)
-    device = dist.init_distributed().device if cfg.train.device == "auto" else torch.device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     enc = resolve_encoder(args.checkpoint, cfg, device, out)

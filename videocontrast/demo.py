@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .config import Config
 
@@ -119,8 +118,7 @@ def write_report(out: Path, results: dict[str, Any], history: list[dict], retrie
 
 
 def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from . import dist
-    from .engine.train import pretrain
+    from .engine.train import pretrain, resolve_device
     from .eval.run import resolve_encoder, run_knn, run_linear, run_retrieve
 
     if quick:
@@ -128,8 +126,7 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    info = dist.init_distributed()
-    device = info.device if cfg.train.device == "auto" else torch.device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
 
     from .data.build import dataset_root
 

@@ -38,7 +38,9 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_device(name: str, info: dist.DistInfo) -> torch.device:
+def resolve_device(name: str, info: dist.DistInfo | None = None) -> torch.device:
+    """``train.device`` -> a device: ``auto`` is this process's accelerator (cuda:LOCAL_RANK) or the CPU."""
+    info = info or dist.init_distributed()
     return info.device if name == "auto" else torch.device(name)
 
 
