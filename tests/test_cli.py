@@ -196,3 +196,23 @@ def test_demo_on_a_folder_without_test_split_fails_before_training(shared_data, 
     err = capsys.readouterr().err
     assert "'test' subset" in err and "ucf101-tiny-mp4" in err
     assert not (out / "pretrain" / "checkpoints").exists()  # nothing was trained for nothing
+
+
+def test_python_api_load_encoder_and_embed_videos(demo_run):
+    import torch
+
+    import videocontrast as vc
+
+    run, data = demo_run
+    encoder = vc.load_encoder(run / "pretrain" / "checkpoints" / "last.pt")
+    assert not encoder.training and encoder.clip_len == 4 and encoder.input_size == 16
+    paths = sorted((data / "test").rglob("*.mp4"))[:3]
+    emb = vc.embed_videos(encoder, paths, clips_per_video=2)
+    assert emb.shape == (3, encoder.feature_dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # the same video embedded twice gives the same vector (evaluation sampling is deterministic)
+    again = vc.embed_videos(encoder, paths[:1], clips_per_video=2)
+    np.testing.assert_allclose(again[0], emb[0], atol=1e-5)
+    with pytest.raises(Exception, match="nope.mp4"):
+        vc.embed_videos(encoder, [data / "nope.mp4"])
+    assert isinstance(encoder, torch.nn.Module)
