@@ -216,3 +216,19 @@ def test_python_api_load_encoder_and_embed_videos(demo_run):
     with pytest.raises(Exception, match="nope.mp4"):
         vc.embed_videos(encoder, [data / "nope.mp4"])
     assert isinstance(encoder, torch.nn.Module)
+
+
+def test_three_crop_features_have_three_rows_per_clip(demo_run, tmp_path):
+    from videocontrast.config import load_config
+    from videocontrast.eval.run import features, resolve_encoder
+
+    _, data = demo_run
+    cfg1 = load_config("demo", [f"data.root={data}", *TINY, "data.eval_clips=2"])
+    cfg3 = load_config("demo", [f"data.root={data}", *TINY, "data.eval_clips=2", "data.eval_crops=3"])
+    f1 = features(resolve_encoder("random", cfg1, "cpu", tmp_path), "test", "cpu", tmp_path / "cache")
+    f3 = features(resolve_encoder("random", cfg3, "cpu", tmp_path), "test", "cpu", tmp_path / "cache")
+    assert len(f3["feats"]) == 3 * len(f1["feats"])
+    np.testing.assert_array_equal(np.unique(f3["video_ids"]), np.unique(f1["video_ids"]))
+    # the centre crop is the middle third and equals the single-crop features
+    n = len(f1["feats"])
+    np.testing.assert_allclose(f3["feats"][n:2 * n], f1["feats"], rtol=1e-5, atol=1e-6)

@@ -396,3 +396,19 @@ def test_residual_wrapper_gives_frame_differences():
     # a static clip has no residual at all, whatever its appearance
     still = torch.rand(1, 1, 3, 8, 8).expand(1, t, 3, 8, 8)
     assert Residual(ClipEval(size=8))(still).abs().max() < 1e-6
+
+
+def test_clip_eval_three_crops_hand_worked():
+    """A 4x6 frame whose pixel value is its column index: 4x4 crops at start/centre/end of the long (W) axis
+    take columns 0-3, 1-4 and 2-5; on a portrait frame the crops move along H instead."""
+    from videocontrast.transforms.spatial import ClipEval, denormalize
+
+    cols = torch.arange(6, dtype=torch.float32).div(10).view(1, 1, 1, 1, 6).expand(1, 2, 3, 4, 6)
+    for pos, first in (("start", 0), ("center", 1), ("end", 2)):
+        out = denormalize(ClipEval(size=4, position=pos)(cols))  # (1, T, C, 4, 4)
+        torch.testing.assert_close(out[0, 0, 0, 0], torch.arange(first, first + 4).float().div(10))
+    rows = cols.transpose(-1, -2)  # portrait 6x4, value = row index
+    out = denormalize(ClipEval(size=4, position="end")(rows))
+    torch.testing.assert_close(out[0, 0, 0, :, 0], torch.arange(2, 6).float().div(10))
+    with pytest.raises(ValueError, match="position"):
+        ClipEval(size=4, position="left")

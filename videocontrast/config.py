@@ -37,7 +37,8 @@ class DataConfig:
     decode_size: int = 128  # short side after decoding (320x240 -> 171x128)
     size: int = 112  # crop size fed to the network
     num_workers: int = 2
-    eval_clips: int = 5  # clips per video for evaluation (video-level = mean over clips)
+    eval_clips: int = 5  # clips per video for evaluation (video-level = mean over clips x crops)
+    eval_crops: int = 1  # 1: centre crop; 3: start, centre and end of the long side
     input: str = "rgb"  # rgb | residual (frame differences: removes the static scene, keeps motion)
     require_complete: bool = False
     strict: bool = False  # a bad video file stops the run instead of being skipped
@@ -270,6 +271,7 @@ def validate(cfg: Config) -> None:
     need(d.clip_len >= (2 if d.input == "residual" else 1),
          f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input=residual)")
     need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")
+    need(d.eval_crops in (1, 3), f"data.eval_crops={d.eval_crops} must be 1 (centre) or 3 (start, centre, end)")
     need(d.split in (1, 2, 3), f"data.split={d.split} must be 1, 2 or 3 (the official splits)")
     need(d.size >= 8, f"data.size={d.size} must be >= 8 pixels")
     need(d.decode_size >= d.size, f"data.decode_size={d.decode_size} must be >= data.size={d.size} "

@@ -105,10 +105,14 @@ def build_augment(cfg: Config):
     return _with_input(cfg, spatial)
 
 
-def build_eval_transform(cfg: Config):
+def build_eval_transform(cfg: Config, position: str = "center"):
     from ..transforms.spatial import ClipEval
 
-    return _with_input(cfg, ClipEval(size=cfg.data.size))
+    return _with_input(cfg, ClipEval(size=cfg.data.size, position=position))
+
+
+def eval_crop_positions(cfg: Config) -> tuple[str, ...]:
+    return ("center",) if cfg.data.eval_crops == 1 else ("start", "center", "end")
 
 
 def dataset_root(cfg: Config) -> Path:

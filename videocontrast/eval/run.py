@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Config
-from ..data.build import build_augment, build_eval_transform, build_from_config, dataset_root, default_cache_dir
+from ..data.build import (build_augment, build_eval_transform, build_from_config, dataset_root, default_cache_dir,
+                          eval_crop_positions)
 
 
 @dataclass
@@ -46,7 +48,7 @@ def with_dataset(cfg: Config, data_from: Config) -> Config:
     out = copy.deepcopy(cfg)
     for name in ("dataset", "root", "splits", "split", "num_workers", "strict", "require_complete",
                  "eval_clips", "synthetic_videos_per_class", "synthetic_frames", "synthetic_size",
-                 "synthetic_seed", "synthetic_appearances"):
+                 "synthetic_seed", "synthetic_appearances", "eval_crops"):
         setattr(out.data, name, getattr(data_from.data, name))
     out.eval = copy.deepcopy(data_from.eval)
     return out
@@ -106,13 +108,17 @@ def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | 
     d = cfg.data
     key = {"weights": enc.fingerprint, "dataset": d.dataset, "root": str(dataset_root(cfg)), "splits": d.splits,
            "split": d.split, "subset": subset, "clip_len": d.clip_len, "stride": d.stride,
-           "clips_per_video": d.eval_clips, "size": d.size, "decode_size": d.decode_size, "input": d.input}
+           "clips_per_video": d.eval_clips, "size": d.size, "decode_size": d.decode_size, "input": d.input,
+           "crops": d.eval_crops}
     cache = FeatureCache(cache_dir or default_cache_dir() / "features")
 
     def compute() -> dict[str, Any]:
+        # One pass per crop position; every (clip, crop) is a row, video_ids tie them to their video.
         loader = loader_for(cfg, subset)
-        out = extract_features(enc.module, loader, build_eval_transform(cfg).to(device), device)
-        out["classes"] = list(loader.dataset.classes)
+        runs = [extract_features(enc.module, loader, build_eval_transform(cfg, pos).to(device), device)
+                for pos in eval_crop_positions(cfg)]
+        out = {k: np.concatenate([r[k] for r in runs]) for k in ("feats", "labels", "video_ids")}
+        out["paths"] = runs[0]["paths"]
         return out
 
     feats = cache.load_or_compute(key, compute)
@@ -128,7 +134,9 @@ def _protocol_common(enc: Encoder) -> dict[str, Any]:
     d = enc.cfg.data
     return {"encoder": enc.description, "features": "backbone pooled output (before the projection head)",
             "dataset": d.dataset, "split": d.split, "clip_len": d.clip_len, "stride": d.stride, "size": d.size,
-            "clips_per_video": d.eval_clips, "clip_sampling": "evenly spaced clips, centre crop"}
+            "clips_per_video": d.eval_clips, "crops_per_clip": d.eval_crops,
+            "clip_sampling": "evenly spaced clips; " + ("centre crop" if d.eval_crops == 1 else
+                                                        "3 crops (start, centre, end of the long side)")}
 
 
 def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:

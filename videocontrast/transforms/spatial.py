@@ -544,13 +544,18 @@ class ClipAugment(nn.Module):
         return self.apply(x, self.sample_params(n, h, w, generator, device=x.device))
 
 
+CROP_POSITIONS = ("center", "start", "end")
+
+
 class ClipEval(nn.Module):
-    """Deterministic evaluation transform: optional short-side resize, centre crop, normalise.
+    """Deterministic evaluation transform: optional short-side resize, crop, normalise.
 
     Args:
-        size: centre-crop size, ``int`` or ``(H, W)``.
+        size: crop size, ``int`` or ``(H, W)``.
         resize: if set, first resize so the short side equals ``resize`` (aspect kept, antialiased bilinear).
         mean, std: normalisation statistics (RGB).
+        position: ``center``, or ``start`` / ``end`` of the frame's long axis (centred on the short axis):
+            the three crops of the usual multi-crop video-level protocol.
 
     Shape:
         ``(B, T, 3, H, W)`` uint8 or float in [0, 1] -> float32 ``(B, 3, T, size_h, size_w)``.
@@ -562,9 +567,13 @@ class ClipEval(nn.Module):
         resize: int | None = None,
         mean: tuple[float, ...] = KINETICS_MEAN,
         std: tuple[float, ...] = KINETICS_STD,
+        position: str = "center",
     ) -> None:
         super().__init__()
         self.size = _pair(size, "size")
+        if position not in CROP_POSITIONS:
+            raise ValueError(f"position must be one of {CROP_POSITIONS}, got {position!r}")
+        self.position = position
         if resize is not None and (not isinstance(resize, int) or resize <= 0):
             raise ValueError(f"resize must be None or a positive int (short side in pixels), got {resize!r}")
         self.resize = resize
@@ -583,7 +592,14 @@ class ClipEval(nn.Module):
                 f"frames are {fh}x{fw} after resize={self.resize}, smaller than size={self.size}; "
                 "set resize to at least the crop size or decode larger frames"
             )
-        frames = TF.center_crop(frames, list(self.size))
+        top, left = (fh - self.size[0]) // 2, (fw - self.size[1]) // 2
+        if self.position != "center":
+            end = self.position == "end"
+            if fw >= fh:
+                left = fw - self.size[1] if end else 0
+            else:
+                top = fh - self.size[0] if end else 0
+        frames = frames[..., top:top + self.size[0], left:left + self.size[1]]
         y = frames.reshape(b, t, c, *self.size)
         return _normalize_to_model(y, self.mean, self.std)
 
