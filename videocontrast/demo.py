@@ -30,7 +30,7 @@ def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
 def quick_config(cfg: Config) -> Config:
     """The ``--quick`` variant: fewer synthetic clips and epochs (about 2 minutes on 2 cores)."""
     cfg.data.synthetic_videos_per_class = min(cfg.data.synthetic_videos_per_class, 24)
-    cfg.train.epochs = min(cfg.train.epochs, 30)
+    cfg.train.epochs = min(cfg.train.epochs, 60)
     cfg.train.time_limit_s = cfg.train.time_limit_s or 90.0
     cfg.optim.batch_size = min(cfg.optim.batch_size, 32)
     cfg.eval.cv_folds = min(cfg.eval.cv_folds, 3)
