@@ -40,7 +40,7 @@ def test_lars_step_reduces_a_quadratic():
 
 def test_checkpoint_is_atomic_and_versioned(tmp_path):
     path = tmp_path / "ck" / "last.pt"
-    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "epoch": 3})
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {}, "epoch": 3})
     assert load_checkpoint(path)["epoch"] == 3
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary file left behind
     path.write_bytes(path.read_bytes()[:20])  # a truncated file (e.g. disk full) gives a clear message

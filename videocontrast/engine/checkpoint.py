@@ -47,6 +47,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+class NotACheckpointError(RuntimeError):
+    """The file is a readable torch file but not a videocontrast checkpoint (e.g. a plain state dict)."""
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by any version of videocontrast, with a clear error when it cannot."""
     path = Path(path)
@@ -58,9 +62,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:  # truncated or not a torch file
         raise RuntimeError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {e}); "
                            "it may be truncated: use an earlier checkpoint of the run") from e
-    if not isinstance(state, dict) or "model" not in state:
-        raise RuntimeError(f"'{path}' is not a videocontrast checkpoint (no 'model' entry). For a plain "
-                           "backbone state dict use model.weights=PATH instead")
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise NotACheckpointError(f"'{path}' is not a videocontrast checkpoint (no 'model' and 'config' "
+                                  "entries). For a plain backbone state dict use model.weights=PATH instead")
     version = state.get("version", 0)
     if version > CHECKPOINT_VERSION:
         raise RuntimeError(f"checkpoint '{path}' has format version {version}, newer than this videocontrast "

@@ -58,7 +58,7 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
     """Turn ``--checkpoint`` into an encoder. ``cfg`` supplies the dataset flags (and the architecture for
     ``random``/``supervised``/external weights)."""
     from ..api import model_from_checkpoint
-    from ..engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import NotACheckpointError, load_checkpoint
     from .features import file_sha1
 
     if spec == "random":
@@ -72,9 +72,11 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint '{spec}' is not a file; give a checkpoint written by "
                                 "`videocontrast pretrain`, `random`, `supervised`, or a state-dict file")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(raw, dict) and "model" in raw and "config" in raw:
+    try:
         state = load_checkpoint(path)
+    except NotACheckpointError:
+        state = None
+    if state is not None:
         module, ckpt_cfg = model_from_checkpoint(state)
         kind = state.get("kind", "pretrain")
         return Encoder(module.to(device), f"sha1:{file_sha1(path)}", f"{kind} checkpoint {path}",
