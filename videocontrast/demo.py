@@ -95,7 +95,7 @@ def verdict(results: dict[str, Any]) -> str:
             f"vs {100 * r['linear_top1']:.1f}% ({margin:+.1f} points). Train longer (train.epochs) or on more data.")
 
 
-def write_report(out: Path, results: dict[str, Any], history: list[dict], retrieval_html: str | None) -> Path:
+def write_report(out: Path, results: dict[str, Any]) -> Path:
     from .eval.report import html_page, image_html, table_html
 
     rows = [{"encoder": name, **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else "-")
@@ -107,7 +107,7 @@ def write_report(out: Path, results: dict[str, Any], history: list[dict], retrie
         ("Pretraining loss", image_html("loss.png", "pretraining loss per epoch")),
         ("Embeddings", image_html("embeddings.png", "PCA of test-video embeddings")),
         ("Retrieval (pretrained encoder)",
-         (f'<p><a href="{retrieval_html}">full retrieval page</a></p>' if retrieval_html else "")
+         '<p><a href="pretrained/retrieval.html">full retrieval page</a></p>'
          + image_html("pretrained/img/retrieval.png", "nearest training videos of test queries")),
         ("How these numbers were obtained",
          "<pre>" + json.dumps({"protocol": results.get("protocol"), "timings_s": t}, indent=2) + "</pre>"),
@@ -118,8 +118,9 @@ def write_report(out: Path, results: dict[str, Any], history: list[dict], retrie
 
 
 def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -> dict[str, Any]:
+    from .data.build import dataset_root
     from .engine.train import pretrain, resolve_device
-    from .eval.run import resolve_encoder, run_knn, run_linear, run_retrieve
+    from .eval.run import class_names, features, loader_for, resolve_encoder, run_knn, run_linear, run_retrieve
 
     if quick:
         cfg = quick_config(cfg)
@@ -128,11 +129,7 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
     timings: dict[str, float] = {}
     device = resolve_device(cfg.train.device)
 
-    from .data.build import dataset_root
-
     root = dataset_root(cfg)  # generates the synthetic set once
-    from .eval.run import loader_for
-
     for subset in ("train", "test"):  # fail before pretraining, not after, when evaluation cannot run
         loader_for(cfg, subset)
     timings["data"] = time.perf_counter() - t0
@@ -141,7 +138,6 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
     timings["pretrain"] = time.perf_counter() - t
     results: dict[str, Any] = {}
     feature_sets: dict[str, dict] = {}
-    retrieval_html = None
     cache = out / "cache"
     for name, spec in (("pretrained", run["checkpoint"]), ("random_init", "random")):
         t = time.perf_counter()
@@ -153,10 +149,6 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
         retr = run_retrieve(enc, device, edir, cache)
         results[name] = {**_summary(lin, knn, retr), "protocol": {"linear": lin["protocol"], "knn": knn["protocol"],
                                                                   "retrieval": retr["protocol"]}}
-        if name == "pretrained":
-            retrieval_html = f"{name}/retrieval.html"
-        from .eval.run import features
-
         feature_sets[name] = features(enc, "test", device, cache)
         timings[f"eval_{name}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -169,10 +161,8 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
     results["protocol"] = results["pretrained"]["protocol"]["linear"]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     _loss_curve(run["history"], out / "loss.png")
-    from .eval.run import class_names
-
     _embedding_plot(feature_sets, class_names(run["config"]), out / "embeddings.png")
-    report = write_report(out, results, run["history"], retrieval_html)
+    report = write_report(out, results)
     if not quiet:
         rows = [f"{'':12} " + " ".join(f"{k:>12}" for k in ("linear_top1", "knn_top1", "R@1", "R@5"))]
         for name in ("pretrained", "random_init"):

@@ -123,13 +123,17 @@ def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | 
         out["paths"] = runs[0]["paths"]
         return out
 
-    feats = cache.load_or_compute(key, compute)
-    return feats
+    return cache.load_or_compute(key, compute)
 
 
 def class_names(cfg: Config) -> list[str]:
     ds = build_from_config(cfg, "train", "eval")
     return list(ds.classes)
+
+
+def _train_test(enc: Encoder, device: torch.device, cache_dir: Path | None) -> tuple[dict, dict, list[str]]:
+    """What every frozen-feature protocol starts from: train and test features and the class names."""
+    return features(enc, "train", device, cache_dir), features(enc, "test", device, cache_dir), class_names(enc.cfg)
 
 
 def _protocol_common(enc: Encoder) -> dict[str, Any]:
@@ -144,8 +148,8 @@ def _protocol_common(enc: Encoder) -> dict[str, Any]:
 def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     from .linear import linear_probe
 
-    train, test = features(enc, "train", device, cache_dir), features(enc, "test", device, cache_dir)
-    res = linear_probe(train, test, class_names(enc.cfg), Cs=enc.cfg.eval.linear_cs,
+    train, test, names = _train_test(enc, device, cache_dir)
+    res = linear_probe(train, test, names, Cs=enc.cfg.eval.linear_cs,
                        cv_folds=enc.cfg.eval.cv_folds, seed=enc.cfg.train.seed, out_dir=out_dir)
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
     return res
@@ -154,9 +158,9 @@ def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Pat
 def run_knn(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     from .knn import knn_classify
 
-    train, test = features(enc, "train", device, cache_dir), features(enc, "test", device, cache_dir)
+    train, test, names = _train_test(enc, device, cache_dir)
     res = knn_classify(train, test, k=enc.cfg.eval.knn_k, temperature=enc.cfg.eval.knn_temperature,
-                       num_classes=len(class_names(enc.cfg)))
+                       num_classes=len(names))
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
     return res
 
@@ -166,8 +170,7 @@ def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: P
     from .report import retrieval_report
     from .retrieval import retrieve
 
-    train, test = features(enc, "train", device, cache_dir), features(enc, "test", device, cache_dir)
-    names = class_names(enc.cfg)
+    train, test, names = _train_test(enc, device, cache_dir)
     res = retrieve(train, test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=5)
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
     neighbours = res.pop("neighbours", [])
