@@ -184,17 +184,18 @@ def knn_monitor(cfg: Config, method: nn.Module, device: torch.device) -> float |
 
     A cheap proxy of representation quality during training; None when the dataset has no labels.
     """
-    from ..data.build import build_eval_transform, build_from_config
+    from ..data.build import build_eval_transform
     from ..eval.features import extract_features
     from ..eval.knn import knn_classify
+    from ..eval.run import loader_for
     from ..methods import encoder_of
 
     feats = {}
     for subset in ("train", "test"):
-        ds = build_from_config(cfg, subset, "eval")
-        if len(ds) == 0 or min(r.label for r in ds.records) < 0:
+        try:
+            loader = loader_for(cfg, subset)  # the evaluation loader, with its empty/unlabeled checks
+        except ValueError:  # no labels or no test split: nothing to monitor
             return None
-        loader = DataLoader(ds, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         feats[subset] = extract_features(encoder_of(method), loader, build_eval_transform(cfg).to(device), device)
     return float(knn_classify(feats["train"], feats["test"], k=cfg.eval.knn_k,
                               temperature=cfg.eval.knn_temperature)["top1"])
