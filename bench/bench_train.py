@@ -34,9 +34,9 @@ def model_step_rate(cfg, steps: int) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from videocontrast.engine.optim import build_optimizer
-    from videocontrast.engine.train import build_model
+    from videocontrast.build import method_from_config
 
-    model = build_model(cfg)
+    model = method_from_config(cfg)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     opt = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)

@@ -15,6 +15,7 @@ import torch
 from videocontrast.config import load_config
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.engine.train import NonFiniteLossError, pretrain
+from videocontrast.eval.run import knn_monitor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,8 +62,8 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, method):
 
 
 def test_short_run_lowers_the_loss(tmp_path):
-    res = pretrain(tiny(tmp_path, "train.epochs=6", "data.synthetic_videos_per_class=4", "train.knn_every=3"),
-                   tmp_path / "run", quiet=True)
+    cfg = tiny(tmp_path, "train.epochs=6", "data.synthetic_videos_per_class=4", "train.knn_every=3")
+    res = pretrain(cfg, tmp_path / "run", quiet=True, monitor=knn_monitor(cfg, torch.device("cpu")))
     losses = [h["loss"] for h in res["history"]]
     assert losses[-1] < losses[0], losses
     out = tmp_path / "run"

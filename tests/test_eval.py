@@ -5,6 +5,7 @@ Everything runs on synthetic arrays and tiny stand-in encoders, so it does not d
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -14,7 +15,9 @@ from torch import nn
 
 from videocontrast.eval import linear as linear_mod
 from videocontrast.eval.features import FeatureCache, extract_features, feature_key, weights_fingerprint
-from videocontrast.eval.finetune import build_optimizer, Classifier, finetune, lr_factor
+from videocontrast.config import load_config
+from videocontrast.engine.checkpoint import load_checkpoint
+from videocontrast.eval.finetune import finetune
 from videocontrast.eval.knn import knn_classify, knn_votes
 from videocontrast.eval.linear import linear_probe
 from videocontrast.eval.metrics import per_class_accuracy, topk_accuracy, video_labels, video_level
@@ -292,6 +295,8 @@ def test_knn_on_planted_classes_with_label_gaps():
 class BrightnessVideos(torch.utils.data.Dataset):
     """Class 0 = dark clips, class 1 = bright clips (an easy, separable task)."""
 
+    classes = ["dark", "bright"]
+
     def __init__(self, n: int, views: int, seed: int):
         g = torch.Generator().manual_seed(seed)
         self.labels = [i % 2 for i in range(n)]
@@ -303,48 +308,49 @@ class BrightnessVideos(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.labels)
 
+    def set_epoch(self, epoch):
+        pass
+
     def __getitem__(self, i):
         return {"video": self.videos[i], "label": self.labels[i], "index": i, "path": f"{i}.mp4"}
 
 
-def test_lr_factor_hand_worked():
-    # warm-up 2 steps then cosine over the remaining 4
-    assert [lr_factor(s, 6, 2) for s in (0, 1, 2, 4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
-    assert lr_factor(6, 6, 2) == pytest.approx(0.0)
+# Fine-tuning runs on the training engine; these settings fit its augmentation to 4x8x8 clips whose class is
+# their brightness (so no colour jitter or grayscale).
+FT = ["data.size=8", "data.decode_size=8", "data.num_workers=0", "optim.batch_size=4", "train.log_every=1",
+      "aug.jitter=false", "aug.gray=false", "aug.blur=false", "aug.min_scale=0.5", "train.device=cpu",
+      "eval.finetune_lr=0.1", "eval.finetune_weight_decay=0"]
 
 
-def test_finetune_param_groups_and_loss_decreases(tmp_path):
-    torch.manual_seed(0)
-    model = Classifier(TinyConv(), 2)
-    opt = build_optimizer(model, lr=0.02, backbone_lr_ratio=0.1, weight_decay=0.0)
-    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs["backbone"] == pytest.approx(0.1 * lrs["head"])
-
-    train = torch.utils.data.DataLoader(BrightnessVideos(16, 1, seed=0), batch_size=4, shuffle=True)
+def test_finetune_on_the_engine_backbone_lr_and_loss_decreases(tmp_path):
+    cfg = load_config(None, [*FT, "eval.finetune_epochs=6"])
     test = torch.utils.data.DataLoader(BrightnessVideos(8, 2, seed=1), batch_size=4)
-    logs = []
-    res = finetune(TinyConv(), 2, train, test, to_model_layout, to_model_layout, "cpu", epochs=6, lr=0.1,
-                   warmup_epochs=1, log=logs.append, out_dir=tmp_path)
-    steps = [r for r in logs if "step" in r]
-    assert len(steps) == 6 * 4
-    assert all(r["lr_backbone"] == pytest.approx(0.1 * r["lr_head"]) for r in steps)
-    assert max(r["lr_head"] for r in steps) == pytest.approx(0.1)  # reaches the peak after warm-up
-    losses = [h["train_loss"] for h in res["history"]]
-    assert losses[-1] < 0.5 * losses[0]
+    res = finetune(TinyConv(), cfg, tmp_path / "ft", BrightnessVideos(16, 1, seed=0), test, quiet=True)
+    losses = [h["loss"] for h in res["history"]]
+    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
     assert res["top1"] >= 0.9 and res["video_top1"] >= 0.9 and 0 <= res["top5"] <= 1
     assert res["selected_epoch"] == 5 and "last epoch" in res["protocol"]["selection"]
-    assert (tmp_path / "finetuned.pt").is_file() and (tmp_path / "finetune.json").is_file()
+    # a run folder like pretraining's: config, per-step metrics, a resumable checkpoint, the result
+    out = tmp_path / "ft"
+    assert (out / "config.yaml").is_file() and (out / "finetune.json").is_file()
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert len(steps) == 6 * 4 and max(r["lr"] for r in steps) == pytest.approx(0.1)  # peak after warm-up
+    state = load_checkpoint(res["checkpoint"])
+    assert state["kind"] == "finetune" and state["epoch"] == 6 and state["final"]
+    lrs = {g["lr_scale"]: g["lr"] for g in state["optimizer"]["param_groups"]}
+    assert set(lrs) == {0.1, 1.0} and lrs[0.1] == pytest.approx(0.1 * lrs[1.0])  # backbone at head lr / 10
+    assert state["config"]["optim"]["name"] == "sgd" and state["config"]["train"]["epochs"] == 6
 
 
-def test_finetune_with_validation_split_and_bad_labels():
-    torch.manual_seed(0)
-    train = torch.utils.data.DataLoader(BrightnessVideos(12, 1, seed=0), batch_size=4)
-    test = torch.utils.data.DataLoader(BrightnessVideos(4, 2, seed=1), batch_size=4)
-    res = finetune(TinyConv(), 2, train, test, to_model_layout, to_model_layout, "cpu", epochs=2, val_fraction=0.25)
-    assert 0 <= res["selected_epoch"] < 2 and "held-out" in res["protocol"]["selection"]
-    assert all("val_top1" in h for h in res["history"])
-    backbone = TinyConv()
-    res = finetune(backbone, 2, train, None, to_model_layout, to_model_layout, "cpu", epochs=1)  # no test split
-    assert "top1" not in res and len(res["history"]) == 1
+def test_finetune_resumes_and_rejects_bad_labels(tmp_path):
+    cfg = load_config(None, [*FT, "eval.finetune_epochs=2"])
+    train = BrightnessVideos(12, 1, seed=0)
+    first = finetune(TinyConv(), cfg, tmp_path / "ft", train, None, quiet=True)
+    assert "top1" not in first and len(first["history"]) == 2  # no test split
+    # a finished run is reused, not retrained: same checkpoint, same history
+    again = finetune(TinyConv(), cfg, tmp_path / "ft", train, None, quiet=True)
+    assert again["history"] == first["history"]
+    bad = BrightnessVideos(12, 1, seed=0)
+    bad.classes = ["only"]
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        finetune(TinyConv(), 1, train, test, to_model_layout, to_model_layout, "cpu", epochs=1)
+        finetune(TinyConv(), cfg, tmp_path / "bad", bad, None, quiet=True)

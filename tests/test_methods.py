@@ -1,13 +1,13 @@
 """SimCLR and MoCo: gradients, the EMA rule, the FIFO queue, wiring of the loss, build_method."""
 
-import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from videocontrast.methods import MoCo, SimCLR, build_method, encoder_of, momentum_schedule
+from videocontrast.config import ConfigError, load_config
+from videocontrast.methods import MoCo, SimCLR, build_method, check_momentum, encoder_of
 from videocontrast.models import build_backbone, build_head
 
 SHAPE = (4, 3, 4, 16, 16)  # (B, C, T, H, W)
@@ -178,11 +178,17 @@ def test_moco_warns_when_queue_exceeds_dataset():
         build_method("moco-v1", LinearEncoder(), queue_size=100, num_train_clips=99)
 
 
-def test_momentum_schedule_cosine():
-    assert momentum_schedule(0.99, 0, 100) == pytest.approx(0.99)
-    assert momentum_schedule(0.99, 100, 100) == pytest.approx(1.0)
-    assert momentum_schedule(0.99, 50, 100) == pytest.approx(1 - 0.01 * 0.5)
-    assert momentum_schedule(0.99, 25, 100) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
+def test_momentum_range_is_one_rule_for_config_and_method():
+    # [0, 1): 1 would freeze the key encoder. The config validates with the same function as MoCo.
+    assert check_momentum(0.0) == 0.0 and check_momentum(0.999) == 0.999
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            check_momentum(bad)
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            MoCo(build_backbone("r3d_small", width=4), build_head("linear", 32, out_dim=8), queue_size=4,
+                 momentum=bad)
+        with pytest.raises(ConfigError, match=r"method.momentum"):
+            load_config(None, [f"method.momentum={bad}"])
 
 
 @pytest.mark.parametrize("name,kind_out,tau", [("simclr", 256, 0.1), ("moco-v1", 128, 0.07), ("moco-v2", 256, 0.2)])

@@ -3,10 +3,11 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from videocontrast.engine.checkpoint import load_checkpoint, save_checkpoint
-from videocontrast.engine.optim import build_optimizer, cosine_schedule
+from videocontrast.engine.optim import build_optimizer, cosine_schedule, momentum_schedule
 
 
 def test_cosine_schedule_hand_worked():
@@ -49,3 +50,27 @@ def test_checkpoint_is_atomic_and_versioned(tmp_path):
         raise AssertionError("truncated checkpoint loaded")
     except RuntimeError as e:
         assert "truncated" in str(e) and str(path) in str(e)
+
+
+def test_momentum_schedule_constant_and_cosine_hand_worked():
+    np.testing.assert_allclose(momentum_schedule(0.99, 2, 5, cosine=False), np.full(10, 0.99))
+    m = momentum_schedule(0.99, epochs=1, steps_per_epoch=100, cosine=True)
+    # m_i = 1 - (1 - m0) * (cos(pi * i / n) + 1) / 2 (BYOL / DINO), from m0 towards 1
+    assert m[0] == pytest.approx(0.99)
+    assert m[50] == pytest.approx(1 - 0.01 * 0.5)
+    assert m[25] == pytest.approx(1 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
+    assert np.all(np.diff(m) > 0) and m[-1] < 1.0
+
+
+def test_lr_scales_put_the_backbone_at_a_fraction_of_the_head():
+    # Fine-tuning: backbone lr = head lr x 0.1; each group records its scale for the engine's schedule.
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4))
+    model.head = torch.nn.Linear(4, 2)
+    opt = build_optimizer(model, "sgd", lr=0.02, weight_decay=1e-4, lr_scales={"backbone.": 0.1})
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        g = by_param[id(p)]
+        scale = 0.1 if name.startswith("backbone.") else 1.0
+        assert g["lr_scale"] == scale and g["lr"] == pytest.approx(0.02 * scale), name
+        assert (g["weight_decay"] > 0) == (p.ndim > 1), name

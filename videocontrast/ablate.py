@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-from .config import Config, ConfigError, _apply, parse_overrides, validate
+from .config import Config, ConfigError, apply_overrides, validate
+from .engine.device import resolve_device
+from .engine.train import pretrain
+from .eval.run import COMMANDS, knn_monitor, resolve_encoder
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -34,15 +36,12 @@ def cell_name(combo: dict[str, str]) -> str:
 
 
 def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("linear", "knn")) -> str:
-    from .engine.train import pretrain, resolve_device
-    from .eval.run import COMMANDS, resolve_encoder
-
     axes = parse_grid(grid)
     combos = [dict(zip([a for a, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
     cells = []
     for combo in combos:  # validate every cell before spending hours on the first
         c = copy.deepcopy(cfg)
-        _apply(c, parse_overrides([f"{k}={v}" for k, v in combo.items()]), "")
+        apply_overrides(c, [f"{k}={v}" for k, v in combo.items()])
         validate(c)
         cells.append((combo, c))
     rows: list[dict[str, Any]] = []
@@ -52,8 +51,8 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
         if done.exists():
             rows.append(json.loads(done.read_text()))
             continue
-        run = pretrain(c, cdir / "pretrain", resume=True, quiet=True)
         device = resolve_device(c.train.device)
+        run = pretrain(c, cdir / "pretrain", resume=True, quiet=True, monitor=knn_monitor(c, device))
         enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
         row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
         for name in evals:

@@ -12,37 +12,23 @@ The encoder is a plain ``nn.Module`` mapping ``(B, C, T, H, W)`` float clips (RG
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from .config import Config, config_from_dict
+from .build import build_eval_transform, model_from_checkpoint
+from .config import Config
+from .data.datasets import VideoDataset, VideoRecord
 from .engine.checkpoint import load_checkpoint
-
-
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
-    """Rebuild the backbone stored in a checkpoint (pretraining or supervised) and its config."""
-    from .engine.train import build_model
-    from .methods import encoder_of
-    from .models import build_backbone
-
-    cfg = config_from_dict(state["config"])
-    cfg.model.weights = None  # the checkpoint carries the weights
-    if state.get("kind") == "supervised":
-        kw = {"width": cfg.model.width, "layers": cfg.model.layers} if cfg.model.backbone == "r3d_small" else {}
-        backbone = build_backbone(cfg.model.backbone, **kw)
-        backbone.load_state_dict(state["model"])
-        return backbone, cfg
-    method = build_model(cfg)
-    method.load_state_dict(state["model"])
-    return encoder_of(method), cfg
+from .eval.features import extract_features
+from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
+from .transforms.temporal import UniformClips
 
 
 def _attach(encoder: nn.Module, cfg: Config) -> nn.Module:
-    from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
-
     encoder.input_layout = ("(B, C, T, H, W) float32, RGB, normalised by mean/std"
                             + (", then frame differences (T - 1 frames)" if cfg.data.input == "residual" else ""))
     encoder.clip_len = cfg.data.clip_len
@@ -75,12 +61,6 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
         A video that cannot be decoded raises :class:`~videocontrast.data.decode.VideoDecodeError`
         naming it (use :func:`videocontrast.search.build_index` to skip and report bad files instead).
     """
-    from torch.utils.data import DataLoader
-
-    from .data.build import UniformClips, build_eval_transform
-    from .data.datasets import VideoDataset, VideoRecord
-    from .eval.features import extract_features
-
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     records = [VideoRecord(str(p), -1) for p in paths]
     ds = VideoDataset(records, [], UniformClips(encoder.clip_len, clips_per_video, encoder.stride),

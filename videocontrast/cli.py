@@ -7,6 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+from .ablate import run_ablation
+from .build import dataset_root
+from .config import ConfigError, list_presets, load_config
+from .data.datasets import DATASET_NAMES, dataset_info
+from .demo import run_demo
+from .engine.device import resolve_device
+from .engine.train import pretrain
+from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
+from .methods import METHODS
+from .preview import preview
+from .search import build_index, search
+
 EPILOG = {
     "demo": "example: videocontrast demo --quick\n"
             "         videocontrast demo --dataset ucf101 --root UCF101/ --splits ucfTrainTestlist/ --split 1",
@@ -32,7 +44,7 @@ EPILOG = {
 
 def _dataset_flags(p: argparse.ArgumentParser, required_root: bool = False) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--dataset", choices=["synthetic", "ucf101", "hmdb51", "folder"], default=None,
+    g.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                    help="dataset kind (default: the config's, synthetic for the demo)")
     g.add_argument("--root", default=None, required=required_root, help="folder with the videos (class subfolders)")
     g.add_argument("--splits", default=None, help="folder with the official split files (ucf101, hmdb51)")
@@ -56,14 +68,10 @@ def _dataset_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _build_config(args: argparse.Namespace, extra: list[str] | None = None):
-    from .config import load_config
-
     return load_config(args.config, [*_dataset_overrides(args), *(extra or []), *args.overrides])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import list_presets
-
     parser = argparse.ArgumentParser(
         prog="videocontrast",
         description="Contrastive self-supervised video representation learning (videoSimCLR, videoMoCo v1/v2) "
@@ -83,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
 
     p = add("pretrain", "contrastive pretraining (same command under torchrun)")
-    p.add_argument("--method", choices=["simclr", "moco-v1", "moco-v2"], default=None)
+    p.add_argument("--method", choices=list(METHODS), default=None)
     _dataset_flags(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/last.pt")
@@ -137,15 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .engine.train import pretrain
-
     extra = []
     if args.method:
         extra.append(f"method.name={args.method}")
     if args.epochs:
         extra.append(f"train.epochs={args.epochs}")
     cfg = _build_config(args, extra)
-    result = pretrain(cfg, args.out, resume=args.resume)
+    result = pretrain(cfg, args.out, resume=args.resume, monitor=knn_monitor(cfg, resolve_device(cfg.train.device)))
     last = result["history"][-1] if result["history"] else {}
     print(f"done: {result['epochs']} epochs, {result['steps']} steps, final loss {last.get('loss', float('nan')):.4f}"
           f", {result['time_s']:.0f}s -> {result['checkpoint']}")
@@ -153,9 +159,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.train import resolve_device
-    from .eval.run import COMMANDS, format_table, resolve_encoder, write_results
-
     cfg = _build_config(args)
     device = resolve_device(cfg.train.device)
     out = Path(args.out)
@@ -171,9 +174,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     cfg = _build_config(args)
     if args.action == "info":
-        from .data.build import dataset_root
-        from .data.datasets import dataset_info
-
         info = dataset_info(cfg.data.dataset, dataset_root(cfg), splits=cfg.data.splits, split=cfg.data.split)
         if args.json:
             print(json.dumps(info, default=str))
@@ -187,8 +187,6 @@ def cmd_data(args: argparse.Namespace) -> int:
             for bad in info["unreadable"][:20]:
                 print(f"  unreadable: {bad['path']}: {bad['reason']}")
         return 0
-    from .data.preview import preview
-
     out = Path(args.out or "preview")
     path = preview(cfg, out)
     print(f"wrote {path}")
@@ -196,21 +194,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     preset = args.config or "demo"
     if args.dataset and args.dataset != "synthetic" and not args.config:
         preset = "demo-real"
-    from .config import load_config
-
     cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides])
     run_demo(cfg, Path(args.out), quick=args.quick)
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .search import build_index
-
     path = build_index(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
                        device=args.device)
     print(f"wrote {path}")
@@ -218,8 +210,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import search
-
     hits = search(args.index, args.query, k=args.k, html=args.html, device=args.device)
     for rank, (path, sim) in enumerate(hits, 1):
         print(f"{rank:3d}  {sim:+.4f}  {path}")
@@ -229,8 +219,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablate import run_ablation
-
     extra = [f"train.epochs={args.epochs}"] if args.epochs else []
     cfg = _build_config(args, extra)
     table = run_ablation(cfg, args.grid, Path(args.out), evals=args.eval.split(","))
@@ -250,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
                 "search": cmd_search, "ablate": cmd_ablate}
-    from .config import ConfigError
-
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -15,11 +15,18 @@ from typing import Any, get_type_hints
 
 import yaml
 
-PRESET_DIR = Path(__file__).parent / "presets"
+# Every list of names is owned by the module that implements the concept; the config only checks against it.
+from .data.datasets import DATASET_NAMES
+from .engine.device import PRECISIONS
+from .engine.optim import OPTIMIZERS
+from .methods import BN_MODES, METHODS, check_momentum
+from .models import BACKBONES
+from .transforms.spatial import EVAL_CROPS, INPUT_MODES, SPATIAL_MODES
+from .transforms.temporal import TEMPORAL_TRANSFORMS
 
-DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
-METHODS = ("simclr", "moco-v1", "moco-v2")
-TEMPORAL = ("none", "shift", "drop", "reverse", "shuffle")
+PRESET_DIR = Path(__file__).parent / "presets"
+# The linear probe's grid of inverse L2 strengths C, searched by cross-validation on the training split.
+LINEAR_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
 class ConfigError(ValueError):
@@ -122,13 +129,18 @@ class TrainConfig:
 class EvalConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
-    linear_cs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    linear_cs: list[float] = field(default_factory=lambda: list(LINEAR_CS))
     cv_folds: int = 5
     batch_size: int = 32
     recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    # Fine-tuning (and the supervised baseline) run on the training engine with these settings in place of
+    # `optim.*` / `train.epochs`; batch size, precision, device and logging are shared with pretraining.
     finetune_epochs: int = 10
-    finetune_lr: float = 0.01
-    finetune_backbone_lr_ratio: float = 0.1
+    finetune_lr: float = 0.01  # the classifier's peak lr
+    finetune_backbone_lr_ratio: float = 0.1  # backbone lr = finetune_lr x this (thesis / DPC: 1/10)
+    finetune_optimizer: str = "sgd"
+    finetune_weight_decay: float = 1e-4
+    finetune_warmup_epochs: float = 1.0
 
 
 @dataclass
@@ -148,6 +160,12 @@ class Config:
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
+    """Set ``key=value`` strings (or a nested dict) on ``cfg`` in place, rejecting unknown fields; not validated."""
+    _apply(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides, "")
+    return cfg
 
 
 def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
@@ -228,7 +246,7 @@ def load_config(preset: str | None = None, overrides: list[str] | dict | None = 
     """
     cfg = _load_preset(preset) if preset else Config()
     if overrides:
-        _apply(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides, "")
+        apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
 
@@ -263,31 +281,36 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(msg)
 
-    need(d.dataset in DATASETS, f"data.dataset='{d.dataset}' is not one of {DATASETS}")
-    need(m.name in METHODS, f"method.name='{m.name}' is not one of {METHODS}")
-    need(a.temporal in TEMPORAL, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL}")
-    need(a.spatial_mode in ("chunk", "frame"), f"aug.spatial_mode='{a.spatial_mode}' must be chunk or frame")
-    need(d.input in ("rgb", "residual"), f"data.input='{d.input}' must be rgb or residual")
+    need(d.dataset in DATASET_NAMES, f"data.dataset='{d.dataset}' is not one of {DATASET_NAMES}")
+    need(m.name in METHODS, f"method.name='{m.name}' is not one of {tuple(METHODS)}")
+    need(cfg.model.backbone in BACKBONES, f"model.backbone='{cfg.model.backbone}' is not one of {tuple(BACKBONES)}")
+    need(a.temporal in TEMPORAL_TRANSFORMS, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL_TRANSFORMS}")
+    need(a.spatial_mode in SPATIAL_MODES, f"aug.spatial_mode='{a.spatial_mode}' is not one of {SPATIAL_MODES}")
+    need(d.input in INPUT_MODES, f"data.input='{d.input}' is not one of {INPUT_MODES}")
     need(d.clip_len >= (2 if d.input == "residual" else 1),
          f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input=residual)")
     need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")
-    need(d.eval_crops in (1, 3), f"data.eval_crops={d.eval_crops} must be 1 (centre) or 3 (start, centre, end)")
+    need(d.eval_crops in EVAL_CROPS, f"data.eval_crops={d.eval_crops} must be 1 (centre) or 3 (start, centre, end)")
     need(d.split in (1, 2, 3), f"data.split={d.split} must be 1, 2 or 3 (the official splits)")
     need(d.size >= 8, f"data.size={d.size} must be >= 8 pixels")
     need(d.decode_size >= d.size, f"data.decode_size={d.decode_size} must be >= data.size={d.size} "
          "(frames are decoded at decode_size, then cropped to size)")
     need(a.max_shift >= 0, f"aug.max_shift={a.max_shift} must be >= 0")
     need(0 < a.min_scale <= 1, f"aug.min_scale={a.min_scale} must be in (0, 1]")
-    need(o.name in ("sgd", "adam", "adamw", "lars"), f"optim.name='{o.name}' must be sgd, adam, adamw or lars")
+    for field_name, value in (("optim.name", o.name), ("eval.finetune_optimizer", cfg.eval.finetune_optimizer)):
+        need(value in OPTIMIZERS, f"{field_name}='{value}' is not one of {OPTIMIZERS}")
     need(o.lr > 0, f"optim.lr={o.lr} must be > 0")
     need(o.batch_size >= 2, f"optim.batch_size={o.batch_size} must be >= 2 (contrastive losses need negatives)")
     need(o.accum_steps >= 1, f"optim.accum_steps={o.accum_steps} must be >= 1")
     need(m.queue_size >= 1, f"method.queue_size={m.queue_size} must be >= 1")
-    need(0 <= m.momentum < 1, f"method.momentum={m.momentum} must be in [0, 1)")
-    need(m.bn_mode in ("shuffle", "sync", "none"), f"method.bn_mode='{m.bn_mode}' must be shuffle, sync or none")
+    try:
+        check_momentum(m.momentum, "method.momentum")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    need(m.bn_mode in BN_MODES, f"method.bn_mode='{m.bn_mode}' is not one of {BN_MODES}")
     need(cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} must be >= 1")
-    need(cfg.train.precision in ("auto", "fp32", "bf16", "fp16"),
-         f"train.precision='{cfg.train.precision}' must be auto, fp32, bf16 or fp16")
+    need(cfg.eval.finetune_epochs >= 1, f"eval.finetune_epochs={cfg.eval.finetune_epochs} must be >= 1")
+    need(cfg.train.precision in PRECISIONS, f"train.precision='{cfg.train.precision}' is not one of {PRECISIONS}")
     need(d.dataset == "synthetic" or d.root is not None,
          f"data.root is required for dataset '{d.dataset}' (pass --root DIR)")
 

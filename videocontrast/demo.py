@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from .build import dataset_root, eval_loader
 from .config import Config
+from .engine.device import resolve_device
+from .engine.train import pretrain
+from .eval.metrics import video_labels
+from .eval.report import html_page, image_html, table_html
+from .eval.retrieval import video_embeddings
+from .eval.run import class_names, features, knn_monitor, resolve_encoder, run_knn, run_linear, run_retrieve
 
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
@@ -61,10 +68,7 @@ def _embedding_plot(sets: dict[str, dict[str, Any]], classes: list[str], path: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
-    from .eval.metrics import video_labels
-    from .eval.retrieval import video_embeddings
+    from sklearn.decomposition import PCA  # heavy, and only the report needs it
 
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), dpi=110, squeeze=False)
     for ax, (name, feats) in zip(axes[0], sets.items()):
@@ -96,8 +100,6 @@ def verdict(results: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:
-    from .eval.report import html_page, image_html, table_html
-
     rows = [{"encoder": name, **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else "-")
                                  for k, v in results[name].items() if k in SUMMARY_KEYS}}
             for name in ("pretrained", "random_init")]
@@ -118,10 +120,6 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
 
 
 def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from .data.build import dataset_root
-    from .engine.train import pretrain, resolve_device
-    from .eval.run import class_names, features, loader_for, resolve_encoder, run_knn, run_linear, run_retrieve
-
     if quick:
         cfg = quick_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,10 +129,10 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -
 
     root = dataset_root(cfg)  # generates the synthetic set once
     for subset in ("train", "test"):  # fail before pretraining, not after, when evaluation cannot run
-        loader_for(cfg, subset)
+        eval_loader(cfg, subset)
     timings["data"] = time.perf_counter() - t0
     t = time.perf_counter()
-    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet)
+    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=knn_monitor(cfg, device))
     timings["pretrain"] = time.perf_counter() - t
     results: dict[str, Any] = {}
     feature_sets: dict[str, dict] = {}

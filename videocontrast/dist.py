@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,7 +24,6 @@ __all__ = [
     "DistInfo",
     "all_reduce_mean",
     "barrier",
-    "broadcast_object",
     "convert_sync_bn",
     "gather_no_grad",
     "gather_with_grad",
@@ -141,15 +139,6 @@ def all_reduce_mean(x: Tensor) -> Tensor:
         dist.all_reduce(y, op=dist.ReduceOp.SUM)
         y /= dist.get_world_size()
     return y
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s (picklable) ``obj`` on every rank."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:

@@ -13,24 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
-
-
-def find_videos(root: str | Path) -> list[Path]:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--root '{root}' is not a folder of videos")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    if not paths:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under '{root}'")
-    return paths
+from .api import embed_videos, load_encoder
+from .data.datasets import find_videos
+from .data.decode import VideoDecodeError, probe_video
+from .eval.report import retrieval_report
 
 
 def build_index(checkpoint: str | Path, root: str | Path, out: str | Path, clips: int = 4, per_clip: bool = False,
                 device: str | None = None, batch_size: int = 8) -> Path:
     """Embed every readable video under ``root``; unreadable files are reported and listed, not fatal."""
-    from .api import embed_videos, load_encoder
-    from .data.decode import VideoDecodeError, probe_video
 
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_encoder(checkpoint, device=dev)
@@ -76,7 +67,6 @@ def load_index(path: str | Path) -> dict:
 def search(index: str | Path, query: str | Path, k: int = 5, html: str | None = None,
            device: str | None = None) -> list[tuple[str, float]]:
     """The ``k`` indexed videos most similar (cosine) to ``query``, as ``(path, similarity)`` pairs."""
-    from .api import embed_videos, load_encoder
 
     idx = load_index(index)
     meta = idx["meta"]
@@ -87,8 +77,6 @@ def search(index: str | Path, query: str | Path, k: int = 5, html: str | None = 
     order = np.argsort(-sims)[:k]
     hits = [(idx["paths"][i], float(sims[i])) for i in order]
     if html:
-        from .eval.report import retrieval_report
-
         out_dir = Path(html).parent
         queries = [{"path": str(query), "label_name": "query",
                     "neighbours": [{"path": p, "label_name": Path(p).parent.name, "sim": s, "hit": None}

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..transforms.temporal import FirstClip
 from .decode import VideoDecodeError, VideoInfo, probe_video, read_frames
 
 __all__ = [
-    "VideoRecord", "VideoDataset", "FirstClip", "build_dataset", "dataset_info",
-    "DATASET_NAMES", "VIDEO_EXTENSIONS",
+    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos",
+    "DATASET_NAMES", "SUBSETS", "VIDEO_EXTENSIONS",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,10 @@ class VideoRecord:
     label: int
 
 
-@dataclass(frozen=True)
-class FirstClip:
-    """Default ``views_fn``: one view of the first ``clip_len`` frames, looped if the video is shorter."""
-
-    clip_len: int = 16
-
-    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
-        return [np.arange(self.clip_len, dtype=np.int64) % max(num_frames, 1)]
+def present_classes(records: Sequence[VideoRecord], classes: Sequence[str]) -> list[str]:
+    """Names of the classes with at least one of ``records`` (sorted by label)."""
+    labels = sorted({r.label for r in records if r.label >= 0})
+    return [classes[i] for i in labels if i < len(classes)]
 
 
 class VideoDataset(Dataset):
@@ -107,8 +104,7 @@ class VideoDataset(Dataset):
     @property
     def present_classes(self) -> list[str]:
         """Names of the classes with at least one video in this dataset (sorted by label)."""
-        labels = sorted({r.label for r in self.records if r.label >= 0})
-        return [self.classes[i] for i in labels if i < len(self.classes)]
+        return present_classes(self.records, self.classes)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -168,20 +164,33 @@ def _require_dir(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{path} does not exist or is not a folder; expected {what} there")
 
 
-def _scan_videos(root: Path) -> dict[str, str]:
-    """Every video under ``root``: lower-case relative posix path -> real path (one directory walk).
-
-    Lower-casing resolves UCF101's quirk (folder ``HandstandPushups``, files ``v_HandStandPushups_*``)
-    and split files whose case differs from the disk.
-    """
-    found: dict[str, str] = {}
+def _walk_videos(root: Path):
+    """Yield the path of every video file under ``root`` (by extension, case-insensitive; one directory walk)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in filenames:
             if name.lower().endswith(VIDEO_EXTENSIONS):
-                full = os.path.join(dirpath, name)
-                found[Path(os.path.relpath(full, root)).as_posix().lower()] = full
-    return found
+                yield os.path.join(dirpath, name)
+
+
+def _scan_videos(root: Path) -> dict[str, str]:
+    """Every video under ``root``: lower-case relative posix path -> real path.
+
+    Lower-casing resolves UCF101's quirk (folder ``HandstandPushups``, files ``v_HandStandPushups_*``)
+    and split files whose case differs from the disk.
+    """
+    return {Path(os.path.relpath(full, root)).as_posix().lower(): full for full in _walk_videos(root)}
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """Every video file under ``root`` (recursively), sorted; for unlabeled collections (``embed``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--root '{root}' is not a folder of videos")
+    paths = sorted(Path(p) for p in _walk_videos(root) if Path(p).is_file())
+    if not paths:
+        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under '{root}'")
+    return paths
 
 
 def _lines(path: Path) -> list[str]:
@@ -424,10 +433,9 @@ def dataset_info(
                 raise
         subsets[subset] = records
         missing += miss
-    present = sorted({r.label for rs in subsets.values() for r in rs if r.label >= 0})
     info: dict[str, Any] = {
         "classes": classes,
-        "present_classes": [classes[i] for i in present if i < len(classes)],
+        "present_classes": present_classes([r for rs in subsets.values() for r in rs], classes),
         "missing": missing,
         "unreadable": [],
     }

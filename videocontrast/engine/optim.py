@@ -7,10 +7,13 @@ uses exactly the value an uninterrupted run would have used.
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")  # optim.name
 
 
 def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int,
@@ -28,14 +31,33 @@ def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int
     return np.concatenate([warmup, decay])
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters so norms and biases (ndim <= 1) get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+def momentum_schedule(base_m: float, epochs: int, steps_per_epoch: int, cosine: bool) -> np.ndarray:
+    """MoCo's key-encoder momentum per iteration: constant ``base_m``, or (``cosine``) increased from ``base_m``
+    at step 0 towards 1 (BYOL, DINO): ``m_i = 1 - (1 - base_m) * (cos(pi * i / n) + 1) / 2``, ``n`` total steps.
+
+    That is :func:`cosine_schedule` from ``base_m`` to 1 without warm-up.
+    """
+    if not cosine:
+        return np.full(epochs * steps_per_epoch, float(base_m))
+    return cosine_schedule(base_m, 1.0, epochs, steps_per_epoch)
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_scales: Mapping[str, float] | None = None) -> list[dict]:
+    """Trainable parameters in groups: norms and biases (ndim <= 1) get no weight decay, and a parameter whose
+    name starts with a prefix of ``lr_scales`` gets ``lr_scale`` = that factor (others 1.0).
+
+    The engine sets each group's rate to ``schedule[step] * lr_scale`` (fine-tuning: backbone at 1/10 of the head).
+    """
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((float(scale), p.ndim <= 1), []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lars_exclude": no_decay,
+             "lr_scale": scale}
+            for (scale, no_decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1]))]
 
 
 class LARS(torch.optim.Optimizer):
@@ -72,14 +94,17 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
     """Build ``sgd`` | ``adam`` | ``adamw`` | ``lars`` over ``model``'s trainable parameters.
 
     The thesis code used Adam (lr 3e-4, weight decay 1e-6). The learning rate of every group is later
-    overwritten per iteration by the schedule; ``lr`` here is only the initial value.
+    overwritten per iteration by the schedule (times the group's ``lr_scale``, see :func:`param_groups`);
+    ``lr`` here is only the initial value.
     """
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lr_scales)
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adam":
@@ -88,4 +113,4 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
         return torch.optim.AdamW(groups, lr=lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
-    raise ValueError(f"optim.name='{name}' must be one of sgd, adam, adamw, lars")
+    raise ValueError(f"optim.name='{name}' must be one of {', '.join(OPTIMIZERS)}")

@@ -1,9 +1,14 @@
-"""Pretraining: one loop for videoSimCLR and videoMoCo, on a CPU, one GPU or many (torchrun).
+"""The training engine: one loop for videoSimCLR, videoMoCo, fine-tuning and the supervised baseline, on a CPU,
+one GPU or many (torchrun).
 
-The same code path runs with and without ``torchrun``: without it the world size is 1 and no process
-group exists. Reproducibility and exact resume come from deriving every random draw from
-``(seed, epoch, index)`` (data) or ``(seed, step, rank)`` (augmentation) instead of from hidden state,
-so a run resumed from a checkpoint at an epoch boundary replays the same batches.
+The same code path runs with and without ``torchrun``: without it the world size is 1 and no process group
+exists. Reproducibility and exact resume come from deriving every random draw from ``(seed, epoch, index)``
+(data) or ``(seed, step, rank)`` (augmentation) instead of from hidden state, so a run resumed from a
+checkpoint at an epoch boundary replays the same batches.
+
+``pretrain`` and :func:`videocontrast.eval.finetune.finetune` differ only in the model they hand to :func:`fit`:
+a method whose ``forward(view_1, view_2)`` returns ``(loss, stats)``, or a :class:`~videocontrast.methods.Supervised`
+objective whose ``forward(clips, labels)`` does.
 """
 
 from __future__ import annotations
@@ -11,64 +16,40 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
 
 from .. import dist
+from ..build import build_augment, dataset_from_config, method_from_config
 from ..config import Config, config_from_dict, dump_config
+from ..data.datasets import VideoDataset
+from ..methods import MoCo, encoder_of
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .optim import build_optimizer, cosine_schedule
+from .device import autocast_dtype, resolve_device
+from .optim import build_optimizer, cosine_schedule, momentum_schedule
+
+# Called on the main process every `train.knn_every` epochs with the current backbone; returns metrics to log
+# (e.g. {"knn_top1": 0.41}) or {} when there is nothing to measure. Built by the caller (eval.run.knn_monitor),
+# so the engine never imports evaluation code.
+Monitor = Callable[[nn.Module], Mapping[str, float]]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
 
 
-@dataclass
-class RunState:
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimiser steps completed
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str, info: dist.DistInfo | None = None) -> torch.device:
-    """``train.device`` -> a device: ``auto`` is this process's accelerator (cuda:LOCAL_RANK) or the CPU."""
-    info = info or dist.init_distributed()
-    return info.device if name == "auto" else torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA by default (no loss scaling needed); fp32 on CPU unless asked."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def build_model(cfg: Config, num_train_clips: int | None = None) -> nn.Module:
-    """Backbone + method (head, momentum encoder, queue) as described by ``cfg``."""
-    from ..methods import build_method
-    from ..models import build_backbone
-
-    kw: dict[str, Any] = {}
-    if cfg.model.backbone == "r3d_small":
-        kw = {"width": cfg.model.width, "layers": cfg.model.layers}
-    backbone = build_backbone(cfg.model.backbone, weights=cfg.model.weights, **kw)
-    m = cfg.method
-    return build_method(m.name, backbone, temperature=m.temperature, queue_size=m.queue_size,
-                        momentum=m.momentum, head_hidden=cfg.model.head_hidden, head_out=cfg.model.head_out,
-                        bn_mode=m.bn_mode, num_train_clips=num_train_clips)
 
 
 def aug_generator(device: torch.device, seed: int, step: int, rank: int) -> torch.Generator:
@@ -86,7 +67,7 @@ class MetricsLog:
         self.writer = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard may be missing
 
                 self.writer = SummaryWriter(str(out_dir / "tb"))
             except Exception:  # tensorboard missing or broken: metrics.jsonl still has everything
@@ -108,102 +89,112 @@ class MetricsLog:
             self.writer.close()
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, augment: nn.Module,
-                    device: torch.device, state: RunState, cfg: Config, lr_schedule: np.ndarray,
-                    momentum_schedule: np.ndarray | None, scaler: torch.amp.GradScaler, amp: torch.dtype | None,
-                    steps: int, log: MetricsLog, progress=None) -> dict[str, float]:
-    """One epoch of contrastive pretraining. Batches are ``uint8 (B, 2, T, C, H, W)`` (augmented here,
-    batched on ``device``) or already augmented ``float (B, 2, C, T, H, W)`` from loader workers."""
+@dataclass
+class TrainState:
+    """Everything one epoch reads (model, optimiser, schedules, settings) and advances (epoch, step, history)."""
+
+    model: nn.Module  # the objective, possibly wrapped in DDP / torch.compile: forward(...) -> (loss, stats)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    augment: nn.Module  # uint8 (B, T, C, H, W) -> float (B, C, T, H, W), batched on `device`
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype, None for fp32
+    lr_schedule: np.ndarray  # (epochs * steps_per_epoch,) peak-relative lr per optimiser step
+    momentum_schedule: np.ndarray | None  # MoCo's key-encoder momentum per step; None for other objectives
+    steps_per_epoch: int
+    accum_steps: int
+    labels: bool  # supervised objective: model(clips, labels) instead of model(view_1, view_2)
+    seed: int
+    channels_last: bool
+    log_every: int
+    log: MetricsLog
+    progress: Any = None  # tqdm bar on the main process
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _model_inputs(state: TrainState, batch: dict[str, Any], micro_step: int) -> tuple[torch.Tensor, ...]:
+    """A batch -> the objective's arguments: two augmented views ``(B, C, T, H, W)`` each, or (supervised)
+    all clips ``(B*V, C, T, H, W)`` and their labels ``(B*V,)``. Batches are ``uint8 (B, V, T, C, H, W)``
+    (augmented here, on the device) or already augmented ``float (B, V, C, T, H, W)`` from loader workers."""
+    x = batch["video"].to(state.device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        g = aug_generator(state.device, state.seed, micro_step, dist.get_rank())
+        views = [state.augment(x[:, v], generator=g) for v in range(x.shape[1])]
+    else:
+        views = [x[:, v] for v in range(x.shape[1])]
+    if state.channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last_3d) for v in views]
+    if not state.labels:
+        return tuple(views)
+    labels = torch.as_tensor(batch["label"]).to(state.device).long()  # (B,)
+    return torch.cat(views), labels.repeat(len(views))
+
+
+def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
+    """One epoch (``state.steps_per_epoch`` optimiser steps of ``state.accum_steps`` micro-batches each).
+
+    Returns:
+        ``loss`` (mean over this epoch's micro-batches and all ranks), ``time_s`` and ``clips_per_s``.
+    """
+    model, optimizer, accum = state.model, state.optimizer, state.accum_steps
     model.train()
-    accum, rank, seed = cfg.optim.accum_steps, dist.get_rank(), cfg.train.seed
     world = dist.get_world_size()
     losses: list[float] = []
     t0 = time.perf_counter()
     t_log, clips_log = t0, 0
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
-        if i >= steps * accum:
+        if i >= state.steps_per_epoch * accum:
             break
         it = state.step
+        lr = float(state.lr_schedule[it])
         for group in optimizer.param_groups:
-            group["lr"] = lr_schedule[it]
-        x = batch["video"].to(device, non_blocking=True)
-        if x.dtype == torch.uint8:
-            g = aug_generator(device, seed, it * accum + i % accum, rank)
-            v1, v2 = augment(x[:, 0], generator=g), augment(x[:, 1], generator=g)
-        else:
-            v1, v2 = x[:, 0], x[:, 1]
-        if cfg.train.channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last_3d)
-            v2 = v2.contiguous(memory_format=torch.channels_last_3d)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        inputs = _model_inputs(state, batch, it * accum + i % accum)
         last_micro = (i + 1) % accum == 0
         sync = last_micro or not isinstance(model, nn.parallel.DistributedDataParallel)
         ctx = model.no_sync() if not sync else contextlib.nullcontext()
-        with ctx, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, stats = model(v1, v2)
+        with ctx, torch.autocast(state.device.type, dtype=state.amp or torch.float32, enabled=state.amp is not None):
+            loss, stats = model(*inputs)
         value = loss.item()  # the one host sync per step; also feeds the log
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"loss is {value} at epoch {state.epoch + 1}, step {it}; stopping. The last good checkpoint "
                 "is kept. Try a lower optim.lr, a higher method.temperature, or train.precision=fp32.")
         with ctx:
-            scaler.scale(loss / accum).backward()
+            state.scaler.scale(loss / accum).backward()
         losses.append(value)
-        clips_log += x.shape[0] * world
+        clips_log += batch["video"].shape[0] * world
         if not last_micro:
             continue
-        scaler.step(optimizer)
-        scaler.update()
+        state.scaler.step(optimizer)
+        state.scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        core = unwrap(model)
-        if momentum_schedule is not None and hasattr(core, "momentum_update"):
-            core.momentum_update(float(momentum_schedule[it]))
+        if state.momentum_schedule is not None:
+            unwrap(model).momentum_update(float(state.momentum_schedule[it]))
         state.step += 1
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr_schedule[it]:.2e}")
-        if state.step % cfg.train.log_every == 0:
+        if state.progress is not None:
+            state.progress.update(1)
+            state.progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+        if state.step % state.log_every == 0:
             now = time.perf_counter()
             rate = clips_log / max(now - t_log, 1e-9)
-            log.log({"kind": "train", "epoch": state.epoch + 1, "step": state.step,
-                     "loss": float(np.mean(losses[-cfg.train.log_every * accum:])), "lr": float(lr_schedule[it]),
-                     "clips_per_s": rate, **{k: float(v) for k, v in stats.items() if k != "loss"}})
-            if progress is not None:
-                progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr_schedule[it]:.2e}", clips_s=f"{rate:.1f}")
+            state.log.log({"kind": "train", "epoch": state.epoch + 1, "step": state.step,
+                           "loss": float(np.mean(losses[-state.log_every * accum:])), "lr": lr,
+                           "clips_per_s": rate, **{k: float(v) for k, v in stats.items() if k != "loss"}})
             t_log, clips_log = now, 0
     elapsed = time.perf_counter() - t0
     n = len(losses)
     # on the training device: NCCL reduces CUDA tensors only
-    loss_mean = float(dist.all_reduce_mean(torch.tensor(np.mean(losses) if n else math.nan, device=device)).item())
+    loss_mean = float(dist.all_reduce_mean(torch.tensor(np.mean(losses) if n else math.nan,
+                                                        device=state.device)).item())
     return {"loss": loss_mean, "time_s": elapsed,
             "clips_per_s": n * loader.batch_size * world / max(elapsed, 1e-9)}
 
 
-def knn_monitor(cfg: Config, method: nn.Module, device: torch.device) -> float | None:
-    """Clip-level kNN top-1 of the current backbone (train split as memory, test split as queries).
-
-    A cheap proxy of representation quality during training; None when the dataset has no labels.
-    """
-    from ..data.build import build_eval_transform
-    from ..eval.features import extract_features
-    from ..eval.knn import knn_classify
-    from ..eval.run import loader_for
-    from ..methods import encoder_of
-
-    feats = {}
-    for subset in ("train", "test"):
-        try:
-            loader = loader_for(cfg, subset)  # the evaluation loader, with its empty/unlabeled checks
-        except ValueError:  # no labels or no test split: nothing to monitor
-            return None
-        feats[subset] = extract_features(encoder_of(method), loader, build_eval_transform(cfg).to(device), device)
-    return float(knn_classify(feats["train"], feats["test"], k=cfg.eval.knn_k,
-                              temperature=cfg.eval.knn_temperature)["top1"])
-
-
-def _seed_everything(seed: int, deterministic: bool) -> None:
-    import random
-
+def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -212,141 +203,166 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Run (or continue) contrastive pretraining and write ``out_dir/{config.yaml, metrics.jsonl,
-    checkpoints/last.pt}``.
+def open_run(out_dir: str | Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint a run folder already holds (to continue it), or None for a new run.
 
-    Returns:
-        dict with ``checkpoint`` (path of last.pt), ``epochs``, ``steps``, ``history`` (per-epoch loss,
-        time, clips/s) and ``time_s``.
+    Raises:
+        FileExistsError: the folder holds a run and ``resume`` is False.
     """
-    from ..data.build import build_augment, build_from_config
+    ckpt_path = Path(out_dir) / "checkpoints" / "last.pt"
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        raise FileExistsError(f"'{out_dir}' already holds a run ({ckpt_path}); pass --resume to continue it "
+                              "or choose another --out")
+    return load_checkpoint(ckpt_path)
 
-    info = dist.init_distributed()
-    device = resolve_device(cfg.train.device, info)
-    out = Path(out_dir)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    main = dist.is_main_process()
 
-    state_dict = None
-    if ckpt_path.exists():
-        if not resume:
-            raise FileExistsError(f"'{out}' already holds a run ({ckpt_path}); pass --resume to continue it "
-                                  "or choose another --out")
-        state_dict = load_checkpoint(ckpt_path)
-        cfg = config_from_dict(state_dict["config"])  # the run continues with the settings it started with
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
-
-    _seed_everything(cfg.train.seed, cfg.train.deterministic)
-    dataset = build_from_config(cfg, "train", "pretrain",
-                                transform=None if cfg.aug.on_device else build_augment(cfg))
-    world = info.world_size
-    gb, accum = cfg.optim.batch_size, cfg.optim.accum_steps
+def _train_loader(cfg: Config, dataset: VideoDataset, info: dist.DistInfo,
+                  device: torch.device) -> tuple[DataLoader, DistributedSampler, int]:
+    """The sharded, shuffled training loader and the number of optimiser steps per epoch."""
+    world, gb, accum = info.world_size, cfg.optim.batch_size, cfg.optim.accum_steps
     if gb % (world * accum):
         raise ValueError(f"optim.batch_size={gb} must be divisible by processes x optim.accum_steps "
                          f"= {world} x {accum}")
-    local_bs = gb // (world * accum)
     if len(dataset) < gb:
         raise ValueError(f"the training set has {len(dataset)} videos, fewer than optim.batch_size={gb}: "
                          "lower optim.batch_size")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=info.rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=True)
     nw = cfg.data.num_workers
-    loader = DataLoader(dataset, batch_size=local_bs, sampler=sampler, num_workers=nw, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=nw > 0,
+    loader = DataLoader(dataset, batch_size=gb // (world * accum), sampler=sampler, num_workers=nw,
+                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=nw > 0,
                         prefetch_factor=4 if nw > 0 else None)
     steps = len(loader) // accum
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
-    epochs = cfg.train.epochs
+    return loader, sampler, steps
 
-    model = build_model(cfg, num_train_clips=len(dataset)).to(device)
+
+def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
+        resumed: dict[str, Any] | None = None, lr_scales: Mapping[str, float] | None = None,
+        quiet: bool = False, monitor: Monitor | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``dataset`` as ``cfg`` says, writing ``out_dir/{config.yaml, metrics.jsonl,
+    checkpoints/last.pt}``.
+
+    Args:
+        model: the objective: a contrastive method (``forward(view_1, view_2)``) or a
+            :class:`~videocontrast.methods.Supervised` (``forward(clips, labels)``); its ``(loss, stats)`` is
+            minimised with ``cfg.optim`` over ``cfg.train.epochs`` epochs.
+        kind: stored in the checkpoint (``pretrain``, ``finetune``, ``supervised``): how to read it back.
+        resumed: the run folder's checkpoint (from :func:`open_run`) to continue from.
+        lr_scales: parameter-name prefix -> lr multiplier (fine-tuning: ``{"backbone.": 0.1}``).
+        monitor: see :data:`Monitor`; called every ``train.knn_every`` epochs.
+
+    Returns:
+        dict with ``checkpoint`` (path of last.pt), ``epochs``, ``steps``, ``history`` (per-epoch loss, time,
+        clips/s), ``time_s``, ``config`` and ``model`` (the trained objective, unwrapped).
+    """
+    # -- set up
+    info = dist.init_distributed()
+    device = resolve_device(cfg.train.device, info)
+    out, main = Path(out_dir), dist.is_main_process()
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    loader, sampler, steps = _train_loader(cfg, dataset, info, device)
+    epochs = cfg.train.epochs
+    model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    if state_dict is not None:
-        model.load_state_dict(state_dict["model"])
-    if world > 1:  # (method.bn_mode=sync: build_method already converted BN to SyncBatchNorm)
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt_cfg = cfg.optim
-    optimizer = build_optimizer(model, opt_cfg.name, opt_cfg.lr, opt_cfg.weight_decay, opt_cfg.momentum)
-    lr_schedule = cosine_schedule(opt_cfg.lr, opt_cfg.lr * opt_cfg.min_lr_ratio, epochs, steps,
-                                  opt_cfg.warmup_epochs)
-    momentum_schedule = None
-    if cfg.method.name.startswith("moco"):
-        # m per step: constant, or cosine from m to 1 (BYOL/DINO) when method.momentum_schedule is on.
-        n, base_m = epochs * steps, cfg.method.momentum
-        momentum_schedule = (1.0 - (1.0 - base_m) * (np.cos(np.pi * np.arange(n) / n) + 1) / 2
-                             if cfg.method.momentum_schedule else np.full(n, base_m))
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+    core = model
+    if info.world_size > 1:  # (method.bn_mode=sync: build_method already converted BN to SyncBatchNorm)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, lr_scales=lr_scales)
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    run = RunState()
-    if state_dict is not None:
-        optimizer.load_state_dict(state_dict["optimizer"])
-        scaler.load_state_dict(state_dict["scaler"])
-        run = RunState(epoch=state_dict["epoch"], step=state_dict["step"], history=state_dict.get("history", []))
-        set_rng_state(state_dict["rng"])
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        set_rng_state(resumed["rng"])
     if cfg.train.compile:
         model = torch.compile(model)
-    augment = build_augment(cfg).to(device)
-    log = MetricsLog(out, main)
+    state = TrainState(
+        model=model, optimizer=optimizer, scaler=scaler, augment=build_augment(cfg).to(device), device=device,
+        amp=amp, lr_schedule=cosine_schedule(o.lr, o.lr * o.min_lr_ratio, epochs, steps, o.warmup_epochs),
+        momentum_schedule=(momentum_schedule(cfg.method.momentum, epochs, steps, cfg.method.momentum_schedule)
+                           if isinstance(core, MoCo) else None),
+        steps_per_epoch=steps, accum_steps=o.accum_steps, labels=kind != "pretrain", seed=cfg.train.seed,
+        channels_last=cfg.train.channels_last, log_every=cfg.train.log_every, log=MetricsLog(out, main))
+    if resumed is not None:
+        state.epoch, state.step, state.history = resumed["epoch"], resumed["step"], resumed.get("history", [])
     if main and not quiet:
-        print(f"[videocontrast] pretrain {cfg.method.name} | {cfg.model.backbone} | {len(dataset)} videos | "
-              f"world {world} | device {device} | {steps} steps/epoch x {epochs} epochs | "
-              f"start at epoch {run.epoch + 1}", flush=True)
+        print(f"[videocontrast] {kind} {cfg.method.name if kind == 'pretrain' else ''} | {cfg.model.backbone} | "
+              f"{len(dataset)} videos | world {info.world_size} | device {device} | {steps} steps/epoch x "
+              f"{epochs} epochs | start at epoch {state.epoch + 1}", flush=True)
+        state.progress = tqdm(total=(epochs - state.epoch) * steps, desc=kind, unit="step", dynamic_ncols=True,
+                              mininterval=2.0)
 
     def save(final: bool) -> None:
         if not main:
             return
-        payload = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                   "scaler": scaler.state_dict(), "epoch": run.epoch, "step": run.step, "history": run.history,
-                   "rng": rng_state(), "config": cfg.to_dict(), "final": final,
+        payload = {"kind": kind, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                   "scaler": scaler.state_dict(), "epoch": state.epoch, "step": state.step,
+                   "history": state.history, "rng": rng_state(), "config": cfg.to_dict(), "final": final,
                    "backbone": cfg.model.backbone}
         save_checkpoint(ckpt_path, payload)
-        if cfg.train.keep_every and run.epoch % cfg.train.keep_every == 0:
-            save_checkpoint(out / "checkpoints" / f"epoch_{run.epoch:04d}.pt", payload)
+        if cfg.train.keep_every and state.epoch % cfg.train.keep_every == 0:
+            save_checkpoint(out / "checkpoints" / f"epoch_{state.epoch:04d}.pt", payload)
 
-    progress = None
-    if main and not quiet:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=(epochs - run.epoch) * steps, desc="pretrain", unit="step", dynamic_ncols=True,
-                        mininterval=2.0)
+    # -- loop
     t_start = time.perf_counter()
     try:
-        while run.epoch < epochs:
-            dataset.set_epoch(run.epoch)
-            sampler.set_epoch(run.epoch)
-            stats = train_one_epoch(model, loader, optimizer, augment, device, run, cfg, lr_schedule,
-                                    momentum_schedule, scaler, amp, steps, log, progress)
-            run.epoch += 1
-            record = {"kind": "epoch", "epoch": run.epoch, "step": run.step, **stats}
-            run.history.append(record)
-            log.log(record)
-            if cfg.train.knn_every and run.epoch % cfg.train.knn_every == 0:
+        while state.epoch < epochs:
+            dataset.set_epoch(state.epoch)
+            sampler.set_epoch(state.epoch)
+            stats = train_one_epoch(state, loader)
+            state.epoch += 1
+            record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, **stats}
+            state.history.append(record)
+            state.log.log(record)
+            if monitor is not None and cfg.train.knn_every and state.epoch % cfg.train.knn_every == 0:
                 if main:
-                    acc = knn_monitor(cfg, unwrap(model), device)
-                    if acc is not None:
-                        record["knn_top1"] = acc
-                        log.log({"kind": "knn", "epoch": run.epoch, "step": run.step, "knn_top1": acc})
+                    measured = dict(monitor(encoder_of(core)))
+                    if measured:
+                        record.update(measured)
+                        state.log.log({"kind": "knn", "epoch": state.epoch, "step": state.step, **measured})
                 dist.barrier()
-            if run.epoch % cfg.train.save_every == 0 or run.epoch == epochs:
-                save(final=run.epoch == epochs)
-            limit = cfg.train.time_limit_s
-            elapsed = time.perf_counter() - t_start
+            if state.epoch % cfg.train.save_every == 0 or state.epoch == epochs:
+                save(final=state.epoch == epochs)
+            limit, elapsed = cfg.train.time_limit_s, time.perf_counter() - t_start
             # Stop before an epoch that would overrun the budget, not after it.
-            if limit and run.epoch < epochs and elapsed + stats["time_s"] > limit:
+            if limit and state.epoch < epochs and elapsed + stats["time_s"] > limit:
                 if main and not quiet:
-                    print(f"[videocontrast] time limit {limit:.0f}s reached after epoch {run.epoch}; "
+                    print(f"[videocontrast] time limit {limit:.0f}s reached after epoch {state.epoch}; "
                           "checkpoint saved, continue with --resume", flush=True)
                 save(final=False)
                 break
     finally:
-        if progress is not None:
-            progress.close()
-        log.close()
+        if state.progress is not None:
+            state.progress.close()
+        state.log.close()
     dist.barrier()
-    return {"checkpoint": str(ckpt_path), "epochs": run.epoch, "steps": run.step, "history": run.history,
-            "time_s": time.perf_counter() - t_start, "config": cfg}
+    # -- result
+    return {"checkpoint": str(ckpt_path), "epochs": state.epoch, "steps": state.step, "history": state.history,
+            "time_s": time.perf_counter() - t_start, "config": cfg, "model": core}
+
+
+def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False,
+             monitor: Monitor | None = None) -> dict[str, Any]:
+    """Run (or continue) contrastive pretraining of ``cfg.method`` into ``out_dir`` (see :func:`fit`).
+
+    A continued run keeps the settings it started with (those stored in its checkpoint).
+    """
+    resumed = open_run(out_dir, resume)
+    if resumed is not None:
+        cfg = config_from_dict(resumed["config"])
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    dataset = dataset_from_config(cfg, "train", "pretrain",
+                                  transform=None if cfg.aug.on_device else build_augment(cfg))
+    model = method_from_config(cfg, num_train_clips=len(dataset))
+    return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)

@@ -105,10 +105,12 @@ def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def weights_fingerprint(checkpoint: str | Path | None, seed: int = 0) -> str:
-    """``"sha1:<hex>"`` of a checkpoint file, or ``"random:<seed>"`` for a randomly initialised encoder."""
+def weights_fingerprint(checkpoint: str | Path | None, seed: int = 0, arch: str | None = None) -> str:
+    """``"sha1:<hex>"`` of a checkpoint file, or for a randomly initialised encoder ``"random:<seed>"``
+    (``"random:<arch>:<seed>"`` with ``arch``, a description of the architecture: width and depth change the
+    network a seed draws)."""
     if checkpoint is None:
-        return f"random:{seed}"
+        return f"random:{arch}:{seed}" if arch is not None else f"random:{seed}"
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist; pass checkpoint=None for random weights")

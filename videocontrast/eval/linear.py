@@ -8,11 +8,13 @@ exactly once, by the refitted final model.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from videocontrast.config import LINEAR_CS
 from videocontrast.eval.metrics import (
     confusion_matrix_png,
     per_class_accuracy,
@@ -20,8 +22,6 @@ from videocontrast.eval.metrics import (
     video_labels,
     video_level,
 )
-
-DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 2, 6))  # 0.001 ... 100
 
 
 def _classifier(C: float, max_iter: int, seed: int):
@@ -52,8 +52,6 @@ def _fit_select(
     Returns:
         ``(fitted pipeline, chosen C, {C: mean CV accuracy}, description of the selection)``.
     """
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -104,7 +102,7 @@ def linear_probe(
     train: Mapping[str, Any],
     test: Mapping[str, Any],
     class_names: Sequence[str],
-    Cs: Sequence[float] = DEFAULT_CS,
+    Cs: Sequence[float] = LINEAR_CS,
     cv_folds: int = 5,
     max_iter: int = 1000,
     seed: int = 0,

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from videocontrast.data.decode import probe_video, read_frames
+
 FrameReader = Callable[[str], Any]
 
 # Border colour per neighbour ``hit`` value; ``None`` = class unknown (e.g. searching an unlabeled folder).
@@ -72,9 +74,6 @@ def default_frame_reader(size: int | tuple[int, int] = 112) -> FrameReader:
     """A reader returning the first, middle and last frame of a video as uint8 ``(3, C, H, W)``."""
 
     def read(path: str) -> torch.Tensor:
-        # Imported here: the decode module is optional for the rest of this file (and written concurrently).
-        from videocontrast.data.decode import probe_video, read_frames
-
         info = probe_video(path)
         n = max(info.num_frames, 1)
         return read_frames(path, [0, n // 2, n - 1], size=size, info=info)

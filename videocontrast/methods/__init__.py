@@ -14,11 +14,12 @@ from __future__ import annotations
 from torch import nn
 
 from videocontrast.dist import convert_sync_bn
-from videocontrast.methods.moco import BN_MODES, MoCo, momentum_schedule
+from videocontrast.methods.moco import BN_MODES, MoCo, check_momentum
 from videocontrast.methods.simclr import SimCLR
+from videocontrast.methods.supervised import Supervised
 from videocontrast.models.heads import build_head
 
-__all__ = ["METHODS", "MoCo", "SimCLR", "build_method", "encoder_of", "momentum_schedule"]
+__all__ = ["BN_MODES", "METHODS", "MoCo", "SimCLR", "Supervised", "build_method", "check_momentum", "encoder_of"]
 
 # name -> (head kind, default head output size, default temperature)
 METHODS: dict[str, tuple[str, int, float]] = {

@@ -13,7 +13,6 @@ Pass only ``requires_grad`` parameters to the optimiser (the key encoder has non
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 
 import torch
@@ -23,22 +22,19 @@ from torch import Tensor, nn
 from videocontrast import dist
 from videocontrast.losses import info_nce
 
-__all__ = ["BN_MODES", "MoCo", "momentum_schedule"]
+__all__ = ["BN_MODES", "MoCo", "check_momentum"]
 
 BN_MODES = ("shuffle", "sync", "none")
 
 
-def momentum_schedule(base_m: float, step: int, total_steps: int) -> float:
-    """Cosine increase of the EMA momentum from ``base_m`` at step 0 to 1 at ``total_steps`` (BYOL, DINO).
+def check_momentum(m: float, name: str = "momentum") -> float:
+    """The key-encoder EMA momentum must lie in [0, 1): at 1 the key encoder would never learn.
 
-    ``m = 1 - (1 - base_m) * (cos(pi * step / total_steps) + 1) / 2``; steps past the end give 1.
+    (A schedule may reach 1 at its very end; :meth:`MoCo.momentum_update` accepts that value.)
     """
-    if total_steps <= 0:
-        raise ValueError(f"total_steps: must be > 0, got {total_steps}")
-    if not 0.0 <= base_m <= 1.0:
-        raise ValueError(f"momentum: must be in [0, 1], got {base_m}")
-    t = min(max(step, 0), total_steps) / total_steps
-    return 1.0 - (1.0 - base_m) * (math.cos(math.pi * t) + 1.0) / 2.0
+    if not 0.0 <= m < 1.0:
+        raise ValueError(f"{name}={m} must be in [0, 1) (1 would freeze the key encoder; MoCo uses 0.999)")
+    return float(m)
 
 
 def _infer_out_dim(head: nn.Module) -> int:
@@ -54,7 +50,7 @@ class MoCo(nn.Module):
     Args:
         backbone, head: the query encoder ``head(backbone(x))``: ``(B, C, T, H, W) -> (B, D)``.
         queue_size: K, number of negative keys (thesis: 1024 for HMDB51, 8192 for UCF101).
-        momentum: EMA momentum m (the engine may schedule it, see ``momentum_schedule``).
+        momentum: EMA momentum m in [0, 1) (the engine may schedule it, see ``engine.optim.momentum_schedule``).
         temperature: InfoNCE tau (0.07 for v1, 0.2 for v2).
         bn_mode: how to stop BatchNorm from leaking batch statistics between a query and its key:
             ``"shuffle"``: shuffle BN (keys computed on a permutation of the global batch, spread over ranks).
@@ -84,8 +80,7 @@ class MoCo(nn.Module):
         super().__init__()
         if queue_size < 1:
             raise ValueError(f"queue_size: must be >= 1, got {queue_size}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum: must be in [0, 1], got {momentum}")
+        check_momentum(momentum)
         if not temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {temperature}")
         if bn_mode not in BN_MODES:

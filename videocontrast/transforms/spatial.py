@@ -35,6 +35,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+SPATIAL_MODES = ("chunk", "frame")  # one parameter draw per clip | per frame (aug.spatial_mode)
+INPUT_MODES = ("rgb", "residual")  # what the network sees (data.input): frames | frame differences (Residual)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -430,7 +432,7 @@ class ClipAugment(nn.Module):
                 f"jitter_strength must be in [0, 2.5] (hue 0.2*s may not exceed 0.5), got {jitter_strength!r}"
             )
         self.jitter_strength = float(jitter_strength)
-        if mode not in ("chunk", "frame"):
+        if mode not in SPATIAL_MODES:
             raise ValueError(f"mode must be 'chunk' (one draw per clip) or 'frame' (one per frame), got {mode!r}")
         self.mode = mode
         self.mean, self.std = _check_mean_std(mean, std)
@@ -545,6 +547,8 @@ class ClipAugment(nn.Module):
 
 
 CROP_POSITIONS = ("center", "start", "end")
+# data.eval_crops -> the crop positions evaluated per clip (1: centre; 3: the usual multi-crop protocol).
+EVAL_CROPS: dict[int, tuple[str, ...]] = {1: ("center",), 3: ("start", "center", "end")}
 
 
 class ClipEval(nn.Module):

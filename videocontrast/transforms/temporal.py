@@ -11,10 +11,16 @@ Thesis section 3 (videoSimCLR):
   (``RandomShift [-s, s]``, Fig. 3), frame dropping, reversing, shuffling. (:func:`temporal_views`)
 
 Evaluation instead covers the whole video with evenly spaced clips (:func:`uniform_clips`).
+
+The clip samplers at the end (:class:`TwoViews`, :class:`RandomClip`, :class:`UniformClips`, :class:`FirstClip`)
+wrap these functions as the ``views_fn(num_frames, rng) -> list of index arrays`` that a
+:class:`~videocontrast.data.datasets.VideoDataset` calls per item; they are frozen dataclasses so DataLoader
+workers can pickle them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -182,3 +188,55 @@ def uniform_clips(num_frames: int, clip_len: int, num_clips: int, stride: int = 
     else:
         starts = np.rint(np.linspace(0, last_start, num_clips)).astype(np.int64).tolist()
     return [_clip_at(int(s), clip_len, stride, num_frames) for s in starts]
+
+
+# ----------------------------------------------------------------------------- clip samplers (views_fn)
+
+
+@dataclass(frozen=True)
+class TwoViews:
+    """Pretraining: Random m, then the temporal transform ``temporal`` -> two index arrays."""
+
+    temporal: str
+    clip_len: int
+    max_shift: int
+    stride: int
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        params = {"stride": self.stride}
+        if self.temporal == "shift":
+            params["max_shift"] = self.max_shift
+        return list(temporal_views(self.temporal, num_frames, self.clip_len, rng, **params))
+
+
+@dataclass(frozen=True)
+class RandomClip:
+    """Supervised training and fine-tuning: one Random m clip per video."""
+
+    clip_len: int
+    stride: int
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return [random_m(num_frames, self.clip_len, rng, stride=self.stride)]
+
+
+@dataclass(frozen=True)
+class UniformClips:
+    """Evaluation: ``num_clips`` evenly spaced clips per video (deterministic)."""
+
+    clip_len: int
+    num_clips: int
+    stride: int
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return uniform_clips(num_frames, self.clip_len, self.num_clips, stride=self.stride)
+
+
+@dataclass(frozen=True)
+class FirstClip:
+    """A dataset's default: one view of the first ``clip_len`` frames, looped if the video is shorter."""
+
+    clip_len: int = 16
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return [np.arange(self.clip_len, dtype=np.int64) % max(num_frames, 1)]

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from .build import build_augment, dataset_from_config
+from .config import Config
+from .transforms.spatial import denormalize
 
 
 def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) -> Path:
@@ -18,10 +20,7 @@ def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..transforms.spatial import denormalize
-    from .build import build_augment, build_from_config
-
-    ds = build_from_config(cfg, "train", "pretrain")
+    ds = dataset_from_config(cfg, "train", "pretrain")
     augment = build_augment(cfg)
     g = torch.Generator().manual_seed(cfg.train.seed)
     picks = np.linspace(0, len(ds) - 1, min(num_videos, len(ds))).astype(int)

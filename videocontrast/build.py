@@ -1,0 +1,174 @@
+"""The one layer that turns a :class:`~videocontrast.config.Config` into objects.
+
+Backbones, methods, a model from a checkpoint, datasets with their clip samplers, loaders for evaluation and
+the spatial transforms are all built here, so every command (pretrain, linear, knn, retrieve, finetune, embed,
+data, demo, ablate) reads the same config fields the same way. Everything above (engine, eval, api, demo,
+cli) imports this module; nothing below it (data, transforms, models, methods, losses) knows about configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import dist
+from .config import Config, config_from_dict
+from .data.datasets import VideoDataset, build_dataset
+from .data.synthetic import generate_synthetic
+from .methods import build_method, encoder_of
+from .models import build_backbone
+from .transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
+from .transforms.temporal import RandomClip, TwoViews, UniformClips
+
+# What a dataset is built for -> its clip sampler: two temporal views, one random clip, evenly spaced clips.
+PURPOSES = ("pretrain", "finetune", "eval")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def backbone_from_config(cfg: Config, seed: int | None = None) -> nn.Module:
+    """The backbone ``cfg.model`` describes, with ``model.weights`` loaded if set.
+
+    Args:
+        seed: if given, the random initialisation is drawn from ``torch.manual_seed(seed)`` (reproducible
+            random-init baselines).
+    """
+    m = cfg.model
+    kw: dict[str, Any] = {"width": m.width, "layers": m.layers} if m.backbone == "r3d_small" else {}
+    if seed is not None:
+        torch.manual_seed(seed)
+    return build_backbone(m.backbone, weights=m.weights, **kw)
+
+
+def method_from_config(cfg: Config, num_train_clips: int | None = None) -> nn.Module:
+    """Backbone + method (head, momentum encoder, queue) as described by ``cfg``."""
+    m = cfg.method
+    return build_method(m.name, backbone_from_config(cfg), temperature=m.temperature, queue_size=m.queue_size,
+                        momentum=m.momentum, head_hidden=cfg.model.head_hidden, head_out=cfg.model.head_out,
+                        bn_mode=m.bn_mode, num_train_clips=num_train_clips)
+
+
+def backbone_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` entries of a method's or classifier's state dict, prefix removed (a plain backbone
+    state dict, as older supervised checkpoints stored, is returned as it is)."""
+    if any(k.startswith("backbone.") for k in state_dict):
+        return {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    return state_dict
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
+    """The backbone stored in a loaded checkpoint (pretraining, fine-tuning or supervised) and its config."""
+    cfg = config_from_dict(state["config"])
+    cfg.model.weights = None  # the checkpoint carries the weights
+    if state.get("kind", "pretrain") == "pretrain":
+        method = method_from_config(cfg)
+        method.load_state_dict(state["model"])
+        return encoder_of(method), cfg
+    backbone = backbone_from_config(cfg)
+    backbone.load_state_dict(backbone_state(state["model"]))
+    return backbone, cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VIDEOCONTRAST_CACHE", Path.home() / ".cache" / "videocontrast"))
+
+
+def ensure_synthetic(cfg: Config) -> Path:
+    """Generate the synthetic motion dataset once (idempotent) and return its root."""
+    d = cfg.data
+    root = Path(d.root) if d.root else default_cache_dir() / (
+        f"synthetic-v{d.synthetic_videos_per_class}-f{d.synthetic_frames}-s{d.synthetic_size}-seed{d.synthetic_seed}"
+        f"-a{d.synthetic_appearances}")
+
+    def generate() -> Path:
+        return generate_synthetic(root, videos_per_class=d.synthetic_videos_per_class,
+                                  num_frames=d.synthetic_frames, size=d.synthetic_size, seed=d.synthetic_seed,
+                                  appearances=d.synthetic_appearances)
+
+    # Under torchrun, rank 0 writes the files while the others wait; their call then finds them complete.
+    if dist.get_world_size() > 1:
+        if dist.is_main_process():
+            generate()
+        dist.barrier()
+    return generate()
+
+
+def dataset_root(cfg: Config) -> Path:
+    return ensure_synthetic(cfg) if cfg.data.dataset == "synthetic" else Path(cfg.data.root)
+
+
+def sampler_from_config(cfg: Config, purpose: str):
+    """The clip sampler (``views_fn``) for ``purpose``: ``pretrain`` two temporal views (thesis section 3),
+    ``finetune`` one Random m clip, ``eval`` ``data.eval_clips`` evenly spaced clips."""
+    d = cfg.data
+    if purpose == "pretrain":
+        return TwoViews(cfg.aug.temporal, d.clip_len, cfg.aug.max_shift, d.stride)
+    if purpose == "finetune":
+        return RandomClip(d.clip_len, d.stride)
+    if purpose == "eval":
+        return UniformClips(d.clip_len, d.eval_clips, d.stride)
+    raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
+
+
+def dataset_from_config(cfg: Config, subset: str, purpose: str, transform=None) -> VideoDataset:
+    """The ``subset`` (``train`` | ``test`` | ``all``) of the configured dataset, sampled for ``purpose``."""
+    d = cfg.data
+    return build_dataset(d.dataset, dataset_root(cfg), splits=d.splits, split=d.split, subset=subset,
+                         views_fn=sampler_from_config(cfg, purpose), decode_size=d.decode_size, transform=transform,
+                         seed=cfg.train.seed, strict=d.strict, require_complete=d.require_complete)
+
+
+def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=None) -> VideoDataset:
+    """:func:`dataset_from_config`, checked to be non-empty and labeled (what every evaluation needs)."""
+    ds = dataset_from_config(cfg, subset, purpose, transform=transform)
+    where = f"dataset '{cfg.data.dataset}' at {dataset_root(cfg)}"
+    if len(ds) == 0:
+        raise ValueError(f"the '{subset}' subset of {where} is empty; evaluation needs labeled train and test "
+                         "videos: ucf101/hmdb51 with their split files, or a folder with train/<class>/ and "
+                         "test/<class>/ subfolders")
+    if min(r.label for r in ds.records) < 0:
+        raise ValueError(f"{where} has unlabeled videos; evaluation needs class subfolders (labels). For "
+                         "unlabeled footage use `videocontrast embed` and `videocontrast search` instead")
+    return ds
+
+
+def eval_loader(cfg: Config, subset: str) -> DataLoader:
+    """Evaluation clips (``data.eval_clips`` per video, in order) of a labeled ``subset``."""
+    ds = labeled_dataset(cfg, subset, "eval")
+    return DataLoader(ds, batch_size=min(cfg.eval.batch_size, len(ds)), shuffle=False,
+                      num_workers=cfg.data.num_workers)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def _with_input(cfg: Config, transform: nn.Module) -> nn.Module:
+    return Residual(transform) if cfg.data.input == "residual" else transform
+
+
+def build_augment(cfg: Config) -> nn.Module:
+    """Training augmentation (thesis section 3): ``(B, T, C, H, W)`` uint8 -> ``(B, C, T, H, W)`` float
+    (``T - 1`` frame differences with ``data.input=residual``)."""
+    a = cfg.aug
+    spatial = ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
+                          jitter_p=a.jitter_p, gray_p=a.gray_p, flip_p=a.flip_p, blur_p=a.blur_p,
+                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur)
+    return _with_input(cfg, spatial)
+
+
+def build_eval_transform(cfg: Config, position: str = "center") -> nn.Module:
+    """Deterministic evaluation transform (crop at ``position``, normalise), same layouts as :func:`build_augment`."""
+    return _with_input(cfg, ClipEval(size=cfg.data.size, position=position))
+
+
+def eval_crop_positions(cfg: Config) -> tuple[str, ...]:
+    return EVAL_CROPS[cfg.data.eval_crops]
