@@ -126,7 +126,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             break
         it = state.step
         for group in optimizer.param_groups:
-            group["lr"] = lr_schedule[it]
+            group["lr"] = float(lr_schedule[it])  # a Python float: checkpoints hold no NumPy objects
         x = batch["video"].to(device, non_blocking=True)
         if x.dtype == torch.uint8:
             g = aug_generator(device, seed, it * accum + i % accum, rank)
