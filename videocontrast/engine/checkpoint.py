@@ -233,7 +233,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                                   "entries). For a plain backbone state dict use model.weights=PATH instead")
     version = state.get("version", 0)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointReadError(f"checkpoint '{path}' has format version {version}, newer than this "
-                                  f"videocontrast (reads up to {CHECKPOINT_VERSION}): upgrade with "
-                                  "`pip install -U videocontrast`")
+        raise CheckpointReadError(f"checkpoint '{path}' has format version {version!r}, which this videocontrast "
+                                  f"cannot read (it reads up to {CHECKPOINT_VERSION}): if the file comes from a "
+                                  "newer videocontrast, upgrade with `pip install -U videocontrast`")
     return _upgrade(state)
