@@ -33,6 +33,33 @@ class ConfigError(ValueError):
     """A configuration a user wrote cannot be run; the message names the field and what to do."""
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line saying where and why PyYAML stopped (its own message spans several lines with a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
+    """A config file's top-level mapping, read with ``yaml.safe_load`` (plain data only: a ``!!python/...``
+    tag is an error, never a call). Any problem is a one-line ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({_yaml_problem(e)}); fix it (the config.yaml "
+                          "of any run folder is a valid example)") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"config file '{path}' cannot be read as UTF-8 text ({type(e).__name__}); give a "
+                          "YAML file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' holds a {type(data).__name__}, not a mapping of sections "
+                          "(e.g. `optim: {lr: 0.01}`)")
+    return data
+
+
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"
@@ -216,7 +243,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if "str" in text and not isinstance(value, str):
             return str(value)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ConfigError(f"config field '{path}': cannot use {value!r} (expected {text})") from None
 
 
@@ -227,7 +254,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form section.field=value (e.g. optim.lr=0.01)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_problem(e)})") from None
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -258,7 +288,7 @@ def _load_preset(preset: str) -> Config:
         path = PRESET_DIR / f"{preset}.yaml"
     if not path.exists():
         raise ConfigError(f"config '{preset}' is neither a preset ({', '.join(list_presets())}) nor a YAML file")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read_yaml_file(path)
     base = data.pop("base", None)  # presets may inherit from another preset
     cfg = _load_preset(base) if base else Config()
     _apply(cfg, data, "")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 import warnings
 from typing import Callable, Sequence
 
@@ -25,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import video as tv_video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
+
+from ..engine.checkpoint import safe_torch_load
 
 __all__ = ["BACKBONES", "VideoResNetEncoder", "build_backbone", "load_backbone_weights", "r3d_small"]
 
@@ -155,19 +156,15 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def _read_state_dict(path: str) -> dict[str, Tensor]:
+    """The tensors of a local weights file, read without ever running code from it (no full unpickle).
+
+    Raises:
+        ValueError: missing or unreadable file; ``UnsafeCheckpointError`` (a ValueError) when the file holds
+            Python objects beyond tensors and plain values.
+    """
     if not os.path.isfile(path):
         raise ValueError(f"weights: file not found: {path!r} (give the path of a local state-dict file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Our training checkpoints also hold RNG states (NumPy objects): a full unpickle of the user's
-        # own local file is needed there.
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ValueError(f"weights: could not read {path!r} as a PyTorch checkpoint: {e}") from e
-    except Exception as e:  # a truncated file, not a torch file, ...
-        raise ValueError(f"weights: could not read {path!r} as a PyTorch state dict: {e}") from e
+    obj = safe_torch_load(path, label="weights file")
     # Checkpoints often nest the state dict: {"model": {...}, "optimizer": ...}.
     for key in ("state_dict", "model", "backbone"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
