@@ -95,7 +95,7 @@ def _cli_args(entry: str, path: Path, data: Path, out: Path) -> tuple[list[str],
     if entry in ("linear", "knn", "retrieve", "finetune"):
         return [entry, "--checkpoint", str(path), "--out", str(out), *cfg], str(path)
     if entry == "supervised-planted":  # a cached supervised baseline in the output folder
-        planted = out / "supervised" / "checkpoint.pt"
+        planted = out / "supervised" / "checkpoints" / "last.pt"  # the baseline's run folder
         planted.parent.mkdir(parents=True)
         planted.write_bytes(path.read_bytes())
         return ["knn", "--checkpoint", "supervised", "--out", str(out), *cfg], str(planted)

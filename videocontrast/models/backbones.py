@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.models import video as tv_video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
-from ..engine.checkpoint import safe_torch_load
+from ..serialization import safe_torch_load
 
 __all__ = ["BACKBONES", "VideoResNetEncoder", "build_backbone", "load_backbone_weights", "r3d_small"]
 
