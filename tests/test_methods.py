@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from videocontrast.config import ConfigError, load_config
-from videocontrast.methods import MoCo, SimCLR, build_method, check_momentum, encoder_of
+from videocontrast.methods import MoCo, SimCLR, Supervised, build_method, check_momentum, encoder_of
 from videocontrast.models import build_backbone, build_head
 
 SHAPE = (4, 3, 4, 16, 16)  # (B, C, T, H, W)
@@ -210,3 +210,21 @@ def test_build_method_errors():
         build_method("byol", LinearEncoder())
     with pytest.raises(ValueError, match="bn_mode"):
         build_method("moco-v2", LinearEncoder(), bn_mode="ghost")
+
+
+def test_supervised_objective_is_cross_entropy_and_trains_backbone_and_head():
+    # Reference: cross-entropy written out in NumPy on the same logits.
+    torch.manual_seed(0)
+    model = Supervised(LinearEncoder(), num_classes=3)
+    x, _ = _views(4)
+    y = torch.tensor([0, 2, 1, 2])
+    loss, stats = model(x, y)
+    loss.backward()
+    assert _trainable_without_grad(model) == []
+    with torch.no_grad():
+        logits = model.classifier()(x).double().numpy()
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert loss.item() == pytest.approx(-logp[np.arange(4), y.numpy()].mean(), rel=1e-5)
+    assert stats["acc"] == pytest.approx(float((logits.argmax(1) == y.numpy()).mean()))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        model(x, torch.tensor([0, 1, 3, -1]))
