@@ -107,3 +107,14 @@ def pattern_videos(tmp_path_factory) -> dict[str, Path]:
         "avi": write_pattern_video(d / "p.avi", 60, "mpeg4"),
         "mkv": write_pattern_video(d / "p.mkv", 60, "libx264", audio=True),
     }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (``@pytest.mark.slow``) run only when the marker expression names them: ``pytest -m slow``
+    runs just those, ``pytest -m 'slow or not slow'`` everything; otherwise they are skipped, with the command."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: a long end-to-end run; `pytest -m slow` runs it")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .config import Config, ConfigError, apply_overrides, validate
 from .engine.device import resolve_device
 from .engine.train import pretrain
@@ -45,25 +47,47 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
         validate(c)
         cells.append((combo, c))
     rows: list[dict[str, Any]] = []
-    for combo, c in cells:
-        cdir = out / "cells" / cell_name(combo)
-        done = cdir / "cell.json"
-        if done.exists():
-            rows.append(json.loads(done.read_text()))
-            continue
-        device = resolve_device(c.train.device)
-        run = pretrain(c, cdir / "pretrain", resume=True, quiet=True, monitor=knn_monitor(c, device))
-        enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
-        row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
-        for name in evals:
-            res = COMMANDS[name](enc, device, cdir / name, out / "cache")
-            for k in ("top1", "video_top1", "R@1", "R@5"):
-                if k in res:
-                    row[f"{name}_{k}"] = res[k]
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(row, indent=2))
-        rows.append(row)
+    bar = None  # cells done / total; shown from the first finished cell on (each cell pretrains quietly)
+    try:
+        for combo, c in cells:
+            cdir = out / "cells" / cell_name(combo)
+            done = cdir / "cell.json"
+            if done.exists():
+                rows.append(json.loads(done.read_text()))
+            else:
+                rows.append(_run_cell(combo, c, cdir, out, evals))
+            bar = _advance(bar, len(cells), cell_name(combo))
+    finally:
+        if bar is not None:
+            bar.close()
     return write_tables(rows, out, [a for a, _ in axes])
+
+
+def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: list[str]) -> dict[str, Any]:
+    """Pretrain one cell (resuming its checkpoint), evaluate it and store ``cdir/cell.json``."""
+    device = resolve_device(c.train.device)
+    run = pretrain(c, cdir / "pretrain", resume=True, quiet=True, monitor=knn_monitor(c, device))
+    enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
+    row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
+    for name in evals:
+        res = COMMANDS[name](enc, device, cdir / name, out / "cache")
+        for k in ("top1", "video_top1", "R@1", "R@5"):
+            if k in res:
+                row[f"{name}_{k}"] = res[k]
+    done = cdir / "cell.json"
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def _advance(bar: tqdm | None, total: int, name: str) -> tqdm:
+    """Count one more finished cell, creating the bar at the first (nothing is drawn before a cell is done, so
+    an error in the first cell stays the only line on stderr)."""
+    if bar is None:
+        return tqdm(total=total, initial=1, desc="ablate", unit="cell", postfix=f"done: {name}", dynamic_ncols=True)
+    bar.set_postfix_str(f"done: {name}", refresh=False)
+    bar.update(1)
+    return bar
 
 
 def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:

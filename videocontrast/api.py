@@ -7,23 +7,26 @@
 
 The encoder is a plain ``nn.Module`` mapping ``(B, C, T, H, W)`` float clips (RGB, normalised with
 ``encoder.mean``/``encoder.std``, ``encoder.clip_len`` frames of ``encoder.input_size`` pixels) to ``(B, D)``.
+``load_encoder`` takes what ``--checkpoint`` takes on the command line: a checkpoint, a file written by
+``videocontrast export``, a state-dict file of external weights (with ``config=``), or ``"random"``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from .build import build_eval_transform, model_from_checkpoint
-from .config import Config
+from .build import build_eval_transform
+from .config import Config, load_config
 from .data.datasets import VideoDataset, VideoRecord
-from .engine.checkpoint import load_checkpoint
 from .eval.features import extract_features
+from .eval.run import load_weights
 from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
 from .transforms.temporal import UniformClips
 
@@ -40,21 +43,65 @@ def _attach(encoder: nn.Module, cfg: Config) -> nn.Module:
     return encoder
 
 
-def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The pretrained backbone of a videocontrast checkpoint, in eval mode on ``device``.
+def check_device(name: str | torch.device | None) -> torch.device:
+    """``name`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``/None: the GPU if there is one) as a device this machine has.
+
+    Raises:
+        ValueError: one line, for a name that is not a device or a CUDA device on a machine without it.
+    """
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device '{name}' is not a device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu",
+                 config: str | Path | Config | None = None) -> nn.Module:
+    """The backbone of ``checkpoint``, in eval mode on ``device``.
+
+    Args:
+        checkpoint: a videocontrast checkpoint, a file written by ``videocontrast export`` (``.pt`` or
+            ``.safetensors`` with its JSON beside it), a state-dict file of external weights, or ``"random"``.
+        config: a preset name, YAML file or :class:`Config`: the architecture (and clip settings) for
+            ``"random"`` and external weights (default: the default config); checkpoints and exported files
+            carry their own.
 
     The returned module has ``input_layout``, ``clip_len``, ``stride``, ``input_size``, ``decode_size``,
-    ``mean``, ``std`` and ``config`` attributes describing the input it expects.
+    ``mean``, ``std`` and ``config`` attributes describing the input it expects, ``fingerprint`` (the SHA-1 of
+    the weights file, or ``random:...``) and ``source`` (what it was loaded from).
     """
-    state = load_checkpoint(checkpoint)
-    encoder, cfg = model_from_checkpoint(state)
-    return _attach(encoder, cfg).to(device).eval()
+    dev = check_device(device)
+    cfg = load_config(str(config)) if isinstance(config, (str, Path)) else config
+    enc = load_weights(checkpoint, cfg, dev)
+    encoder = _attach(enc.module, enc.cfg)
+    encoder.fingerprint, encoder.source = enc.fingerprint, enc.description
+    return encoder.to(dev).eval()
+
+
+def _progress(loader: Iterable[dict[str, Any]], total: int, desc: str) -> Iterator[dict[str, Any]]:
+    """``loader``'s batches, advancing a bar by the videos of each batch."""
+    with tqdm(total=total, desc=desc, unit="video", dynamic_ncols=True, mininterval=1.0) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["index"]))
 
 
 def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_video: int = 4,
                  batch_size: int = 8, device: str | torch.device | None = None, num_workers: int = 0,
-                 per_clip: bool = False) -> np.ndarray:
+                 per_clip: bool = False, progress: str | None = None) -> np.ndarray:
     """One L2-normalised embedding per video (mean over ``clips_per_video`` evenly spaced clips).
+
+    ``progress``: a label to show a progress bar (videos done / total) on stderr under; None: no bar.
 
     Returns:
         float32 ``(len(paths), D)``; with ``per_clip=True`` ``(len(paths), clips_per_video, D)``.
@@ -65,7 +112,9 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     records = [VideoRecord(str(p), -1) for p in paths]
     ds = VideoDataset(records, [], UniformClips(encoder.clip_len, clips_per_video, encoder.stride),
                       decode_size=encoder.decode_size, strict=True)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    loader: Iterable[dict[str, Any]] = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    if progress:
+        loader = _progress(loader, len(records), progress)
     feats = extract_features(encoder, loader, build_eval_transform(encoder.config).to(device), device)
     x = torch.from_numpy(feats["feats"]).float().reshape(len(paths), clips_per_video, -1)
     x = torch.nn.functional.normalize(x, dim=-1)

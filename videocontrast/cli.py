@@ -14,17 +14,18 @@ from .data.datasets import DATASET_NAMES, dataset_info
 from .demo import run_demo
 from .engine.device import resolve_device
 from .engine.train import pretrain
+from .export import EXPORT_FORMATS, export_backbone
 from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
 from .methods import METHODS
 from .preview import preview
-from .search import build_index, search
+from .search import build_index, load_index, search
 
 EPILOG = {
     "demo": "example: videocontrast demo --quick\n"
             "         videocontrast demo --dataset ucf101 --root UCF101/ --splits ucfTrainTestlist/ --split 1",
     "pretrain": "example: videocontrast pretrain --method simclr --dataset ucf101 --root UCF101/ --split 1 \\\n"
                 "             --epochs 100 --out runs/simclr --config ucf101-simclr optim.lr=3e-4\n"
-                "multi-GPU: torchrun --nproc_per_node=8 -m videocontrast.cli pretrain ... (same flags)",
+                "multi-GPU: torchrun --nproc_per_node=8 -m videocontrast pretrain ... (same flags)",
     "linear": "example: videocontrast linear --checkpoint runs/simclr/checkpoints/last.pt --dataset ucf101 "
               "--root UCF101/ --out runs/simclr/linear",
     "finetune": "example: videocontrast finetune --checkpoint runs/simclr/checkpoints/last.pt --dataset hmdb51 "
@@ -33,8 +34,15 @@ EPILOG = {
     "retrieve": "example: videocontrast retrieve --checkpoint runs/simclr/checkpoints/last.pt --dataset ucf101 "
                 "--root UCF101/ --out runs/simclr/retrieval   (writes retrieval.html)",
     "embed": "example: videocontrast embed --checkpoint runs/mine/checkpoints/last.pt --root my_videos/ "
-             "--out my_videos.index",
-    "search": "example: videocontrast search my_videos.index query.mp4 -k 5 --html results.html",
+             "--out my_videos.index\n"
+             "         videocontrast embed --checkpoint r3d_18_kinetics.pt --config ucf101-simclr --root my_videos/ "
+             "--out my_videos.index   (external weights: --config gives the architecture)",
+    "search": "example: videocontrast search my_videos.index query.mp4 -k 5 --html results.html\n"
+              "         videocontrast search my_videos.index query.mp4 --checkpoint moved/last.pt   "
+              "(the index's checkpoint moved)",
+    "export": "example: videocontrast export runs/simclr/checkpoints/last.pt --out r3d_18_simclr.safetensors\n"
+              "         then: model = torchvision.models.video.r3d_18(); model.fc = torch.nn.Identity();\n"
+              "               model.load_state_dict(safetensors.torch.load_file('r3d_18_simclr.safetensors'))",
     "data": "example: videocontrast data info --dataset ucf101 --root UCF101/ --split 1 --json\n"
             "         videocontrast data preview --out preview/",
     "ablate": "example: videocontrast ablate --config cpu-small --grid aug.temporal=none,shift "
@@ -71,6 +79,26 @@ def _build_config(args: argparse.Namespace, extra: list[str] | None = None):
     return load_config(args.config, [*_dataset_overrides(args), *(extra or []), *args.overrides])
 
 
+CHECKPOINT_HELP = ("checkpoint path, a file written by `videocontrast export`, `random` (the --config architecture, "
+                   "random init), or a state-dict file of external weights (architecture from --config)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _optional_config(args: argparse.Namespace):
+    """The config of ``--config``/overrides when given (the architecture for ``random``/external weights), else
+    None: a checkpoint or an exported file brings its own."""
+    return _build_config(args) if args.config or args.overrides else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videocontrast",
@@ -91,9 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
 
     p = add("pretrain", "contrastive pretraining (same command under torchrun)")
-    p.add_argument("--method", choices=list(METHODS), default=None)
+    p.add_argument("--method", choices=list(METHODS), default=None,
+                   help="contrastive method (default: the config's method.name, simclr unless the preset says "
+                        "otherwise)")
     _dataset_flags(p)
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="pretraining epochs (default: the config's train.epochs)")
     p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt if it exists")
     _config_flags(p)
@@ -111,19 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
         _config_flags(p)
 
     p = add("embed", "embed every video of a folder into a searchable index")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--root", required=True, help="folder of videos (searched recursively)")
-    p.add_argument("--out", required=True, help="index file to write (.npz)")
-    p.add_argument("--clips", type=int, default=4, help="clips per video (mean-pooled)")
+    p.add_argument("--out", required=True, help="index file to write, exactly this path (an .npz archive)")
+    p.add_argument("--clips", type=_positive_int, default=4, help="clips per video, mean-pooled (default: 4)")
     p.add_argument("--per-clip", action="store_true", help="also store one embedding per clip")
-    p.add_argument("--device", default=None)
+    p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto, the GPU if any)")
+    p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. model.backbone=r3d_18")
 
     p = add("search", "find the videos of an index nearest to a query video")
-    p.add_argument("index")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("index", help="index file written by `videocontrast embed`")
+    p.add_argument("query", help="query video file")
+    p.add_argument("-k", type=_positive_int, default=5, help="number of results (default: 5)")
     p.add_argument("--html", default=None, help="write an HTML page with frames of the results")
-    p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint", default=None,
+                   help="the weights the index was built with, if they moved (default: the path stored in the "
+                        "index; the file's SHA-1 must match the index's)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+
+    p = add("export", "write the backbone alone (torchvision state dict or safetensors) plus a JSON of its input")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--out", required=True,
+                   help="weights file to write (.pt or .safetensors); the JSON description goes beside it "
+                        "(same name, .json)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default=None,
+                   help="torchvision: a plain state dict (torch.load(weights_only=True)); safetensors "
+                        "(default: safetensors for a .safetensors name, else torchvision)")
+    p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
+    p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. model.backbone=r3d_18")
 
     p = add("data", "inspect a dataset: counts, missing/unreadable files, or a preview of augmented views")
     p.add_argument("action", choices=["info", "preview"])
@@ -135,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ablate", "run a grid over config fields; table (md, csv) and bar chart; resumable")
     _dataset_flags(p)
     p.add_argument("--grid", nargs="+", required=True, help="field=v1,v2,... (one per axis)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="pretraining epochs of every cell (default: the config's train.epochs)")
     p.add_argument("--out", required=True)
     p.add_argument("--eval", default="linear,knn", help="evaluations per cell: linear,knn,retrieve")
     p.add_argument("--config", default=None)
@@ -204,17 +252,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     path = build_index(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
-                       device=args.device)
-    print(f"wrote {path}")
+                       device=args.device, config=_optional_config(args))
+    index = load_index(path)
+    skipped = index["meta"].get("unreadable", [])
+    print(f"wrote {path}: {len(index['paths'])} videos"
+          + (f", {len(skipped)} entries skipped (warnings above; listed in the index)" if skipped else ""))
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = search(args.index, args.query, k=args.k, html=args.html, device=args.device)
+    hits = search(args.index, args.query, k=args.k, html=args.html, device=args.device, checkpoint=args.checkpoint)
     for rank, (path, sim) in enumerate(hits, 1):
         print(f"{rank:3d}  {sim:+.4f}  {path}")
     if args.html:
         print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out, side = export_backbone(args.checkpoint, args.out, args.format, config=_optional_config(args))
+    meta = json.loads(side.read_text())
+    print(f"wrote {out} ({meta['format']}, {meta['backbone']}, feature dim {meta['feature_dim']}; loads with "
+          f"strict=True into {meta['constructor']})\nwrote {side} (input layout, clip length, size, "
+          "normalisation, config)")
     return 0
 
 
@@ -237,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
-                "search": cmd_search, "ablate": cmd_ablate}
+                "search": cmd_search, "export": cmd_export, "ablate": cmd_ablate}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

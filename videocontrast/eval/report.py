@@ -162,8 +162,9 @@ def retrieval_report(
     frame_reader: FrameReader | None = None,
     title: str = "Nearest-neighbour video retrieval",
     metrics: Mapping[str, Any] | None = None,
+    image_name: str = "retrieval.png",
 ) -> Path:
-    """Write ``out_dir/retrieval.html`` and ``out_dir/img/retrieval.png`` (thesis Fig. 4 layout).
+    """Write ``out_dir/retrieval.html`` and ``out_dir/img/<image_name>`` (thesis Fig. 4 layout).
 
     Args:
         out_dir: output folder (created).
@@ -172,13 +173,14 @@ def retrieval_report(
         frame_reader: ``path -> frames`` uint8 ``(3, H, W, 3)`` or ``(3, C, H, W)``; default: first / middle / last
             frame decoded with :mod:`videocontrast.data.decode`. Videos that fail to read show a grey placeholder.
         metrics: e.g. ``{"R@1": ..., "protocol": {...}}``; scalars go in a table, a ``protocol`` dict in a second one.
+        image_name: file name of the figure in ``out_dir/img`` (pages sharing a folder need different names).
 
     Returns:
         Path of the HTML file.
     """
     out_dir = Path(out_dir)
     reader = frame_reader or default_frame_reader()
-    png = retrieval_figure(out_dir / "img" / "retrieval.png", queries, reader, title=title)
+    png = retrieval_figure(out_dir / "img" / image_name, queries, reader, title=title)
 
     sections: list[tuple[str, str]] = []
     if metrics:

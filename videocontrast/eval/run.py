@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 
 from ..build import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
                      eval_crop_positions, eval_loader, labeled_dataset, model_from_checkpoint)
-from ..config import Config
+from ..config import Config, config_from_dict, load_config
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.train import Monitor
+from ..serialization import CheckpointReadError, safe_torch_load
 from .features import FeatureCache, extract_features, feature_key, weights_fingerprint
 from .finetune import finetune
 from .knn import knn_classify
@@ -51,20 +53,92 @@ def with_dataset(cfg: Config, data_from: Config) -> Config:
     return out
 
 
-def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path) -> Encoder:
-    """Turn ``--checkpoint`` into an encoder. ``cfg`` supplies the dataset flags (and the architecture for
-    ``random``/``supervised``/external weights)."""
+# An exported backbone (`videocontrast export`) has this JSON beside it: FILE.pt / FILE.safetensors -> FILE.json.
+EXPORT_MARKER = "videocontrast_export"
+
+
+def export_sidecar(path: str | Path) -> Path:
+    """The JSON that describes an exported weights file (same name, ``.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def exported_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The description ``videocontrast export`` wrote beside ``path``, or None when ``path`` was not exported."""
+    side = export_sidecar(path)
+    if side == Path(path) or not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get(EXPORT_MARKER) and isinstance(meta.get("config"), dict) \
+        else None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or of a torch state-dict file (read with ``weights_only=True``)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return safetensors.torch.load_file(str(path))
+        except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
+            raise CheckpointReadError(f"weights file '{path}' cannot be read as safetensors "
+                                      f"({type(e).__name__}: {_one_line(e, 160)})") from None
+    obj = safe_torch_load(path, label="weights file")
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"weights file '{path}' does not hold a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def _one_line(error: Exception | str, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], path: Path, cfg: Config) -> nn.Module:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"weights file '{path}' does not fit model.backbone={cfg.model.backbone} "
+                         f"({_one_line(e, 240)}); pass --config with the architecture the weights are for") from None
+    return module
+
+
+def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.device | str = "cpu") -> Encoder:
+    """The one resolver of ``--checkpoint`` (evaluation, ``embed``, ``search``, ``export``, :func:`load_encoder`).
+
+    ``spec`` is a checkpoint written by videocontrast (pretraining, fine-tuning, supervised), a file written by
+    ``videocontrast export`` (``.pt`` or ``.safetensors`` with its JSON beside it), a state-dict file of external
+    weights (``.pt`` or ``.safetensors``; the architecture comes from ``cfg``), or ``random`` (``cfg``'s
+    architecture, seeded by ``train.seed``). ``cfg`` (default: the default config) also supplies the dataset
+    settings when given; checkpoints and exported files bring their own architecture and clip settings.
+    """
+    spec = str(spec)
+    arch = copy.deepcopy(cfg) if cfg is not None else load_config()
+    device = torch.device(device)
     if spec == "random":
-        arch = json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)  # width/layers change the network
-        return Encoder(backbone_from_config(cfg, seed=cfg.train.seed).to(device),
-                       weights_fingerprint(None, cfg.train.seed, arch=arch),
-                       f"random init ({cfg.model.backbone}, seed {cfg.train.seed})", cfg)
-    if spec == "supervised":
-        spec = str(train_supervised(cfg, device, out_dir / "supervised"))
+        desc = json.dumps(dataclasses.asdict(arch.model), sort_keys=True)  # width/layers change the network
+        return Encoder(backbone_from_config(arch, seed=arch.train.seed).to(device),
+                       weights_fingerprint(None, arch.train.seed, arch=desc),
+                       f"random init ({arch.model.backbone}, seed {arch.train.seed})", arch)
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint '{spec}' is not a file; give a checkpoint written by "
-                                "`videocontrast pretrain`, `random`, `supervised`, or a state-dict file")
+                                "`videocontrast pretrain`, a file written by `videocontrast export`, `random`, "
+                                "or a state-dict file of external weights")
+    meta = exported_metadata(path)
+    if meta is not None:  # the backbone alone, its config in the JSON beside it
+        own = config_from_dict(meta["config"])
+        own.model.weights = None
+        module = _load_exactly(backbone_from_config(own), read_state_dict(path), path, own)
+        return Encoder(module.to(device), weights_fingerprint(path), f"exported backbone {path}",
+                       with_dataset(own, cfg) if cfg is not None else own)
+    if path.suffix == ".safetensors":  # external weights in safetensors format: cfg gives the architecture
+        arch.model.weights = None
+        state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+        module = _load_exactly(backbone_from_config(arch, seed=arch.train.seed), state, path, arch)
+        arch.model.weights = str(path)
+        return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
     try:
         state = load_checkpoint(path)
     except NotACheckpointError:
@@ -73,11 +147,25 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
         module, ckpt_cfg = model_from_checkpoint(state)
         kind = state.get("kind", "pretrain")
         return Encoder(module.to(device), weights_fingerprint(path), f"{kind} checkpoint {path}",
-                       with_dataset(ckpt_cfg, cfg))
+                       with_dataset(ckpt_cfg, cfg) if cfg is not None else ckpt_cfg)
     # External weights (e.g. torchvision's Kinetics-400 r3d_18 state dict the user downloaded).
-    cfg.model.weights = str(path)
-    return Encoder(backbone_from_config(cfg, seed=cfg.train.seed).to(device), weights_fingerprint(path),
-                   f"external weights {path}", cfg)
+    arch.model.weights = str(path)
+    try:
+        module = backbone_from_config(arch, seed=arch.train.seed)
+    except ValueError as e:
+        if "\n" not in str(e):
+            raise
+        raise ValueError(f"{_one_line(e, 240)}; pass --config with the architecture the weights are for") from None
+    return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
+
+
+def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path) -> Encoder:
+    """Turn ``--checkpoint`` into an encoder (see :func:`load_weights`); ``supervised`` first trains the
+    supervised baseline in ``out_dir/supervised``. ``cfg`` supplies the dataset flags (and the architecture for
+    ``random``/``supervised``/external weights)."""
+    if spec == "supervised":
+        spec = str(train_supervised(cfg, device, out_dir / "supervised"))
+    return load_weights(spec, cfg, device)
 
 
 def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""Issue 9, section 3 (search) and the embed/ablate items of section 4, as a user sees them.
+
+A bad query file, a missing one, a damaged index, ``-k 0`` and ``--device cuda`` on a machine without CUDA each
+end in one line (exit code 2), not a traceback; two ``--html`` pages in one folder keep their own frames;
+``embed --out`` writes exactly the path given; symbolic link loops, broken links and unreadable files are
+reported and listed in the index; ``embed`` and ``ablate`` show progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from videocontrast.cli import main
+from videocontrast.search import build_index, search
+
+from conftest import write_pattern_video
+from test_export import TINY, make_checkpoint, one_line_error
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("search")
+    videos = d / "videos"
+    for i, n in enumerate((12, 16, 20)):
+        write_pattern_video(videos / f"v{i}.mp4", n)
+    ckpt = make_checkpoint(d / "last.pt")
+    index = build_index(ckpt, videos, d / "videos.npz", clips=2)
+    return {"dir": d, "videos": videos, "ckpt": ckpt, "index": index}
+
+
+def _search(setup, *extra: str) -> list[str]:
+    return ["search", str(setup["index"]), str(setup["videos"] / "v0.mp4"), *extra]
+
+
+# --- search: one line instead of a traceback ------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["garbage", "empty", "missing"])
+def test_a_bad_or_missing_query_is_one_line(case, setup, tmp_path, capsys):
+    query = tmp_path / "q.mp4"
+    if case == "garbage":
+        query.write_bytes(b"this is not a video")
+    elif case == "empty":
+        query.write_bytes(b"")
+    assert main(["search", str(setup["index"]), str(query)]) == 2
+    line = one_line_error(capsys.readouterr().err, "search")
+    assert str(query) in line and "query" in line
+
+
+@pytest.mark.parametrize("case", ["garbage", "truncated", "not-an-index"])
+def test_a_damaged_index_is_one_line(case, setup, tmp_path, capsys):
+    index = tmp_path / "bad.npz"
+    if case == "garbage":
+        index.write_bytes(b"definitely not a zip archive")
+    elif case == "truncated":
+        index.write_bytes(setup["index"].read_bytes()[:300])
+    else:
+        np.savez(index, something=np.zeros(3))
+    assert main(["search", str(index), str(setup["videos"] / "v0.mp4")]) == 2
+    line = one_line_error(capsys.readouterr().err, "search")
+    assert str(index) in line and "videocontrast embed" in line
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_k_below_one_is_refused(k, setup, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(_search(setup, "-k", k))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument -k" in err and "at least 1" in err
+    with pytest.raises(ValueError, match="at least 1"):
+        search(setup["index"], setup["videos"] / "v0.mp4", k=int(k))
+
+
+def test_device_cuda_without_cuda_is_one_line(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(_search(setup, "--device", "cuda")) == 2
+    assert "CUDA is not available" in one_line_error(capsys.readouterr().err, "search")
+    assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out",
+                 str(tmp_path / "i.npz"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in one_line_error(capsys.readouterr().err, "embed")
+    assert not (tmp_path / "i.npz").exists()
+
+
+def test_two_html_pages_in_one_folder_keep_their_own_frames(setup, tmp_path, capsys):
+    pages = tmp_path / "pages"
+    assert main(["search", str(setup["index"]), str(setup["videos"] / "v0.mp4"), "--html", str(pages / "a.html")]) == 0
+    first = {p.name: p.read_bytes() for p in (pages / "img").iterdir()}
+    assert main(["search", str(setup["index"]), str(setup["videos"] / "v2.mp4"), "--html", str(pages / "b.html")]) == 0
+    a, b = (pages / "a.html").read_text(), (pages / "b.html").read_text()
+    assert 'src="img/a.png"' in a and 'src="img/b.png"' in b
+    assert (pages / "img" / "a.png").read_bytes() == first["a.png"]  # the second search left page a's frames alone
+    assert (pages / "img" / "b.png").is_file()
+    assert sorted(p.name for p in pages.iterdir()) == ["a.html", "b.html", "img"]  # no stray files
+
+
+# --- embed ---------------------------------------------------------------------------------------------
+
+def test_embed_writes_exactly_the_out_path(setup, tmp_path, capsys):
+    out = tmp_path / "x.index"
+    assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out", str(out)]) == 0
+    assert out.is_file() and not (tmp_path / "x.index.npz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.index"]
+    with np.load(out, allow_pickle=False) as z:  # still an .npz archive inside
+        assert z["embeddings"].shape[0] == 3
+    capsys.readouterr()
+    assert main(["search", str(out), str(setup["videos"] / "v1.mp4"), "-k", "1"]) == 0
+
+
+def test_embed_reports_link_loops_broken_links_and_unreadable_files(setup, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "good.mp4").write_bytes((setup["videos"] / "v0.mp4").read_bytes())
+    (folder / "sub" / "also.mp4").write_bytes((setup["videos"] / "v1.mp4").read_bytes())
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    os.symlink("loop_b.mp4", folder / "loop_a.mp4")
+    os.symlink("loop_a.mp4", folder / "loop_b.mp4")
+    os.symlink("gone.mp4", folder / "dangling.mp4")
+    os.symlink("..", folder / "sub" / "up")  # a folder link back up: a loop for a walker that follows links
+    index = tmp_path / "i.npz"
+    with pytest.warns(UserWarning) as caught:
+        assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(folder), "--out", str(index)]) == 0
+    out = capsys.readouterr().out
+    warned = "\n".join(str(w.message) for w in caught)
+    with np.load(index, allow_pickle=False) as z:
+        paths = sorted(Path(p).name for p in z["paths"])
+        bad = {Path(e["path"]).name: e["reason"] for e in json.loads(str(z["meta"]))["unreadable"]}
+    assert paths == ["also.mp4", "good.mp4"]
+    assert set(bad) == {"broken.mp4", "loop_a.mp4", "loop_b.mp4", "dangling.mp4", "up"}
+    assert "loop" in bad["loop_a.mp4"] and "loop" in bad["up"] and "broken symbolic link" in bad["dangling.mp4"]
+    for name in bad:
+        assert name in warned
+    assert "2 videos" in out and "5 entries skipped" in out
+
+
+def test_embed_shows_a_progress_bar(setup, tmp_path, capsys):
+    assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out",
+                 str(tmp_path / "i.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "embed" in err and "3/3" in err and "video" in err
+
+
+def test_ablate_shows_cells_done_out_of_total(tmp_path, capsys):
+    for value in ("none", "shift"):  # finished cells (never recomputed): the bar still counts them
+        cell = tmp_path / "cells" / f"temporal-{value}" / "cell.json"
+        cell.parent.mkdir(parents=True)
+        cell.write_text(json.dumps({"aug.temporal": value, "final_loss": 1.0, "knn_top1": 0.5}))
+    assert main(["ablate", "--config", "demo", "--grid", "aug.temporal=none,shift", "--out", str(tmp_path),
+                 "--eval", "knn", *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "ablate" in err and "2/2" in err and "cell" in err

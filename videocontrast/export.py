@@ -1,0 +1,135 @@
+"""``videocontrast export``: the backbone alone, in a file that loads without videocontrast.
+
+Two formats, both only tensors (nothing to unpickle):
+
+- ``torchvision``: a plain state dict saved with ``torch.save`` (``.pt``), loadable with
+  ``torch.load(path, weights_only=True)``;
+- ``safetensors``: the same tensors in a ``.safetensors`` file.
+
+The keys are torchvision's video ResNet names (``stem.*``, ``layer1.*`` ... ``layer4.*``), so the file loads with
+``strict=True`` into ``torchvision.models.video.r3d_18()`` (or ``r2plus1d_18``/``mc3_18``) whose ``fc`` is
+replaced by ``torch.nn.Identity()``; torchvision's forward then ends with the same global average pool as
+videocontrast's encoder and gives the same features. ``r3d_small`` loads into
+``videocontrast.models.build_backbone("r3d_small", **backbone_kwargs)``.
+
+Beside the weights, ``FILE.json`` (same name, ``.json``) says what the network expects: input layout, clip length,
+frame stride, sizes, normalisation, residual input, the constructor to use and the full config. videocontrast
+itself reads an exported file back anywhere ``--checkpoint`` is taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from . import __version__
+from .api import load_encoder
+from .config import Config
+from .eval.features import weights_fingerprint
+from .eval.run import EXPORT_MARKER, export_sidecar
+
+EXPORT_FORMATS = ("torchvision", "safetensors")
+
+
+def backbone_kwargs(cfg: Config) -> dict[str, Any]:
+    """The keyword arguments of ``build_backbone`` for ``cfg``'s backbone (as ``build.backbone_from_config``)."""
+    m = cfg.model
+    return {"width": m.width, "layers": list(m.layers)} if m.backbone == "r3d_small" else {}
+
+
+def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:
+    if backbone == "r3d_small":
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        build = f"from videocontrast.models import build_backbone\nmodel = build_backbone('r3d_small', {args})\n"
+    else:
+        build = (f"import torch, torchvision\nmodel = torchvision.models.video.{backbone}()\n"
+                 "model.fc = torch.nn.Identity()\n")
+    read = (f"state = torch.load('{name}', weights_only=True)\n" if fmt == "torchvision" else
+            f"import safetensors.torch\nstate = safetensors.torch.load_file('{name}')\n")
+    return build + read + "model.load_state_dict(state, strict=True)\nmodel.eval()\n"
+
+
+def describe(encoder: nn.Module, weights: Path, fmt: str) -> dict[str, Any]:
+    """What the exported network expects and gives (the JSON written beside the weights)."""
+    cfg: Config = encoder.config
+    d, backbone = cfg.data, cfg.model.backbone
+    residual = d.input == "residual"
+    kwargs = backbone_kwargs(cfg)
+    constructor = (f"videocontrast.models.build_backbone('r3d_small', **backbone_kwargs)" if backbone == "r3d_small"
+                   else f"torchvision.models.video.{backbone}(weights=None), then model.fc = torch.nn.Identity()")
+    return {
+        EXPORT_MARKER: 1,
+        "videocontrast_version": __version__,
+        "weights": weights.name,
+        "format": fmt,
+        "backbone": backbone,
+        "backbone_kwargs": kwargs,
+        "constructor": constructor,
+        "load": _loading_code(backbone, kwargs, fmt, weights.name),
+        "feature_dim": int(encoder.feature_dim),
+        "input": {
+            "layout": "(B, C, T, H, W) float32, C = 3 (RGB)",
+            "clip_len": d.clip_len,
+            "stride": d.stride,
+            "frames": d.clip_len - 1 if residual else d.clip_len,
+            "decode_size": d.decode_size,
+            "size": d.size,
+            "preprocess": (f"take clip_len frames every stride-th frame; resize each so its short side is decode_size "
+                           f"({d.decode_size}, aspect kept, antialiased bilinear); centre crop size x size "
+                           f"({d.size}); scale to [0, 1]; subtract mean and divide by std per channel"
+                           + ("; then frame differences x[:, :, 1:] - x[:, :, :-1] (T = clip_len - 1)"
+                              if residual else "")),
+            "value_range": "[0, 1] before normalisation",
+            "mean": [float(v) for v in encoder.mean],
+            "std": [float(v) for v in encoder.std],
+            "residual": residual,
+        },
+        "output": f"(B, {int(encoder.feature_dim)}) float32: global average pool of layer4 over T, H, W "
+                  "(L2-normalise for cosine similarity)",
+        "source": {"checkpoint": encoder.source, "fingerprint": encoder.fingerprint},
+        "sha1": weights_fingerprint(weights).split(":", 1)[1],
+        "config": cfg.to_dict(),
+    }
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path, fmt: str | None = None,
+                    config: str | Path | Config | None = None) -> tuple[Path, Path]:
+    """Write the backbone of ``checkpoint`` (anything :func:`~videocontrast.api.load_encoder` takes) to ``out``.
+
+    Args:
+        fmt: ``torchvision`` or ``safetensors``; default: ``safetensors`` for a ``.safetensors`` name, else
+            ``torchvision``.
+        config: the architecture for ``random`` and external weights.
+
+    Returns:
+        ``(weights file, JSON description)``.
+    """
+    out = Path(out)
+    fmt = fmt or ("safetensors" if out.suffix == ".safetensors" else "torchvision")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--format '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}")
+    side = export_sidecar(out)
+    if side == out:
+        raise ValueError(f"--out '{out}' ends in .json, the name of the description written beside the weights; "
+                         "use e.g. encoder.pt or encoder.safetensors")
+    encoder = load_encoder(checkpoint, "cpu", config)
+    # Own, contiguous copies: safetensors refuses shared or strided storage, torch.save would keep whole storages.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if fmt == "safetensors":
+        safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt", "backbone": encoder.config.model.backbone})
+    else:
+        torch.save(state, tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files readable by the owner only
+    tmp.replace(out)
+    side.write_text(json.dumps(describe(encoder, out, fmt), indent=2) + "\n", encoding="utf-8")
+    return out, side
