@@ -32,6 +32,12 @@ PURPOSES = ("pretrain", "finetune", "eval")
 # ----------------------------------------------------------------------------- models
 
 
+def backbone_kwargs(cfg: Config) -> dict[str, Any]:
+    """``build_backbone``'s keyword arguments for ``cfg.model`` (only ``r3d_small`` takes width and depth)."""
+    m = cfg.model
+    return {"width": m.width, "layers": list(m.layers)} if m.backbone == "r3d_small" else {}
+
+
 def backbone_from_config(cfg: Config, seed: int | None = None) -> nn.Module:
     """The backbone ``cfg.model`` describes, with ``model.weights`` loaded if set.
 
@@ -39,11 +45,9 @@ def backbone_from_config(cfg: Config, seed: int | None = None) -> nn.Module:
         seed: if given, the random initialisation is drawn from ``torch.manual_seed(seed)`` (reproducible
             random-init baselines).
     """
-    m = cfg.model
-    kw: dict[str, Any] = {"width": m.width, "layers": m.layers} if m.backbone == "r3d_small" else {}
     if seed is not None:
         torch.manual_seed(seed)
-    return build_backbone(m.backbone, weights=m.weights, **kw)
+    return build_backbone(cfg.model.backbone, weights=cfg.model.weights, **backbone_kwargs(cfg))
 
 
 def method_from_config(cfg: Config, num_train_clips: int | None = None) -> nn.Module:

@@ -30,17 +30,12 @@ from torch import nn
 
 from . import __version__
 from .api import load_encoder
+from .build import backbone_kwargs
 from .config import Config
 from .eval.features import weights_fingerprint
 from .eval.run import EXPORT_MARKER, export_sidecar
 
 EXPORT_FORMATS = ("torchvision", "safetensors")
-
-
-def backbone_kwargs(cfg: Config) -> dict[str, Any]:
-    """The keyword arguments of ``build_backbone`` for ``cfg``'s backbone (as ``build.backbone_from_config``)."""
-    m = cfg.model
-    return {"width": m.width, "layers": list(m.layers)} if m.backbone == "r3d_small" else {}
 
 
 def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:
