@@ -1,0 +1,149 @@
+"""Real folders of videos must not crash it (issue 9, section 3): mixed frame sizes, runs of bad files, bad files
+in evaluation, truncated files, missing files, messages said once, symlink loops, progress on long extractions.
+
+Every test builds tiny videos (a 4000x3000 one has 3 frames) and checks what a user sees: exit codes, messages,
+counts, files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import write_pattern_video
+from videocontrast.cli import main
+from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset, dataset_info, find_videos
+from videocontrast.data.decode import probe_video, read_frames
+from videocontrast.transforms.spatial import ClipAugment, ClipEval
+from videocontrast.transforms.temporal import TwoViews
+
+REPO = Path(__file__).resolve().parents[1]
+# The demo preset shrunk (as in test_cli.py) for a folder dataset: seconds per command on 2 cores.
+TINY = ["data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
+        "optim.batch_size=4", "train.epochs=1", "data.num_workers=0", "eval.cv_folds=2", "data.eval_clips=2"]
+SIZES = [(320, 240), (64, 64), (240, 320), (4000, 3000)]  # (width, height): landscape, square, portrait, huge
+
+
+def write_video(path: Path, width: int, height: int, num_frames: int, codec: str = "libx264", seed: int = 0) -> Path:
+    """A small video of ``width`` x ``height``: a bright bar that moves right over a noisy background."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 80, (max(height // 8, 1), max(width // 8, 1), 3), dtype=np.uint8)
+    base = np.repeat(np.repeat(base, 8, 0), 8, 1)[:height, :width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast"}
+        for k in range(num_frames):
+            img = base.copy()
+            x = (k * width) // (num_frames + 1)
+            img[:, x: x + max(width // 8, 2)] = 230
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_bad(path: Path, kind: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind % 2:
+        path.write_bytes(b"")
+    else:
+        path.write_text("not a video\n" * 10)
+    return path
+
+
+def _size_video(path: Path, wh: tuple[int, int], seed: int) -> Path:
+    w, h = wh
+    return write_video(path, w, h, 3 if w * h > 10 ** 6 else 10, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> Path:
+    """A labeled folder (train/ and test/, classes a and b) whose videos mix 64x64, 320x240, 240x320 and a
+    4000x3000 file."""
+    root = tmp_path_factory.mktemp("mixed")
+    land, square, tall, huge = SIZES
+    layout = {"train/a": [land, square, land], "train/b": [tall, huge, land], "test/a": [land, tall],
+              "test/b": [square, land]}  # 6 of 10 are 4:3 landscape
+    seed = 0
+    for folder, sizes in layout.items():
+        for i, wh in enumerate(sizes):
+            seed += 1
+            _size_video(root / folder / f"{folder[-1]}{i}.mp4", wh, seed)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports():
+    """Each test sees its own first reports (the process-wide "said once" memory is per run)."""
+    from videocontrast.data import datasets
+
+    reset = getattr(datasets, "reset_reports", lambda: None)
+    reset()
+    yield
+    reset()
+
+
+# ----------------------------------------------------------------------------- mixed frame sizes
+
+
+def test_mixed_sizes_share_one_frame_box_and_batch(mixed_folder):
+    shapes = {probe_video(p).height * 10000 + probe_video(p).width for p in mixed_folder.rglob("*.mp4")}
+    assert len(shapes) == 4  # really mixed
+    ds = build_dataset("folder", mixed_folder, subset="all", views_fn=TwoViews("shift", 4, 2, 1), decode_size=24)
+    # Most videos here are 4:3 landscape (320x240 and 4000x3000): the box is 24x32, everything else is cropped.
+    assert ds.frame_box == (24, 32)
+    for i in range(len(ds)):
+        assert ds[i]["video"].shape == (2, 4, 3, 24, 32), ds.records[i].path
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))  # before: "stack expects each tensor to be equal size"
+    assert batch["video"].shape == (len(ds), 2, 4, 3, 24, 32)
+    aug = ClipAugment(size=16)(batch["video"][:, 0], generator=torch.Generator().manual_seed(0))
+    assert aug.shape == (len(ds), 3, 4, 16, 16)
+    assert ClipEval(size=16)(batch["video"][:, 1]).shape == (len(ds), 3, 4, 16, 16)
+
+
+def test_huge_frame_is_resized_on_decode_to_the_box(tmp_path):
+    big = write_video(tmp_path / "big.mp4", 4000, 3000, 3)
+    clip = read_frames(big, [0, 2, 1], size=(24, 32), fit="cover")
+    assert clip.shape == (3, 3, 24, 32) and clip.dtype == torch.uint8
+    # The bright bar moves right: its column in frame 2 is right of frame 0's (the picture is the whole frame).
+    cols = [int(f.float().mean((0, 1)).argmax()) for f in clip[:2]]
+    assert cols[0] < cols[1]
+    # A portrait frame in a landscape box is resized to cover it and centre-cropped, never stretched.
+    tall = write_video(tmp_path / "tall.mp4", 240, 320, 4)
+    assert read_frames(tall, [0], size=(24, 32), fit="cover").shape == (1, 3, 24, 32)
+
+
+def test_pretrain_linear_and_embed_on_mixed_sizes(mixed_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    data = ["--dataset", "folder", "--root", str(mixed_folder)]
+    assert main(["pretrain", *data, "--out", str(run), "--config", "demo", *TINY]) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    assert ckpt.is_file()
+    assert main(["linear", "--checkpoint", str(ckpt), *data, "--out", str(tmp_path / "lin"), "--config", "demo",
+                 *TINY]) == 0
+    res = json.loads((tmp_path / "lin" / "results.json").read_text())
+    assert 0.0 <= res["top1"] <= 1.0
+    index = tmp_path / "mixed.npz"
+    assert main(["embed", "--checkpoint", str(ckpt), "--root", str(mixed_folder), "--out", str(index)]) == 0
+    with np.load(index) as z:
+        assert len(z["paths"]) == len(list(mixed_folder.rglob("*.mp4"))) == 10
