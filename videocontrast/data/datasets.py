@@ -9,6 +9,12 @@ frame indices once (one seek, one forward decode) and then indexes it, so two ov
 temporal views cost little more than one. Per-item randomness is
 ``np.random.default_rng([seed, epoch, index])``: the same (seed, epoch, index) gives the same
 frames in any worker, process or resumed run.
+
+Every item of a dataset has the same frame size (:attr:`VideoDataset.frame_box`), whatever its videos' sizes
+and aspect ratios, so any batch stacks: with an int ``decode_size`` the box has that short side and the aspect
+ratio of the dataset's typical video (the median over up to :data:`ASPECT_SAMPLE` files' headers), and each
+video is resized to cover the box (aspect kept) and centre-cropped to it -- a dataset whose videos share one
+aspect ratio is decoded exactly as before, an odd one out loses a band at its edges, never gets black bars.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..transforms.temporal import FirstClip
-from .decode import VideoDecodeError, VideoInfo, probe_video, read_frames
+from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, probe_video, read_frames
 
 __all__ = [
     "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos",
@@ -42,6 +48,8 @@ UCF101_SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-
 HMDB51_SPLITS_URL = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (test_train_splits.rar)"
 
 ViewsFn = Callable[[int, np.random.Generator], Sequence[np.ndarray]]
+# How many video headers (evenly spread over the sorted paths) decide a dataset's aspect ratio.
+ASPECT_SAMPLE = 64
 
 
 @dataclass
@@ -50,6 +58,38 @@ class VideoRecord:
 
     path: str
     label: int
+
+
+def typical_frame_size(paths: Sequence[str], sample: int = ASPECT_SAMPLE) -> tuple[int, int] | None:
+    """``(height, width)`` of the video with the median aspect ratio among up to ``sample`` of ``paths`` (evenly
+    spread over the sorted unique paths; container headers only, unreadable files ignored), or None when
+    none can be read. Deterministic: the same paths give the same answer in every process."""
+    unique = sorted(set(paths))
+    if not unique:
+        return None
+    picks = sorted({unique[int(i)] for i in np.linspace(0, len(unique) - 1, min(sample, len(unique)))})
+    sizes = []
+    for path in picks:
+        try:
+            sizes.append(probe_frame_size(path))
+        except VideoDecodeError:
+            continue
+    if not sizes:
+        return None
+    sizes.sort(key=lambda hw: (hw[1] / hw[0], hw))
+    return sizes[(len(sizes) - 1) // 2]
+
+
+def frame_box(decode_size: int, aspect: float | tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` with short side ``decode_size`` and aspect ratio ``aspect`` (``W / H`` as a float, or the
+    ``(height, width)`` of a frame with that ratio, which gives exactly that frame's short-side resize)."""
+    if isinstance(aspect, tuple):
+        return output_size(int(aspect[0]), int(aspect[1]), int(decode_size))
+    if not aspect > 0:
+        raise ValueError(f"aspect must be a positive width/height ratio, got {aspect!r}")
+    if aspect >= 1:
+        return int(decode_size), max(int(decode_size), round(decode_size * aspect))
+    return max(int(decode_size), round(decode_size / aspect)), int(decode_size)
 
 
 def present_classes(records: Sequence[VideoRecord], classes: Sequence[str]) -> list[str]:
@@ -65,10 +105,15 @@ class VideoDataset(Dataset):
         records: the videos.
         classes: class names, ``classes[label]``; may be empty for unlabeled data.
         views_fn: ``(num_frames, rng) -> list of index arrays``, one per view (equal lengths).
-        decode_size: resize on decode: None (native), int (short side) or (H, W).
+        decode_size: resize on decode: None (native sizes), int (short side) or (H, W) (stretched to it).
+            With an int every item's frames are :attr:`frame_box`: videos of another aspect ratio are resized
+            to cover the box and centre-cropped, so videos of any size batch together.
         transform: applied to the ``uint8 (V, T, C, H, W)`` clip tensor, if given.
         seed: base seed of the per-item RNG.
         strict: raise :class:`VideoDecodeError` on a bad file instead of skipping it.
+        aspect: the box's aspect ratio with an int ``decode_size``: ``W / H`` as a float, or the ``(height,
+            width)`` of a frame with that ratio; None: the dataset's typical video (:func:`typical_frame_size`
+            over ``records``; :func:`build_dataset` passes the one of all the dataset's subsets).
 
     Bad files are warned about once (path and reason), listed in ``.unreadable`` (dicts with
     ``path`` and ``reason``), and replaced by the next readable item (up to ``max_tries`` files).
@@ -87,6 +132,7 @@ class VideoDataset(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         seed: int = 0,
         strict: bool = False,
+        aspect: float | tuple[int, int] | None = None,
     ) -> None:
         self.records = list(records)
         self.classes = list(classes)
@@ -95,11 +141,29 @@ class VideoDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.strict = strict
+        self.aspect = aspect
+        self._box: tuple[int, int] | None = None
+        self.frame_box  # decided here, once, in the process that builds the dataset (workers inherit it)
         self.epoch = 0
         self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
         self.unreadable: list[dict[str, str]] = []
         self._bad: set[int] = set()
         self._infos: dict[int, VideoInfo] = {}
+
+    @property
+    def frame_box(self) -> tuple[int, int] | None:
+        """``(H, W)`` of every item's frames, or None with ``decode_size=None`` (native sizes: a dataset of
+        mixed sizes then cannot be batched). Decided once per dataset (see ``aspect``)."""
+        if self.decode_size is None:
+            return None
+        if not isinstance(self.decode_size, (int, np.integer)):
+            return tuple(int(s) for s in self.decode_size)  # type: ignore[return-value]
+        if self._box is None:
+            aspect = self.aspect
+            if aspect is None:
+                aspect = typical_frame_size([r.path for r in self.records]) or (3, 4)
+            self._box = frame_box(int(self.decode_size), aspect)
+        return self._box
 
     @property
     def present_classes(self) -> list[str]:
@@ -149,7 +213,9 @@ class VideoDataset(Dataset):
         views = [np.asarray(v, dtype=np.int64) for v in self.views_fn(info.num_frames, self.item_rng(j))]
         # Decode the union of the views once, then index it per view.
         union = np.unique(np.concatenate(views))
-        frames = read_frames(record.path, union, size=self.decode_size, info=info)  # (U, C, H, W)
+        box = self.frame_box
+        fit = "cover" if isinstance(self.decode_size, (int, np.integer)) else "stretch"
+        frames = read_frames(record.path, union, size=box, info=info, fit=fit)  # (U, C, H, W)
         video = torch.stack([frames[torch.from_numpy(np.searchsorted(union, v))] for v in views])  # (V, T, C, H, W)
         if self.transform is not None:
             video = self.transform(video)
@@ -199,7 +265,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, list_desc: str,
-             require_complete: bool) -> tuple[list[VideoRecord], int]:
+             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], int]:
     records, missing = [], []
     for rel, label in entries:
         real = disk.get(rel.replace("\\", "/").lower())
@@ -217,14 +283,14 @@ def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, l
             f"none of the {len(entries)} videos listed in {list_desc} exist under {root} "
             f"(e.g. {entries[0][0]}); is root the folder that holds the class folders?"
         )
-    if missing:
+    if missing and not quiet:
         log.warning("%d of %d videos listed in %s are missing under %s; using the %d present",
                     len(missing), len(entries), list_desc, root, len(records))
     return records, len(missing)
 
 
 def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
     _require_dir(root, "the UCF101 class folders (ApplyEyeMakeup/, ..., YoYo/)")
     if split not in (1, 2, 3):
         raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split}")
@@ -269,12 +335,13 @@ def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
     if subset in ("test", "all"):
         entries += parse(files[f"testlist0{split}.txt"], labeled=False)
         descs.append(files[f"testlist0{split}.txt"].name)
-    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/{'+'.join(descs)}", require_complete)
+    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/{'+'.join(descs)}", require_complete,
+                                quiet)
     return records, classes, missing
 
 
 def _hmdb51(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
     _require_dir(root, "the HMDB51 class folders (brush_hair/, ..., wave/)")
     if split not in (1, 2, 3):
         raise ValueError(f"HMDB51 split must be 1, 2 or 3, got {split}")
@@ -299,7 +366,7 @@ def _hmdb51(root: Path, splits: Path | None, split: int, subset: str,
                 raise ValueError(f"{path}: expected lines '<file> <0|1|2>', got {line!r}")
             if parts[1] in keep:
                 entries.append((f"{name}/{parts[0]}", label))
-    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/*{suffix}", require_complete)
+    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/*{suffix}", require_complete, quiet)
     return records, classes, missing
 
 
@@ -342,7 +409,7 @@ def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoReco
 
 
 def _records(name: str, root: str | os.PathLike, splits: str | os.PathLike | None, split: int, subset: str,
-             require_complete: bool) -> tuple[list[VideoRecord], list[str], int]:
+             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
     if name not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
     if subset not in SUBSETS:
@@ -350,9 +417,9 @@ def _records(name: str, root: str | os.PathLike, splits: str | os.PathLike | Non
     root = Path(root).expanduser()
     splits_path = Path(splits).expanduser() if splits is not None else None
     if name == "ucf101":
-        return _ucf101(root, splits_path, split, subset, require_complete)
+        return _ucf101(root, splits_path, split, subset, require_complete, quiet)
     if name == "hmdb51":
-        return _hmdb51(root, splits_path, split, subset, require_complete)
+        return _hmdb51(root, splits_path, split, subset, require_complete, quiet)
     return _folder(root, subset, need_subsets=name == "synthetic")
 
 
@@ -384,15 +451,26 @@ def build_dataset(
         subset: ``train``, ``test`` or ``all``.
         require_complete: make videos listed by the split files but absent on disk an error
             (by default they are counted in ``.missing`` and a warning is logged).
-        views_fn, decode_size, transform, seed, strict: see :class:`VideoDataset`.
+        views_fn, decode_size, transform, seed, strict: see :class:`VideoDataset`. With an int
+            ``decode_size`` the frame box's aspect ratio is that of the typical video of the whole dataset
+            (train and test together), so every subset of one dataset is cropped alike.
 
     Raises:
         FileNotFoundError: root or split files missing (the message says what belongs there),
             nothing listed is present, or ``require_complete`` and something is missing.
     """
     records, classes, missing = _records(name, root, splits, split, subset, require_complete)
+    aspect = None
+    if isinstance(decode_size, (int, np.integer)):
+        everything = records
+        if subset != "all":
+            try:
+                everything = _records(name, root, splits, split, "all", False, quiet=True)[0]
+            except FileNotFoundError:
+                pass
+        aspect = typical_frame_size([r.path for r in everything])
     dataset = VideoDataset(records, classes, views_fn, decode_size=decode_size, transform=transform,
-                           seed=seed, strict=strict)
+                           seed=seed, strict=strict, aspect=aspect)
     dataset.missing = missing
     return dataset
 
