@@ -147,3 +147,33 @@ def test_pretrain_linear_and_embed_on_mixed_sizes(mixed_folder, tmp_path, capsys
     assert main(["embed", "--checkpoint", str(ckpt), "--root", str(mixed_folder), "--out", str(index)]) == 0
     with np.load(index) as z:
         assert len(z["paths"]) == len(list(mixed_folder.rglob("*.mp4"))) == 10
+
+
+# ----------------------------------------------------------------------------- runs of bad files
+
+
+def test_twenty_bad_files_in_a_row_do_not_stop_pretraining(tmp_path):
+    root = tmp_path / "runs_of_bad"
+    bad = [str(write_bad(root / f"a_bad{i:02d}.mp4", i)) for i in range(20)]  # sorted first: one run of 20
+    for i in range(4):
+        write_video(root / f"z_good{i}.mp4", 64, 48, 10, seed=i)
+    with pytest.warns(RuntimeWarning) as record:
+        code = main(["pretrain", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "run"),
+                     "--config", "demo", *TINY])
+    assert code == 0 and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    messages = [str(w.message) for w in record if "unreadable" in str(w.message)]
+    for path in bad:  # each bad file reported, once
+        assert sum(path in m for m in messages) == 1, path
+
+
+def test_a_folder_of_only_bad_files_is_one_clear_error(tmp_path, capsys):
+    root = tmp_path / "all_bad"
+    for i in range(5):
+        write_bad(root / f"v{i}.mp4", i)
+    code = main(["pretrain", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "run"),
+                 "--config", "demo", *TINY, "data.num_workers=2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "none of the 5 videos" in lines[0] and str(root) in lines[0], err
+    assert "Traceback" not in err
