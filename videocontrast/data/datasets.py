@@ -116,12 +116,12 @@ class VideoDataset(Dataset):
             over ``records``; :func:`build_dataset` passes the one of all the dataset's subsets).
 
     Bad files are warned about once (path and reason), listed in ``.unreadable`` (dicts with
-    ``path`` and ``reason``), and replaced by the next readable item (up to ``max_tries`` files).
+    ``path`` and ``reason``), and replaced by the next readable item, however many bad files follow
+    in a row; only a dataset with no readable video at all raises. :meth:`check_readable` (called
+    by :func:`build_dataset`) finds that case up front, in the main process, as one error.
     With DataLoader workers each worker keeps its own ``.unreadable``; the warnings still reach
     the log.
     """
-
-    max_tries = 16
 
     def __init__(
         self,
@@ -184,9 +184,9 @@ class VideoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.records)} videos")
-        tries = min(self.max_tries, len(self.records))
-        for t in range(tries):
-            j = (index + t) % len(self.records)  # deterministic replacement: the next video
+        n = len(self.records)
+        for t in range(n):
+            j = (index + t) % n  # deterministic replacement: the next readable video
             if j in self._bad:
                 continue
             try:
@@ -197,8 +197,47 @@ class VideoDataset(Dataset):
                 self._report(j, e)
         raise VideoDecodeError(
             self.records[index].path,
-            f"this and the next {tries - 1} videos are all unreadable (see the warnings); check the dataset files",
+            f"none of the {n} videos of this dataset can be read (see the warnings); check the dataset files",
         )
+
+    def _info(self, j: int) -> VideoInfo:
+        """The probe of record ``j`` (cached: workers inherit what the main process probed)."""
+        info = self._infos.get(j)
+        if info is None:
+            info = self._infos[j] = probe_video(self.records[j].path)
+        return info
+
+    def check_readable(self, where: str = "in this dataset") -> int:
+        """Probe the videos in order until one can be read: one probe for a healthy dataset.
+
+        The unreadable files met on the way are reported (once, as when loading them) and skipped from then on,
+        in every DataLoader worker (they inherit this state). Called by :func:`build_dataset` so that a dataset
+        with no readable video is one clear error before any loader starts, not a traceback from a worker.
+
+        Returns:
+            the index of the first readable video (-1 for an empty dataset).
+
+        Raises:
+            FileNotFoundError: no video can be read (one line: the count, ``where``, the first file's reason).
+        """
+        failures: list[tuple[int, VideoDecodeError]] = []
+        for j in range(len(self.records)):
+            if j in self._bad:
+                continue
+            try:
+                self._info(j)
+            except VideoDecodeError as e:
+                failures.append((j, e))
+                continue
+            for k, error in failures:
+                self._report(k, error)
+            return j
+        if not self.records:
+            return -1
+        first = failures[0][1] if failures else VideoDecodeError(self.records[0].path, "unreadable")
+        raise FileNotFoundError(
+            f"none of the {len(self.records)} videos {where} can be read (e.g. {first.path}: {first.reason}); "
+            "`videocontrast data info` lists each file with its reason")
 
     def _report(self, j: int, error: VideoDecodeError) -> None:
         self._bad.add(j)
@@ -207,9 +246,7 @@ class VideoDataset(Dataset):
 
     def _load(self, j: int) -> dict[str, Any]:
         record = self.records[j]
-        info = self._infos.get(j)
-        if info is None:
-            info = self._infos[j] = probe_video(record.path)
+        info = self._info(j)
         views = [np.asarray(v, dtype=np.int64) for v in self.views_fn(info.num_frames, self.item_rng(j))]
         # Decode the union of the views once, then index it per view.
         union = np.unique(np.concatenate(views))
@@ -457,7 +494,8 @@ def build_dataset(
 
     Raises:
         FileNotFoundError: root or split files missing (the message says what belongs there),
-            nothing listed is present, or ``require_complete`` and something is missing.
+            nothing listed is present, ``require_complete`` and something is missing, or (unless
+            ``strict``) not one of the videos can be read (:meth:`VideoDataset.check_readable`).
     """
     records, classes, missing = _records(name, root, splits, split, subset, require_complete)
     aspect = None
@@ -472,6 +510,8 @@ def build_dataset(
     dataset = VideoDataset(records, classes, views_fn, decode_size=decode_size, transform=transform,
                            seed=seed, strict=strict, aspect=aspect)
     dataset.missing = missing
+    if not strict:
+        dataset.check_readable(f"of the '{subset}' subset under {root}" if subset != "all" else f"under {root}")
     return dataset
 
 
