@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,71 @@ def test_a_folder_of_only_bad_files_is_one_clear_error(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "none of the 5 videos" in lines[0] and str(root) in lines[0], err
     assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _eval_tree(root: Path) -> list[Path]:
+    good = []
+    for subset in ("train", "test"):
+        for ci, cls in enumerate(("a", "b")):
+            for i in range(3):
+                good.append(write_video(root / subset / cls / f"{cls}{i}.mp4", 64, 48, 10, seed=10 * ci + i))
+    write_bad(root / "train" / "a" / "a0_broken.mp4", 0)  # sorted right after a0.mp4: its neighbour
+    write_bad(root / "train" / "b" / "b1_empty.mp4", 1)
+    return good
+
+
+class MeanPool(torch.nn.Module):
+    def forward(self, x):  # (B, C, T, H, W) -> (B, C)
+        return x.mean((2, 3, 4))
+
+
+def test_evaluation_leaves_bad_videos_out_instead_of_counting_a_neighbour_twice(tmp_path):
+    from videocontrast.build import build_eval_transform, eval_loader
+    from videocontrast.config import load_config
+    from videocontrast.eval.features import extract_features
+
+    root = tmp_path / "labeled"
+    _eval_tree(root)
+    cfg = load_config("demo", ["data.dataset=folder", f"data.root={root}", *TINY, "data.input=rgb"])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        loader = eval_loader(cfg, "train")
+        feats = extract_features(MeanPool(), loader, build_eval_transform(cfg), "cpu")
+    # 6 readable videos x 2 clips; each video once (before: 8 x 2 rows, a0.mp4 and b2.mp4 twice).
+    assert len(feats["feats"]) == 6 * 2 and len(np.unique(feats["video_ids"])) == 6
+    assert sorted(Path(p).name for p in feats["paths"]) == ["a0.mp4", "a1.mp4", "a2.mp4", "b0.mp4", "b1.mp4",
+                                                             "b2.mp4"]
+    messages = [str(w.message) for w in record]
+    assert any(re.search(r"2 of 8 videos .*left out", m) for m in messages), messages
+    assert any("a0_broken.mp4" in m for m in messages)
+
+
+def test_a_video_that_probes_but_does_not_decode_is_left_out_of_features(tmp_path, monkeypatch):
+    import videocontrast.data.datasets as datasets_mod
+    from videocontrast.build import build_eval_transform, eval_loader
+    from videocontrast.config import load_config
+    from videocontrast.data.decode import VideoDecodeError
+    from videocontrast.eval.features import extract_features
+
+    root = tmp_path / "labeled"
+    _eval_tree(root)
+    real = datasets_mod.read_frames
+
+    def failing(path, *args, **kwargs):
+        if str(path).endswith("a1.mp4"):
+            raise VideoDecodeError(path, "no frame of the video stream decodes")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets_mod, "read_frames", failing)
+    cfg = load_config("demo", ["data.dataset=folder", f"data.root={root}", *TINY, "data.input=rgb"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loader = eval_loader(cfg, "train")
+    with pytest.warns(RuntimeWarning, match=r"a1\.mp4"):
+        feats = extract_features(MeanPool(), loader, build_eval_transform(cfg), "cpu")
+    names = sorted(Path(p).name for p in feats["paths"])
+    assert names == ["a0.mp4", "a2.mp4", "b0.mp4", "b1.mp4", "b2.mp4"]
+    assert len(feats["feats"]) == 5 * 2 and feats.get("unreadable") and "a1.mp4" in feats["unreadable"][0]["path"]
