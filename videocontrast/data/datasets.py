@@ -50,6 +50,7 @@ HMDB51_SPLITS_URL = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-huma
 ViewsFn = Callable[[int, np.random.Generator], Sequence[np.ndarray]]
 # How many video headers (evenly spread over the sorted paths) decide a dataset's aspect ratio.
 ASPECT_SAMPLE = 64
+ON_BAD = ("replace", "mark")  # VideoDataset(on_bad=...): training replaces a bad video, evaluation marks it
 
 
 @dataclass
@@ -114,11 +115,17 @@ class VideoDataset(Dataset):
         aspect: the box's aspect ratio with an int ``decode_size``: ``W / H`` as a float, or the ``(height,
             width)`` of a frame with that ratio; None: the dataset's typical video (:func:`typical_frame_size`
             over ``records``; :func:`build_dataset` passes the one of all the dataset's subsets).
+        on_bad: what an item of a video that cannot be read is: ``"replace"`` (training: the next readable
+            video's clips) or ``"mark"`` (evaluation: zero clips and ``valid=False``, so that no video is
+            counted twice; items then also carry ``valid: bool`` and ``error: str``, and
+            :func:`~videocontrast.eval.features.extract_features` leaves marked videos out).
 
     Bad files are warned about once (path and reason), listed in ``.unreadable`` (dicts with
     ``path`` and ``reason``), and replaced by the next readable item, however many bad files follow
     in a row; only a dataset with no readable video at all raises. :meth:`check_readable` (called
     by :func:`build_dataset`) finds that case up front, in the main process, as one error.
+    Evaluation instead calls :meth:`drop_unreadable` (probe everything, keep the readable records)
+    and uses ``on_bad="mark"`` for a file that probes but does not decode.
     With DataLoader workers each worker keeps its own ``.unreadable``; the warnings still reach
     the log.
     """
@@ -133,7 +140,10 @@ class VideoDataset(Dataset):
         seed: int = 0,
         strict: bool = False,
         aspect: float | tuple[int, int] | None = None,
+        on_bad: str = "replace",
     ) -> None:
+        if on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
         self.records = list(records)
         self.classes = list(classes)
         self.views_fn = views_fn if views_fn is not None else FirstClip()
@@ -141,6 +151,7 @@ class VideoDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.strict = strict
+        self.on_bad = on_bad
         self.aspect = aspect
         self._box: tuple[int, int] | None = None
         self.frame_box  # decided here, once, in the process that builds the dataset (workers inherit it)
@@ -184,6 +195,8 @@ class VideoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.records)} videos")
+        if self.on_bad == "mark":
+            return self._marked(index)
         n = len(self.records)
         for t in range(n):
             j = (index + t) % n  # deterministic replacement: the next readable video
@@ -200,11 +213,76 @@ class VideoDataset(Dataset):
             f"none of the {n} videos of this dataset can be read (see the warnings); check the dataset files",
         )
 
+    def _marked(self, j: int) -> dict[str, Any]:
+        """Item ``j`` itself, with ``valid``/``error``; a bad video gives zero clips of the usual shape."""
+        try:
+            if j in self._bad:
+                raise VideoDecodeError(self.records[j].path, self._reason(j))
+            return {**self._load(j), "valid": True, "error": ""}
+        except VideoDecodeError as e:
+            if self.strict:
+                raise
+            if j not in self._bad:
+                self._report(j, e)
+            info = self._infos.get(j)
+            views = self.views_fn(info.num_frames if info else 1, self.item_rng(j))
+            box = self.frame_box or ((info.height, info.width) if info else (1, 1))
+            video = torch.zeros(len(views), len(views[0]), 3, *box, dtype=torch.uint8)
+            if self.transform is not None:
+                video = self.transform(video)
+            record = self.records[j]
+            return {"video": video, "label": record.label, "index": j, "path": record.path, "valid": False,
+                    "error": e.reason}
+
+    def _reason(self, j: int) -> str:
+        path = self.records[j].path
+        return next((d["reason"] for d in self.unreadable if d["path"] == path), "unreadable")
+
+    def drop_unreadable(self, where: str = "in this dataset", num_threads: int = 4) -> list[dict[str, str]]:
+        """Probe every video (``num_threads`` at a time; results are kept for loading) and keep only the
+        readable records: what evaluation does, so that no video stands in for a bad one.
+
+        Each unreadable file is reported (once) and listed in ``.unreadable``; then one summary warning gives the
+        count (``K of N videos {where} are unreadable and left out: ...``).
+
+        Returns:
+            the dropped files, dicts with ``path`` and ``reason``.
+
+        Raises:
+            VideoDecodeError: with ``strict``, the first unreadable file.
+        """
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            results = list(pool.map(_try_probe, [r.path for r in self.records]))
+        keep: list[VideoRecord] = []
+        infos: dict[int, VideoInfo] = {}
+        dropped: list[dict[str, str]] = []
+        for j, (record, result) in enumerate(zip(self.records, results)):
+            if isinstance(result, VideoDecodeError):
+                if self.strict:
+                    raise result
+                if j not in self._bad:
+                    self._report(j, result)
+                dropped.append({"path": record.path, "reason": result.reason})
+            else:
+                infos[len(keep)] = result
+                keep.append(record)
+        total = len(self.records)
+        self.records, self._infos, self._bad = keep, infos, set()
+        if dropped:
+            names = ", ".join(d["path"] for d in dropped[:5]) + (f" and {len(dropped) - 5} more"
+                                                                  if len(dropped) > 5 else "")
+            warnings.warn(f"{len(dropped)} of {total} videos {where} are unreadable and left out: {names}",
+                          RuntimeWarning, stacklevel=2)
+        return dropped
+
     def _info(self, j: int) -> VideoInfo:
         """The probe of record ``j`` (cached: workers inherit what the main process probed)."""
         info = self._infos.get(j)
         if info is None:
-            info = self._infos[j] = probe_video(self.records[j].path)
+            result = _try_probe(self.records[j].path)
+            if isinstance(result, VideoDecodeError):
+                raise VideoDecodeError(result.path, result.reason)
+            info = self._infos[j] = result
         return info
 
     def check_readable(self, where: str = "in this dataset") -> int:
@@ -260,6 +338,29 @@ class VideoDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------- builders
+
+
+# Probe results of this process, keyed by path, size and modification time: evaluation builds its loaders
+# several times per run (linear, kNN, retrieval; pretrained and random init) and probes each file once.
+_PROBES: dict[tuple[str, int, int], VideoInfo | VideoDecodeError] = {}
+
+
+def _try_probe(path: str) -> VideoInfo | VideoDecodeError:
+    """:func:`probe_video`'s result or its error, remembered while the file is unchanged."""
+    try:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _PROBES:
+        return _PROBES[key]
+    try:
+        result: VideoInfo | VideoDecodeError = probe_video(path)
+    except VideoDecodeError as e:
+        result = e
+    if key is not None:
+        _PROBES[key] = result
+    return result
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -563,15 +664,9 @@ def dataset_info(
 
     paths = sorted({r.path for rs in subsets.values() for r in rs})
 
-    def try_probe(path: str) -> VideoInfo | VideoDecodeError:
-        try:
-            return probe_video(path)
-        except VideoDecodeError as e:
-            return e
-
     # PyAV releases the GIL while demuxing, so threads overlap the file I/O.
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = dict(zip(paths, pool.map(try_probe, paths)))
+        results = dict(zip(paths, pool.map(_try_probe, paths)))
     bad = {p for p, r in results.items() if isinstance(r, VideoDecodeError)}
     good = [r for r in results.values() if isinstance(r, VideoInfo)]
     info["unreadable"] = [{"path": p, "reason": results[p].reason} for p in sorted(bad)]

@@ -50,6 +50,10 @@ def extract_features(
         device: where the forward pass runs.
         amp_dtype: e.g. ``torch.bfloat16`` to run under autocast; features are returned as float32 regardless.
 
+    Videos a loader marks as unreadable (``valid`` False, as evaluation datasets do for a file that probes but
+    does not decode) are left out, warned about with their count, and listed in the result's ``unreadable``
+    (dicts with ``path`` and ``reason``).
+
     Returns:
         A feature set (see module docstring); clips of one video are consecutive rows.
     """
@@ -58,9 +62,13 @@ def extract_features(
     encoder.eval()
     feats, labels, ids = [], [], []
     paths: dict[int, str] = {}
+    unreadable: list[dict[str, str]] = []
     try:
         with torch.inference_mode():
             for batch in loader:
+                batch = _valid_part(batch, unreadable)
+                if batch is None:
+                    continue
                 video = batch["video"]
                 if video.dim() == 5:
                     video = video.unsqueeze(1)
@@ -85,7 +93,14 @@ def extract_features(
                     paths.setdefault(int(i), str(p))
     finally:
         encoder.train(was_training)
+    if unreadable:
+        names = ", ".join(f"{d['path']} ({d['reason']})" for d in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        warnings.warn(f"extract_features: left out {len(unreadable)} video(s) that could not be decoded: "
+                      f"{names}{more}", RuntimeWarning, stacklevel=2)
     if not feats:
+        if unreadable:
+            raise ValueError(f"extract_features: none of the {len(unreadable)} videos could be decoded")
         raise ValueError("extract_features: the loader yielded no batches (empty dataset?)")
     video_ids = torch.cat(ids).numpy()
     return {
@@ -93,7 +108,36 @@ def extract_features(
         "labels": torch.cat(labels).numpy(),
         "video_ids": video_ids,
         "paths": [paths[int(i)] for i in np.unique(video_ids)],
+        "unreadable": unreadable,
     }
+
+
+def _valid_part(batch: Mapping[str, Any], unreadable: list[dict[str, str]]) -> Mapping[str, Any] | None:
+    """The batch without the videos marked ``valid=False`` (their path and reason go to ``unreadable``);
+    None when nothing is left. Batches without a ``valid`` field are returned as they are."""
+    if "valid" not in batch:
+        return batch
+    valid = torch.as_tensor(batch["valid"]).reshape(-1).bool().cpu()
+    if bool(valid.all()):
+        return batch
+    paths = batch.get("path", [""] * len(valid))
+    errors = batch.get("error", [""] * len(valid))
+    if isinstance(paths, str):
+        paths, errors = [paths], [errors]
+    for i in torch.nonzero(~valid).reshape(-1).tolist():
+        unreadable.append({"path": str(paths[i]), "reason": str(errors[i]) or "unreadable"})
+    if not bool(valid.any()):
+        return None
+    keep = torch.nonzero(valid).reshape(-1)
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == len(valid):
+            out[key] = value[keep]
+        elif isinstance(value, (list, tuple)) and len(value) == len(valid):
+            out[key] = [value[i] for i in keep.tolist()]
+        else:
+            out[key] = value
+    return out
 
 
 def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
