@@ -246,3 +246,48 @@ def test_a_video_that_probes_but_does_not_decode_is_left_out_of_features(tmp_pat
     names = sorted(Path(p).name for p in feats["paths"])
     assert names == ["a0.mp4", "a2.mp4", "b0.mp4", "b1.mp4", "b2.mp4"]
     assert len(feats["feats"]) == 5 * 2 and feats.get("unreadable") and "a1.mp4" in feats["unreadable"][0]["path"]
+
+
+# ----------------------------------------------------------------------------- truncated files
+
+
+def write_noise_avi(path: Path, num_frames: int) -> Path:
+    """An MPEG-4 AVI of noise frames: packets of similar size, so a cut at x% keeps about x% of the frames."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for k in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_truncated_avi_is_reported_as_truncated(tmp_path):
+    full = write_noise_avi(tmp_path / "full.avi", 125)
+    cut = tmp_path / "cls" / "cut.avi"
+    cut.parent.mkdir()
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.3)])
+    assert probe_video(full).truncated is False
+    info = probe_video(cut)
+    assert info.truncated and info.header_frames == 125 and 20 <= info.num_frames <= 40
+    ds = VideoDataset([VideoRecord(str(cut), 0)], ["cls"])
+    with pytest.warns(RuntimeWarning, match=r"truncated.*125 frames") as record:
+        ds[0]
+    assert str(cut) in str(record[0].message) and f"{info.num_frames}" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = dataset_info("folder", tmp_path / "cls")
+    assert [t["path"] for t in summary["truncated"]] == [str(cut)]
+    assert summary["truncated"][0]["header_frames"] == 125
+
+
+def test_real_ucf101_clips_are_not_called_truncated(shared_data):
+    # Real AVIs whose header counts N-VOP packets (96 vs 90 decodable frames) are complete, not truncated.
+    for rel in ("Basketball/v_Basketball_g16_c04.avi", "Basketball/v_Basketball_g16_c06.avi"):
+        info = probe_video(shared_data / "ucf101-mini" / "videos" / rel)
+        assert info.header_frames > info.num_frames and not info.truncated
