@@ -257,6 +257,8 @@ class VideoDataset(Dataset):
         infos: dict[int, VideoInfo] = {}
         dropped: list[dict[str, str]] = []
         for j, (record, result) in enumerate(zip(self.records, results)):
+            if isinstance(result, VideoInfo) and result.truncated:
+                _warn_truncated(result)
             if isinstance(result, VideoDecodeError):
                 if self.strict:
                     raise result
@@ -283,6 +285,8 @@ class VideoDataset(Dataset):
             if isinstance(result, VideoDecodeError):
                 raise VideoDecodeError(result.path, result.reason)
             info = self._infos[j] = result
+            if info.truncated:
+                _warn_truncated(info)
         return info
 
     def check_readable(self, where: str = "in this dataset") -> int:
@@ -361,6 +365,17 @@ def _try_probe(path: str) -> VideoInfo | VideoDecodeError:
     if key is not None:
         _PROBES[key] = result
     return result
+
+
+def _truncation(info: VideoInfo) -> str:
+    if info.header_frames > info.num_frames:
+        return (f"its header says {info.header_frames} frames but only {info.num_frames} are in the file; "
+                f"using those {info.num_frames}")
+    return f"reading stopped on an error after {info.num_frames} frames; using those"
+
+
+def _warn_truncated(info: VideoInfo) -> None:
+    warnings.warn(f"video {info.path} is truncated: {_truncation(info)}", RuntimeWarning, stacklevel=3)
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -636,7 +651,8 @@ def dataset_info(
     Returns:
         dict with ``classes`` (all class names), ``present_classes``, ``train`` and ``test``
         (usable videos per subset: present and, with ``probe``, readable), ``missing`` (listed but
-        absent), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``frames``
+        absent), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``truncated``
+        (readable but cut short: ``{"path", "header_frames", "frames", "reason"}``), ``frames``
         and ``fps`` summaries (``min``/``median``/``max`` over readable files).
     """
     subsets: dict[str, list[VideoRecord]] = {}
@@ -670,6 +686,8 @@ def dataset_info(
     bad = {p for p, r in results.items() if isinstance(r, VideoDecodeError)}
     good = [r for r in results.values() if isinstance(r, VideoInfo)]
     info["unreadable"] = [{"path": p, "reason": results[p].reason} for p in sorted(bad)]
+    info["truncated"] = [{"path": g.path, "header_frames": g.header_frames, "frames": g.num_frames,
+                          "reason": _truncation(g)} for g in sorted(good, key=lambda g: g.path) if g.truncated]
     info["train"] = sum(r.path not in bad for r in subsets["train"])
     info["test"] = sum(r.path not in bad for r in subsets["test"])
     info["frames"] = _summary([g.num_frames for g in good])

@@ -82,6 +82,7 @@ class VideoInfo:
     width: int
     height: int
     header_frames: int = 0  # what the container header claimed (0: nothing)
+    truncated: bool = False  # the file ends before what its header announces (or mid-packet): see probe_video
     key_indices: tuple[int, ...] = field(default=(), repr=False)  # frame index of each keyframe
     key_pts: tuple[int | None, ...] = field(default=(), repr=False)  # its pts, checked after a seek
     key_seek_ts: tuple[int, ...] = field(default=(), repr=False)  # timestamp to seek to
@@ -135,12 +136,16 @@ def _probe_open(container: av.container.InputContainer, path: str) -> VideoInfo:
 
     # One demux pass, no decoding: exact frame count plus the keyframe seek table.
     packets: list[tuple[int | None, int | None, int, bool]] = []  # (pts, dts, size, keyframe)
+    entries = 0  # every frame entry the container holds (dropped-frame and N-VOP entries too): what headers count
+    cut = False
     try:
         for packet in container.demux(stream):
+            if packet.size > 0 or packet.pts is not None:  # not the end-of-stream flush
+                entries += 1
             if packet.size > 0:  # size 0: end-of-stream flush, or an AVI dropped-frame entry
                 packets.append((packet.pts, packet.dts, packet.size, packet.is_keyframe))
     except av.FFmpegError:
-        pass  # truncated/corrupt tail: the packets read so far are what can be decoded
+        cut = True  # truncated/corrupt tail: the packets read so far are what can be decoded
     if _nvops_yield_no_frame(stream, packets):
         # ... except a trailing one, which the decoder's end-of-stream flush turns into a frame.
         packets = [p for p in packets[:-1] if p[2] > _NVOP_MAX_BYTES] + packets[-1:]
@@ -170,6 +175,9 @@ def _probe_open(container: av.container.InputContainer, path: str) -> VideoInfo:
     fps = _stream_fps(stream)
     if fps <= 0 and stream.duration and stream.time_base:
         fps = len(packets) / float(stream.duration * stream.time_base)
+    # A complete file holds every entry its header counts (all 392 ucf101-mini AVIs and 25 H.264 mp4s: exactly,
+    # N-VOPs included); a cut one holds fewer (one entry of slack for a muxer that counts differently).
+    short = header > 0 and entries < header - 1
     return VideoInfo(
         path=path,
         num_frames=len(packets),
@@ -177,6 +185,7 @@ def _probe_open(container: av.container.InputContainer, path: str) -> VideoInfo:
         width=width,
         height=height,
         header_frames=header,
+        truncated=short or cut,
         key_indices=tuple(key_indices),
         key_pts=tuple(key_pts),
         key_seek_ts=tuple(key_ts),
@@ -192,6 +201,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     Returns:
         :class:`VideoInfo`. ``num_frames`` counts demuxed packets (no decoding), so it is right
         when the header is missing (.mkv/.webm) or wrong (AVIs with N-VOPs or dropped frames).
+        ``truncated`` is True when the file holds clearly fewer frame entries than its header
+        announces (a cut download: an AVI cut at 30% says 125 frames and holds 28), or the
+        demuxer stopped on a read error; the frames that are there still decode.
 
     Raises:
         VideoDecodeError: missing, zero-byte, corrupt, non-video, or no video stream.
