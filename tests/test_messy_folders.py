@@ -291,3 +291,40 @@ def test_real_ucf101_clips_are_not_called_truncated(shared_data):
     for rel in ("Basketball/v_Basketball_g16_c04.avi", "Basketball/v_Basketball_g16_c06.avi"):
         info = probe_video(shared_data / "ucf101-mini" / "videos" / rel)
         assert info.header_frames > info.num_frames and not info.truncated
+
+
+# ----------------------------------------------------------------------------- missing files named
+
+
+def _ucf_with_missing(tmp_path: Path, clip: Path, n_missing: int) -> Path:
+    root, splits = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
+    splits.mkdir(parents=True)
+    (splits / "classInd.txt").write_text("1 Jump\n2 Run\n")
+    train = [f"Jump/v_Jump_g{g:02d}_c01.avi 1" for g in range(1, 3)]
+    train += [f"Run/v_Run_g{g:02d}_c01.avi 2" for g in range(1, n_missing + 1)]  # none on disk
+    (splits / "trainlist01.txt").write_text("\n".join(train) + "\n")
+    (splits / "testlist01.txt").write_text("Jump/v_Jump_g01_c01.avi\n")
+    for g in (1, 2):
+        (root / "Jump").mkdir(parents=True, exist_ok=True)
+        (root / "Jump" / f"v_Jump_g{g:02d}_c01.avi").write_bytes(clip.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def avi_clip(tmp_path_factory) -> Path:
+    return write_pattern_video(tmp_path_factory.mktemp("clip") / "c.avi", 20, "mpeg4")
+
+
+def test_missing_files_are_named_and_listed_in_data_info(tmp_path, avi_clip, caplog, capsys):
+    root = _ucf_with_missing(tmp_path, avi_clip, 12)
+    with caplog.at_level(logging.WARNING):
+        ds = build_dataset("ucf101", root)
+    lines = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
+    assert len(lines) == 1
+    assert "12 of 14 videos" in lines[0]
+    assert "Run/v_Run_g01_c01.avi" in lines[0] and "and 9 more" in lines[0] and "data info --json" in lines[0]
+    assert ds.missing == 12 and ds.missing_files[0] == "Run/v_Run_g01_c01.avi" and len(ds.missing_files) == 12
+    assert main(["data", "info", "--dataset", "ucf101", "--root", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["missing"] == 12 and len(info["missing_files"]) == 12
+    assert "Run/v_Run_g12_c01.avi" in info["missing_files"]
