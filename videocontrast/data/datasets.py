@@ -157,6 +157,7 @@ class VideoDataset(Dataset):
         self.frame_box  # decided here, once, in the process that builds the dataset (workers inherit it)
         self.epoch = 0
         self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
+        self.missing_files: list[str] = []  # those entries, as the split file names them
         self.unreadable: list[dict[str, str]] = []
         self._bad: set[int] = set()
         self._infos: dict[int, VideoInfo] = {}
@@ -418,7 +419,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, list_desc: str,
-             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], int]:
+             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str]]:
     records, missing = [], []
     for rel, label in entries:
         real = disk.get(rel.replace("\\", "/").lower())
@@ -437,13 +438,20 @@ def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, l
             f"(e.g. {entries[0][0]}); is root the folder that holds the class folders?"
         )
     if missing and not quiet:
-        log.warning("%d of %d videos listed in %s are missing under %s; using the %d present",
-                    len(missing), len(entries), list_desc, root, len(records))
-    return records, len(missing)
+        log.warning("%d of %d videos listed in %s are missing under %s; using the %d present. Missing: %s "
+                    "(`videocontrast data info --json` lists them all)",
+                    len(missing), len(entries), list_desc, root, len(records), _some(missing))
+    return records, missing
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` names, then how many more."""
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
+            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
     _require_dir(root, "the UCF101 class folders (ApplyEyeMakeup/, ..., YoYo/)")
     if split not in (1, 2, 3):
         raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split}")
@@ -494,7 +502,7 @@ def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
 
 
 def _hmdb51(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
+            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
     _require_dir(root, "the HMDB51 class folders (brush_hair/, ..., wave/)")
     if split not in (1, 2, 3):
         raise ValueError(f"HMDB51 split must be 1, 2 or 3, got {split}")
@@ -540,7 +548,7 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(_scan_videos(d)))
 
 
-def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoRecord], list[str], int]:
+def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoRecord], list[str], list[str]]:
     _require_dir(root, "a folder of videos (.avi/.mp4/.mkv/.webm/.mov), optionally in class subfolders"
                  + (" under train/ and test/" if need_subsets else ""))
     has_subsets = (root / "train").is_dir() and (root / "test").is_dir()
@@ -558,11 +566,11 @@ def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoReco
     records = [r for folder in parts for r in _folder_records(folder, classes)]
     if not records and subset != "test":
         raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
-    return records, classes, 0
+    return records, classes, []
 
 
 def _records(name: str, root: str | os.PathLike, splits: str | os.PathLike | None, split: int, subset: str,
-             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], int]:
+             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
     if name not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
     if subset not in SUBSETS:
@@ -603,7 +611,8 @@ def build_dataset(
         split: official split 1, 2 or 3.
         subset: ``train``, ``test`` or ``all``.
         require_complete: make videos listed by the split files but absent on disk an error
-            (by default they are counted in ``.missing`` and a warning is logged).
+            (by default they are counted in ``.missing``, listed in ``.missing_files`` and a warning
+            names the first few).
         views_fn, decode_size, transform, seed, strict: see :class:`VideoDataset`. With an int
             ``decode_size`` the frame box's aspect ratio is that of the typical video of the whole dataset
             (train and test together), so every subset of one dataset is cropped alike.
@@ -625,7 +634,7 @@ def build_dataset(
         aspect = typical_frame_size([r.path for r in everything])
     dataset = VideoDataset(records, classes, views_fn, decode_size=decode_size, transform=transform,
                            seed=seed, strict=strict, aspect=aspect)
-    dataset.missing = missing
+    dataset.missing, dataset.missing_files = len(missing), missing
     if not strict:
         dataset.check_readable(f"of the '{subset}' subset under {root}" if subset != "all" else f"under {root}")
     return dataset
@@ -650,20 +659,20 @@ def dataset_info(
 
     Returns:
         dict with ``classes`` (all class names), ``present_classes``, ``train`` and ``test``
-        (usable videos per subset: present and, with ``probe``, readable), ``missing`` (listed but
-        absent), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``truncated``
+        (usable videos per subset: present and, with ``probe``, readable), ``missing`` (how many are
+        listed but absent) and ``missing_files`` (all of them, as the split files name them), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``truncated``
         (readable but cut short: ``{"path", "header_frames", "frames", "reason"}``), ``frames``
         and ``fps`` summaries (``min``/``median``/``max`` over readable files).
     """
     subsets: dict[str, list[VideoRecord]] = {}
-    missing = 0
+    missing: list[str] = []
     classes: list[str] = []
     for subset in ("train", "test"):
         try:
             records, classes, miss = _records(name, root, splits, split, subset, require_complete=False)
         except FileNotFoundError as e:
             if subset == "test" and "none of the" in str(e):
-                records, miss = [], 0  # e.g. a partial download holding only training videos
+                records, miss = [], []  # e.g. a partial download holding only training videos
             else:
                 raise
         subsets[subset] = records
@@ -671,7 +680,8 @@ def dataset_info(
     info: dict[str, Any] = {
         "classes": classes,
         "present_classes": present_classes([r for rs in subsets.values() for r in rs], classes),
-        "missing": missing,
+        "missing": len(missing),
+        "missing_files": missing,
         "unreadable": [],
     }
     if not probe:
