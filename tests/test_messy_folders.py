@@ -328,3 +328,51 @@ def test_missing_files_are_named_and_listed_in_data_info(tmp_path, avi_clip, cap
     info = json.loads(capsys.readouterr().out)
     assert info["missing"] == 12 and len(info["missing_files"]) == 12
     assert "Run/v_Run_g12_c01.avi" in info["missing_files"]
+
+
+# ----------------------------------------------------------------------------- each thing said once
+
+
+def test_the_missing_line_is_said_once_however_many_loaders(tmp_path, avi_clip, caplog):
+    from videocontrast.build import eval_loader
+    from videocontrast.config import load_config
+
+    root = _ucf_with_missing(tmp_path, avi_clip, 3)
+    cfg = load_config("demo", ["data.dataset=ucf101", f"data.root={root}", *TINY])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(4):  # the real-data demo builds eight loaders
+            build_dataset("ucf101", root)
+            eval_loader(cfg, "train")
+    lines = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
+    assert len(lines) == 1, lines
+
+
+def test_bad_files_are_reported_once_with_two_workers(tmp_path):
+    """Two DataLoader workers, two epochs (workers restarted), then an evaluation pass in the main process: each
+    bad file is named once on stderr (before: once per worker that met it)."""
+    root = tmp_path / "folder"
+    bad = [str(write_bad(root / f"b{i}_bad.mp4", i)) for i in range(3)]
+    for i in range(6):
+        write_video(root / f"b{i}_good.mp4", 64, 48, 10, seed=i)
+    script = textwrap.dedent(f"""
+        import warnings
+        from torch.utils.data import DataLoader
+        from videocontrast.data.datasets import build_dataset
+        from videocontrast.transforms.temporal import UniformClips
+        ds = build_dataset("folder", {str(root)!r}, views_fn=UniformClips(4, 1, 1), decode_size=16)
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            n = sum(len(b["path"]) for b in DataLoader(ds, batch_size=1, num_workers=2))
+            assert n == 9, n
+        ev = build_dataset("folder", {str(root)!r}, views_fn=UniformClips(4, 1, 1), decode_size=16)
+        getattr(ev, "drop_unreadable", lambda: None)()
+        print("unreadable", len(ds.unreadable), len(ev.unreadable), len(ev))
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [line for line in proc.stderr.splitlines() if "unreadable video" in line]
+    for path in bad:
+        assert sum(path in line for line in reports) == 1, (path, proc.stderr)
+    assert "unreadable 3 3 6" in proc.stdout  # the main process knows what its workers found
