@@ -19,6 +19,7 @@ aspect ratio is decoded exactly as before, an odd one out loses a band at its ed
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -35,8 +36,8 @@ from ..transforms.temporal import FirstClip
 from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, probe_video, read_frames
 
 __all__ = [
-    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos",
-    "DATASET_NAMES", "SUBSETS", "VIDEO_EXTENSIONS",
+    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos", "first_report",
+    "reset_reports", "DATASET_NAMES", "SUBSETS", "VIDEO_EXTENSIONS",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,59 @@ class VideoRecord:
 
     path: str
     label: int
+
+
+# ----------------------------------------------------------------------------- said once per run
+
+_REPORT_SLOTS = 1 << 14
+_REPORTS: torch.Tensor | None = None
+
+
+def _reports() -> torch.Tensor:
+    """This run's memory of what was already reported: an open-addressing table of 64-bit message hashes in
+    shared memory. A dataset keeps a reference, so its DataLoader workers (forked or spawned: torch shares the
+    storage) and the main process consult and fill one table."""
+    global _REPORTS
+    if _REPORTS is None:
+        table = torch.zeros(_REPORT_SLOTS, dtype=torch.int64)
+        try:
+            table.share_memory_()
+        except (RuntimeError, OSError):  # no shared memory here: the table is per process
+            pass
+        _REPORTS = table
+    return _REPORTS
+
+
+def first_report(key: str, table: torch.Tensor | None = None) -> bool:
+    """True the first time ``key`` is seen in this run (main process and DataLoader workers together), False
+    after: report a thing only when this returns True. Two workers racing on the same key within microseconds
+    can both get True; a full neighbourhood of the table says True again rather than never."""
+    table = _reports() if table is None else table
+    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest(), "little",
+                       signed=True) or 1
+    slots = table.numpy()
+    n = len(slots)
+    for probe in range(64):
+        slot = (h + probe) % n
+        value = int(slots[slot])
+        if value == h:
+            return False
+        if value == 0:
+            slots[slot] = h
+            return True
+    return True
+
+
+def reset_reports() -> None:
+    """Forget what was reported (a new "run" in a long-lived process, e.g. between tests)."""
+    _reports().zero_()
+
+
+def _warn_once(key: str, message: str, table: torch.Tensor | None = None) -> None:
+    """A RuntimeWarning of ``message`` the first time ``key`` is reported in this run. It is attributed to
+    "videocontrast" rather than to a source line: raised inside a DataLoader worker, the line would be torch's."""
+    if first_report(key, table):
+        warnings.warn_explicit(message, RuntimeWarning, "videocontrast", 0, module="videocontrast.data")
 
 
 def typical_frame_size(paths: Sequence[str], sample: int = ASPECT_SAMPLE) -> tuple[int, int] | None:
@@ -126,8 +180,10 @@ class VideoDataset(Dataset):
     by :func:`build_dataset`) finds that case up front, in the main process, as one error.
     Evaluation instead calls :meth:`drop_unreadable` (probe everything, keep the readable records)
     and uses ``on_bad="mark"`` for a file that probes but does not decode.
-    With DataLoader workers each worker keeps its own ``.unreadable``; the warnings still reach
-    the log.
+
+    Each thing is said once per run: which records are bad is kept in shared memory (DataLoader
+    workers skip what the main process or another worker found, and ``.unreadable`` in the main
+    process lists what its workers found), and every message goes through :func:`first_report`.
     """
 
     def __init__(
@@ -158,9 +214,28 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
         self.missing_files: list[str] = []  # those entries, as the split file names them
-        self.unreadable: list[dict[str, str]] = []
-        self._bad: set[int] = set()
+        self._said = _reports()  # shared with the workers, see first_report
+        self._flags = _shared_flags(len(self.records))  # 1: record j is unreadable (set by any process)
+        self._reasons: dict[int, str] = {}  # why, for those found in this process
+        self._dropped: list[dict[str, str]] = []  # left out by drop_unreadable
         self._infos: dict[int, VideoInfo] = {}
+
+    @property
+    def unreadable(self) -> list[dict[str, str]]:
+        """The bad files found so far, by this process or its DataLoader workers: dicts with ``path`` and
+        ``reason`` (a worker's find is probed again here for its reason; probes are cached)."""
+        out = list(self._dropped)
+        for j in torch.nonzero(self._flags).reshape(-1).tolist():
+            reason = self._reasons.get(j)
+            if reason is None:
+                result = _try_probe(self.records[j].path)
+                reason = (result.reason if isinstance(result, VideoDecodeError)
+                          else "no frame could be decoded (found by a DataLoader worker)")
+            out.append({"path": self.records[j].path, "reason": reason})
+        return out
+
+    def _is_bad(self, j: int) -> bool:
+        return bool(self._flags[j])
 
     @property
     def frame_box(self) -> tuple[int, int] | None:
@@ -201,7 +276,7 @@ class VideoDataset(Dataset):
         n = len(self.records)
         for t in range(n):
             j = (index + t) % n  # deterministic replacement: the next readable video
-            if j in self._bad:
+            if self._is_bad(j):
                 continue
             try:
                 return self._load(j)
@@ -217,13 +292,13 @@ class VideoDataset(Dataset):
     def _marked(self, j: int) -> dict[str, Any]:
         """Item ``j`` itself, with ``valid``/``error``; a bad video gives zero clips of the usual shape."""
         try:
-            if j in self._bad:
-                raise VideoDecodeError(self.records[j].path, self._reason(j))
+            if self._is_bad(j):
+                raise VideoDecodeError(self.records[j].path, self._reasons.get(j, "unreadable"))
             return {**self._load(j), "valid": True, "error": ""}
         except VideoDecodeError as e:
             if self.strict:
                 raise
-            if j not in self._bad:
+            if not self._is_bad(j):
                 self._report(j, e)
             info = self._infos.get(j)
             views = self.views_fn(info.num_frames if info else 1, self.item_rng(j))
@@ -234,10 +309,6 @@ class VideoDataset(Dataset):
             record = self.records[j]
             return {"video": video, "label": record.label, "index": j, "path": record.path, "valid": False,
                     "error": e.reason}
-
-    def _reason(self, j: int) -> str:
-        path = self.records[j].path
-        return next((d["reason"] for d in self.unreadable if d["path"] == path), "unreadable")
 
     def drop_unreadable(self, where: str = "in this dataset", num_threads: int = 4) -> list[dict[str, str]]:
         """Probe every video (``num_threads`` at a time; results are kept for loading) and keep only the
@@ -259,23 +330,24 @@ class VideoDataset(Dataset):
         dropped: list[dict[str, str]] = []
         for j, (record, result) in enumerate(zip(self.records, results)):
             if isinstance(result, VideoInfo) and result.truncated:
-                _warn_truncated(result)
+                _warn_truncated(result, self._said)
             if isinstance(result, VideoDecodeError):
                 if self.strict:
                     raise result
-                if j not in self._bad:
+                if not self._is_bad(j):
                     self._report(j, result)
                 dropped.append({"path": record.path, "reason": result.reason})
             else:
                 infos[len(keep)] = result
                 keep.append(record)
         total = len(self.records)
-        self.records, self._infos, self._bad = keep, infos, set()
+        self._dropped += dropped
+        self.records, self._infos, self._reasons = keep, infos, {}
+        self._flags = _shared_flags(len(keep))
         if dropped:
-            names = ", ".join(d["path"] for d in dropped[:5]) + (f" and {len(dropped) - 5} more"
-                                                                  if len(dropped) > 5 else "")
-            warnings.warn(f"{len(dropped)} of {total} videos {where} are unreadable and left out: {names}",
-                          RuntimeWarning, stacklevel=2)
+            message = (f"{len(dropped)} of {total} videos {where} are unreadable and left out: "
+                       f"{_some([d['path'] for d in dropped], 5)}")
+            _warn_once(message, message, self._said)
         return dropped
 
     def _info(self, j: int) -> VideoInfo:
@@ -287,7 +359,7 @@ class VideoDataset(Dataset):
                 raise VideoDecodeError(result.path, result.reason)
             info = self._infos[j] = result
             if info.truncated:
-                _warn_truncated(info)
+                _warn_truncated(info, self._said)
         return info
 
     def check_readable(self, where: str = "in this dataset") -> int:
@@ -305,7 +377,7 @@ class VideoDataset(Dataset):
         """
         failures: list[tuple[int, VideoDecodeError]] = []
         for j in range(len(self.records)):
-            if j in self._bad:
+            if self._is_bad(j):
                 continue
             try:
                 self._info(j)
@@ -323,9 +395,10 @@ class VideoDataset(Dataset):
             "`videocontrast data info` lists each file with its reason")
 
     def _report(self, j: int, error: VideoDecodeError) -> None:
-        self._bad.add(j)
-        self.unreadable.append({"path": error.path, "reason": error.reason})
-        warnings.warn(f"skipping unreadable video {error.path}: {error.reason}", RuntimeWarning, stacklevel=3)
+        self._flags[j] = 1
+        self._reasons[j] = error.reason
+        _warn_once(f"unreadable:{error.path}", f"skipping unreadable video {error.path}: {error.reason}",
+                   self._said)
 
     def _load(self, j: int) -> dict[str, Any]:
         record = self.records[j]
@@ -375,8 +448,18 @@ def _truncation(info: VideoInfo) -> str:
     return f"reading stopped on an error after {info.num_frames} frames; using those"
 
 
-def _warn_truncated(info: VideoInfo) -> None:
-    warnings.warn(f"video {info.path} is truncated: {_truncation(info)}", RuntimeWarning, stacklevel=3)
+def _warn_truncated(info: VideoInfo, table: torch.Tensor | None = None) -> None:
+    _warn_once(f"truncated:{info.path}", f"video {info.path} is truncated: {_truncation(info)}", table)
+
+
+def _shared_flags(n: int) -> torch.Tensor:
+    """``n`` zero bytes in shared memory (seen and written by the DataLoader workers too)."""
+    flags = torch.zeros(max(n, 1), dtype=torch.uint8)
+    try:
+        flags.share_memory_()
+    except (RuntimeError, OSError):
+        pass
+    return flags
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -438,9 +521,11 @@ def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, l
             f"(e.g. {entries[0][0]}); is root the folder that holds the class folders?"
         )
     if missing and not quiet:
-        log.warning("%d of %d videos listed in %s are missing under %s; using the %d present. Missing: %s "
-                    "(`videocontrast data info --json` lists them all)",
-                    len(missing), len(entries), list_desc, root, len(records), _some(missing))
+        message = (f"{len(missing)} of {len(entries)} videos listed in {list_desc} are missing under {root}; using "
+                   f"the {len(records)} present. Missing: {_some(missing)} (`videocontrast data info --json` lists "
+                   "them all)")
+        if first_report(message):
+            log.warning("%s", message)
     return records, missing
 
 
