@@ -376,3 +376,23 @@ def test_bad_files_are_reported_once_with_two_workers(tmp_path):
     for path in bad:
         assert sum(path in line for line in reports) == 1, (path, proc.stderr)
     assert "unreadable 3 3 6" in proc.stdout  # the main process knows what its workers found
+
+
+# ----------------------------------------------------------------------------- symlinks
+
+
+def test_find_videos_lists_symlink_loops_and_broken_links(tmp_path):
+    root = tmp_path / "links"
+    good = write_video(root / "ok.mp4", 64, 48, 4)
+    (root / "loop.mp4").symlink_to(root / "loop.mp4")  # a link to itself
+    (root / "gone.mp4").symlink_to(root / "nowhere.mp4")  # a dangling link
+    (root / "sub").mkdir()
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a folder loop
+    skipped: list[dict] = []
+    paths = find_videos(root, skipped=skipped)
+    assert paths == [good]
+    reasons = {Path(s["path"]).name: s["reason"] for s in skipped}
+    assert "symbolic link loop" in reasons["loop.mp4"]
+    assert "broken symbolic link" in reasons["gone.mp4"]
+    assert "symbolic link loop" in reasons["up"]
+    assert find_videos(root) == [good]  # without the list: same videos, nothing raised
