@@ -396,3 +396,14 @@ def test_find_videos_lists_symlink_loops_and_broken_links(tmp_path):
     assert "broken symbolic link" in reasons["gone.mp4"]
     assert "symbolic link loop" in reasons["up"]
     assert find_videos(root) == [good]  # without the list: same videos, nothing raised
+
+
+def test_find_videos_follows_folder_links_once(tmp_path):
+    elsewhere = write_video(tmp_path / "elsewhere" / "far.mp4", 64, 48, 4)
+    root = tmp_path / "root"
+    near = write_video(root / "cls" / "near.mp4", 64, 48, 4)
+    (root / "linked").symlink_to(elsewhere.parent, target_is_directory=True)  # a class folder kept elsewhere
+    (root / "again").symlink_to(root / "cls", target_is_directory=True)  # inside root: listed once, as cls/
+    skipped: list[dict] = []
+    assert find_videos(root, skipped=skipped) == [near, root / "linked" / "far.mp4"]
+    assert skipped == []
