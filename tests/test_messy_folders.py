@@ -407,3 +407,54 @@ def test_find_videos_follows_folder_links_once(tmp_path):
     skipped: list[dict] = []
     assert find_videos(root, skipped=skipped) == [near, root / "linked" / "far.mp4"]
     assert skipped == []
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Clips(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": torch.zeros(1, 2, 3, 4, 4, dtype=torch.uint8), "label": 0, "index": i, "path": f"v{i}"}
+
+
+def _loader() -> DataLoader:
+    return DataLoader(_Clips(), batch_size=2)
+
+
+def test_extract_features_shows_a_progress_bar(monkeypatch, capsys):
+    from videocontrast.eval.features import extract_features
+
+    to_model = lambda x: x.float().permute(0, 2, 1, 3, 4)  # noqa: E731
+    extract_features(MeanPool(), _loader(), to_model, "cpu", progress=True, desc="train features")
+    err = capsys.readouterr().err
+    assert "train features" in err and "3/3" in err
+    extract_features(MeanPool(), _loader(), to_model, "cpu")  # default: only on a terminal; tests have none
+    assert capsys.readouterr().err == ""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    extract_features(MeanPool(), _loader(), to_model, "cpu")
+    assert "3/3" in term.getvalue()
+
+
+def test_evaluation_shows_progress_on_a_terminal(tmp_path, monkeypatch):
+    from videocontrast.config import load_config
+    from videocontrast.eval.run import features, resolve_encoder
+
+    root = tmp_path / "labeled"
+    _eval_tree(root)
+    cfg = load_config("demo", ["data.dataset=folder", f"data.root={root}", *TINY])
+    enc = resolve_encoder("random", cfg, torch.device("cpu"), tmp_path)
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        features(enc, "test", torch.device("cpu"), tmp_path / "cache")
+    assert "6/6" in term.getvalue() and "features" in term.getvalue()
