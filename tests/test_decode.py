@@ -140,3 +140,19 @@ def test_real_avi_short_side_resize(shared_data):
     native = read_frames(path, [0, 8]).float()
     ref = torch.nn.functional.interpolate(native, size=(128, 171), mode="bilinear", antialias=True)
     assert (clip.float() - ref).abs().mean() < 4.0
+
+
+def test_cover_fit_keeps_the_aspect_and_never_pads():
+    from videocontrast.data.decode import output_size
+
+    # A frame of the box's own aspect ratio is resized exactly to the box (320x240 and 640x480 -> 171x128).
+    assert output_size(240, 320, (128, 171), "cover") == (128, 171)
+    assert output_size(480, 640, (128, 171), "cover") == (128, 171)
+    # Others cover the box (then read_frames centre-crops): portrait, square, wide and huge frames.
+    assert output_size(320, 240, (128, 171), "cover") == (228, 171)
+    assert output_size(64, 64, (128, 171), "cover") == (171, 171)
+    assert output_size(1080, 1920, (128, 171), "cover") == (128, 228)
+    assert output_size(3000, 4000, (24, 32), "cover") == (24, 32)
+    assert output_size(320, 240, (128, 171)) == (128, 171)  # the default still stretches
+    with pytest.raises(ValueError, match="fit"):
+        output_size(240, 320, (128, 171), "pad")

@@ -146,8 +146,18 @@ def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=N
 
 
 def eval_loader(cfg: Config, subset: str) -> DataLoader:
-    """Evaluation clips (``data.eval_clips`` per video, in order) of a labeled ``subset``."""
+    """Evaluation clips (``data.eval_clips`` per video, in order) of a labeled ``subset``.
+
+    Unreadable videos are left out (probed first, reported with their count) rather than replaced by a
+    neighbour, which would count that neighbour twice; a video that probes but does not decode yields a marked
+    item (``valid=False``) that :func:`~videocontrast.eval.features.extract_features` drops.
+    """
     ds = labeled_dataset(cfg, subset, "eval")
+    ds.on_bad = "mark"
+    ds.drop_unreadable(f"in the '{subset}' subset of {dataset_root(cfg)}")
+    if len(ds) == 0:
+        raise ValueError(f"none of the videos in the '{subset}' subset of {dataset_root(cfg)} can be read; "
+                         "`videocontrast data info` lists each file with its reason")
     return DataLoader(ds, batch_size=min(cfg.eval.batch_size, len(ds)), shuffle=False,
                       num_workers=cfg.data.num_workers)
 

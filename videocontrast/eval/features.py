@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def _as_int_tensor(x: Any, n: int, field: str) -> torch.Tensor:
@@ -36,6 +37,8 @@ def extract_features(
     transform: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device | str,
     amp_dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Run a frozen encoder over every clip of every video.
 
@@ -49,6 +52,14 @@ def extract_features(
             (e.g. ``transforms.spatial.ClipEval``).
         device: where the forward pass runs.
         amp_dtype: e.g. ``torch.bfloat16`` to run under autocast; features are returned as float32 regardless.
+        progress: a tqdm bar on stderr counting videos (of ``len(loader.dataset)`` when known): True always,
+            False never, None (default) only when stderr is a terminal -- so a command run by hand shows it and
+            tests and logs redirected to a file do not.
+        desc: the bar's label (default ``"features"``), e.g. ``"train features"``.
+
+    Videos a loader marks as unreadable (``valid`` False, as evaluation datasets do for a file that probes but
+    does not decode) are left out, warned about with their count, and listed in the result's ``unreadable``
+    (dicts with ``path`` and ``reason``).
 
     Returns:
         A feature set (see module docstring); clips of one video are consecutive rows.
@@ -58,9 +69,18 @@ def extract_features(
     encoder.eval()
     feats, labels, ids = [], [], []
     paths: dict[int, str] = {}
+    unreadable: list[dict[str, str]] = []
+    dataset = getattr(loader, "dataset", None)
+    total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
+    bar = tqdm(total=total, desc=desc or "features", unit="video", disable=None if progress is None else not progress,
+               dynamic_ncols=True, mininterval=1.0)
     try:
         with torch.inference_mode():
             for batch in loader:
+                bar.update(_batch_size(batch))
+                batch = _valid_part(batch, unreadable)
+                if batch is None:
+                    continue
                 video = batch["video"]
                 if video.dim() == 5:
                     video = video.unsqueeze(1)
@@ -84,8 +104,16 @@ def extract_features(
                 for i, p in zip(index.tolist(), batch_paths):
                     paths.setdefault(int(i), str(p))
     finally:
+        bar.close()
         encoder.train(was_training)
+    if unreadable:
+        names = ", ".join(f"{d['path']} ({d['reason']})" for d in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        warnings.warn(f"extract_features: left out {len(unreadable)} video(s) that could not be decoded: "
+                      f"{names}{more}", RuntimeWarning, stacklevel=2)
     if not feats:
+        if unreadable:
+            raise ValueError(f"extract_features: none of the {len(unreadable)} videos could be decoded")
         raise ValueError("extract_features: the loader yielded no batches (empty dataset?)")
     video_ids = torch.cat(ids).numpy()
     return {
@@ -93,7 +121,41 @@ def extract_features(
         "labels": torch.cat(labels).numpy(),
         "video_ids": video_ids,
         "paths": [paths[int(i)] for i in np.unique(video_ids)],
+        "unreadable": unreadable,
     }
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    video = batch.get("video")
+    return int(video.shape[0]) if isinstance(video, torch.Tensor) and video.dim() > 0 else 1
+
+
+def _valid_part(batch: Mapping[str, Any], unreadable: list[dict[str, str]]) -> Mapping[str, Any] | None:
+    """The batch without the videos marked ``valid=False`` (their path and reason go to ``unreadable``);
+    None when nothing is left. Batches without a ``valid`` field are returned as they are."""
+    if "valid" not in batch:
+        return batch
+    valid = torch.as_tensor(batch["valid"]).reshape(-1).bool().cpu()
+    if bool(valid.all()):
+        return batch
+    paths = batch.get("path", [""] * len(valid))
+    errors = batch.get("error", [""] * len(valid))
+    if isinstance(paths, str):
+        paths, errors = [paths], [errors]
+    for i in torch.nonzero(~valid).reshape(-1).tolist():
+        unreadable.append({"path": str(paths[i]), "reason": str(errors[i]) or "unreadable"})
+    if not bool(valid.any()):
+        return None
+    keep = torch.nonzero(valid).reshape(-1)
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == len(valid):
+            out[key] = value[keep]
+        elif isinstance(value, (list, tuple)) and len(value) == len(valid):
+            out[key] = [value[i] for i in keep.tolist()]
+        else:
+            out[key] = value
+    return out
 
 
 def file_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
