@@ -14,13 +14,12 @@ The encoder is a plain ``nn.Module`` mapping ``(B, C, T, H, W)`` float clips (RG
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .build import build_eval_transform
 from .config import Config, load_config
@@ -88,14 +87,6 @@ def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu",
     return encoder.to(dev).eval()
 
 
-def _progress(loader: Iterable[dict[str, Any]], total: int, desc: str) -> Iterator[dict[str, Any]]:
-    """``loader``'s batches, advancing a bar by the videos of each batch."""
-    with tqdm(total=total, desc=desc, unit="video", dynamic_ncols=True, mininterval=1.0) as bar:
-        for batch in loader:
-            yield batch
-            bar.update(len(batch["index"]))
-
-
 def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_video: int = 4,
                  batch_size: int = 8, device: str | torch.device | None = None, num_workers: int = 0,
                  per_clip: bool = False, progress: str | None = None) -> np.ndarray:
@@ -112,10 +103,9 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     records = [VideoRecord(str(p), -1) for p in paths]
     ds = VideoDataset(records, [], UniformClips(encoder.clip_len, clips_per_video, encoder.stride),
                       decode_size=encoder.decode_size, strict=True)
-    loader: Iterable[dict[str, Any]] = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
-    if progress:
-        loader = _progress(loader, len(records), progress)
-    feats = extract_features(encoder, loader, build_eval_transform(encoder.config).to(device), device)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    feats = extract_features(encoder, loader, build_eval_transform(encoder.config).to(device), device,
+                             progress=bool(progress), desc=progress)
     x = torch.from_numpy(feats["feats"]).float().reshape(len(paths), clips_per_video, -1)
     x = torch.nn.functional.normalize(x, dim=-1)
     if per_clip:

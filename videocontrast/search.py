@@ -9,9 +9,7 @@ entries under the folder that could not be read.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -24,43 +22,10 @@ from tqdm.auto import tqdm
 
 from .api import check_device, embed_videos, load_encoder
 from .config import Config, config_from_dict
-from .data.datasets import VIDEO_EXTENSIONS, find_videos
+from .data.datasets import find_videos
 from .data.decode import VideoDecodeError, probe_video
 from .eval.features import weights_fingerprint
 from .eval.report import retrieval_report
-
-
-def _stat_reason(path: str) -> str:
-    """Why a video-named entry that is not a readable regular file was left out."""
-    try:
-        os.stat(path)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "symbolic link loop"
-        if os.path.islink(path) and e.errno == errno.ENOENT:
-            return f"broken symbolic link (its target '{os.readlink(path)}' does not exist)"
-        return f"cannot access ({e.strerror})"
-    return "not a regular file"
-
-
-def _left_out(root: Path, found: set[str]) -> list[dict[str, str]]:
-    """Entries under ``root`` that :func:`find_videos` leaves out silently: video-named entries that are not
-    readable regular files (symbolic link loops, broken links, ...) and links to folders (not followed)."""
-    out = []
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                target = os.path.realpath(full)
-                loop = real_root == target or real_root.startswith(target.rstrip(os.sep) + os.sep)
-                out.append({"path": full, "reason": "symbolic link loop (points back to a folder above it)" if loop
-                            else "symbolic link to a folder: not followed (pass that folder as --root)"})
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            if name.lower().endswith(VIDEO_EXTENSIONS) and str(Path(full)) not in found:
-                out.append({"path": full, "reason": _stat_reason(full)})
-    return out
 
 
 def _skip(entry: dict[str, str]) -> dict[str, str]:
@@ -78,9 +43,9 @@ def build_index(checkpoint: str | Path, root: str | Path, out: str | Path, clips
     warning each) and listed in the index's ``meta["unreadable"]``, not fatal.
     """
     root = Path(root)
-    videos = find_videos(root)
+    bad: list[dict[str, str]] = []  # symbolic link loops, broken links, unlistable folders, then unreadable files
+    videos = find_videos(root, skipped=bad)
     encoder = load_encoder(checkpoint, device=check_device(device), config=config)
-    bad = _left_out(root, {str(p) for p in videos})
     good = []
     for p in tqdm(videos, desc="embed: checking", unit="video", dynamic_ncols=True, mininterval=1.0,
                   disable=not progress):
