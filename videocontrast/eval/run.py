@@ -180,8 +180,10 @@ def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | 
     def compute() -> dict[str, Any]:
         # One pass per crop position; every (clip, crop) is a row, video_ids tie them to their video.
         loader = eval_loader(cfg, subset)
-        runs = [extract_features(enc.module, loader, build_eval_transform(cfg, pos).to(device), device)
-                for pos in eval_crop_positions(cfg)]
+        positions = eval_crop_positions(cfg)
+        runs = [extract_features(enc.module, loader, build_eval_transform(cfg, pos).to(device), device,
+                                 desc=f"{subset} features" + (f" ({pos} crop)" if len(positions) > 1 else ""))
+                for pos in positions]
         out = {k: np.concatenate([r[k] for r in runs]) for k in ("feats", "labels", "video_ids")}
         out["paths"] = runs[0]["paths"]
         return out
