@@ -59,7 +59,12 @@ def test_demo_writes_results_and_report(demo_run):
     assert (run / "pretrain" / "checkpoints" / "last.pt").exists()
 
 
-def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run, tmp_path, capsys):
+def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run, tmp_path, capsys, monkeypatch):
+    import videocontrast.demo as demo
+
+    # This test is about the run folder; the evaluation (checked above) is stubbed where it is slow.
+    monkeypatch.setattr(demo, "run_linear", lambda *a, **k: {"top1": 0.5, "protocol": {}})
+    monkeypatch.setattr(demo, "run_retrieve", lambda *a, **k: {"R@1": 0.5, "R@5": 0.5, "protocol": {}})
     run, data = demo_run
     out = tmp_path / "demo"
     shutil.copytree(run, out)  # the shared run stays as it is

@@ -118,9 +118,12 @@ def _start(tmp_path, run, *extra):
     return proc
 
 
-def test_a_second_process_cannot_write_into_a_run_in_use(tmp_path, capsys):
+def test_a_second_process_cannot_write_into_a_run_in_use_and_ctrl_c_keeps_the_last_checkpoint(tmp_path, capsys):
+    """Two bullets, one training subprocess (they cost seconds each): a second writer is refused while the first
+    runs; SIGINT then stops the first at a safe point with exit 130, no traceback, the last checkpoint kept and
+    the resume command printed; the resume works (the lock went with the process; that a SIGKILLed run does not
+    leave its folder locked either is shown by test_engine's kill-and-resume test)."""
     run = tmp_path / "run"
-    pretrain(tiny(tmp_path, "train.epochs=1"), tmp_path / "warm", quiet=True)  # generate the data here
     first = _start(tmp_path, run)
     try:
         same = ["train.epochs=500", "train.time_limit_s=1"]  # (without the lock it would train along for 1 s)
@@ -129,13 +132,23 @@ def test_a_second_process_cannot_write_into_a_run_in_use(tmp_path, capsys):
             err = capsys.readouterr().err
             assert "in use by another videocontrast process" in err and f"pid {first.pid}" in err, err
         assert first.poll() is None  # the first run goes on
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.communicate()
-    # SIGKILL leaves the lock file behind, but not the lock: the run continues
-    killed_at = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    ckpt = run / "checkpoints" / "last.pt"
+    assert str(ckpt) in err and f"videocontrast pretrain --resume --out {run}" in err
+    done = load_checkpoint(ckpt)["epoch"]
+    assert done >= 1 and f"(epoch {done}) is kept" in err
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.pt"]
+    assert _epochs(run) == list(range(1, done + 1))  # nothing of the interrupted epoch is left in the metrics
+    # the printed command continues the run (here for one more epoch: the time limit may change on resume)
     assert main(["pretrain", "--resume", "--out", str(run), "train.time_limit_s=0.01"]) == 0
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == killed_at + 1
+    assert load_checkpoint(ckpt)["epoch"] == done + 1
 
 
 # -- leftovers of a killed run, full disk -----------------------------------------------------------------------
@@ -244,21 +257,3 @@ def test_pretrain_failing_on_its_data_leaves_no_folder(tmp_path, capsys):
     assert main(["pretrain", "--out", str(run), "--dataset", "folder", "--root", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
     assert not run.exists()
-
-
-# -- Ctrl-C -----------------------------------------------------------------------------------------------------
-
-def test_sigint_keeps_the_last_checkpoint_and_prints_how_to_resume(tmp_path):
-    run = tmp_path / "run"
-    pretrain(tiny(tmp_path, "train.epochs=1"), tmp_path / "warm", quiet=True)
-    proc = _start(tmp_path, run)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err, err[-3000:]
-    ckpt = run / "checkpoints" / "last.pt"
-    assert str(ckpt) in err and f"videocontrast pretrain --resume --out {run}" in err
-    done = load_checkpoint(ckpt)["epoch"]
-    assert done >= 1 and f"epoch {done}" in err
-    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.pt"]
-    assert _epochs(run) == list(range(1, done + 1))  # nothing of the interrupted epoch is left in the metrics
