@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,50 @@ def test_demo_writes_results_and_report(demo_run):
     for img in ("loss.png", "embeddings.png", "pretrained/img/retrieval.png"):
         assert img in html and (run / img).exists(), img
     assert (run / "pretrain" / "checkpoints" / "last.pt").exists()
+
+
+def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run, tmp_path, capsys, monkeypatch):
+    import videocontrast.demo as demo
+
+    # This test is about the run folder; the evaluation (checked above) is stubbed where it is slow.
+    monkeypatch.setattr(demo, "run_linear", lambda *a, **k: {"top1": 0.5, "protocol": {}})
+    monkeypatch.setattr(demo, "run_retrieve", lambda *a, **k: {"R@1": 0.5, "R@5": 0.5, "protocol": {}})
+    run, data = demo_run
+    out = tmp_path / "demo"
+    shutil.copytree(run, out)  # the shared run stays as it is
+    ckpt = out / "pretrain" / "checkpoints" / "last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+    # the same demo again: the finished pretraining is reused, and it says so
+    assert main(["demo", "--out", str(out), f"data.root={data}", *TINY]) == 0
+    said = capsys.readouterr().out
+    assert f"reusing the finished pretraining run in {out / 'pretrain'} (2 epochs)" in said
+    assert ckpt.stat().st_mtime_ns == stamp
+    # a demo with other settings into it: refused before any work, naming the difference and the way out
+    results = (out / "results.json").read_text()
+    assert main(["demo", "--quick", "--out", str(out), f"data.root={data}", *TINY, "aug.temporal=none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a demo run with different settings" in err
+    assert "aug.temporal: stored shift, requested none" in err and "--fresh" in err and "another --out" in err
+    assert (out / "results.json").read_text() == results and ckpt.stat().st_mtime_ns == stamp
+    # --fresh starts over in that folder with the requested settings
+    assert main(["demo", "--quick", "--fresh", "--out", str(out), f"data.root={data}", *TINY,
+                 "aug.temporal=none"]) == 0
+    assert "--fresh" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["config"]["aug"]["temporal"] == "none"
+    from videocontrast.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(ckpt)["config"]["aug"]["temporal"] == "none"
+
+
+def test_demo_into_a_pretrain_run_folder_is_refused(demo_run, capsys):
+    run, data = demo_run
+    pretrain_run = run / "pretrain"
+    before = sorted(p.name for p in pretrain_run.iterdir())
+    assert main(["demo", "--quick", "--out", str(pretrain_run), f"data.root={data}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "holds a pretrain run" in err and "another --out" in err
+    assert sorted(p.name for p in pretrain_run.iterdir()) == before
 
 
 def test_eval_commands_write_results_json(demo_run, tmp_path):

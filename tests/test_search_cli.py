@@ -154,3 +154,18 @@ def test_ablate_shows_cells_done_out_of_total(tmp_path, capsys):
                  "--eval", "knn", *TINY]) == 0
     err = capsys.readouterr().err
     assert "ablate" in err and "2/2" in err and "cell" in err
+
+
+def test_embed_into_an_unwritable_out_fails_before_any_work(setup, tmp_path, capsys, monkeypatch):
+    # Before: embed computed every embedding, then lost them at the write. Now it checks --out first.
+    import videocontrast.search as search_mod
+
+    calls = []
+    monkeypatch.setattr(search_mod, "load_encoder", lambda *a, **k: calls.append(1))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]),
+                 "--out", str(blocker / "x.index")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and calls == [] and len(err.splitlines()) == 1
+    assert "a_file" in err and "--out" in err

@@ -222,7 +222,9 @@ def test_version_1_run_resumes(real_run, tmp_path):
     torch.save(_as_version_1(_trusted_load(real_run[0])), run / "checkpoints" / "last.pt")
     cfg = load_config("demo", [f"data.root={real_run[1]}", *TINY, "train.epochs=2"])
     res = pretrain(cfg, run, resume=True, quiet=True)
-    assert res["epochs"] == 1  # the run keeps its own config (1 epoch): loaded, restored, nothing left to do
+    # loaded and restored (optimiser, RNG), then trained on: more epochs are the one schedule change a resume
+    # accepts (the run stored 1 epoch; before issue 9 the requested 2 were silently ignored)
+    assert res["epochs"] == 2 and [h["epoch"] for h in res["history"]] == [1, 2]
 
 
 @pytest.mark.parametrize("case", ["truncated", "garbage", "newer", "state-dict"])

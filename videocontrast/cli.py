@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from .ablate import run_ablation
 from .build import dataset_root
-from .config import ConfigError, list_presets, load_config
+from .config import ConfigError, apply_overrides, list_presets, load_config, validate
 from .data.datasets import DATASET_NAMES, dataset_info
 from .demo import run_demo
 from .engine.device import resolve_device
-from .engine.train import pretrain
+from .engine.run import check_writable, stored_run
+from .engine.train import TrainingInterrupted, pretrain
 from .export import EXPORT_FORMATS, export_backbone
 from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
 from .methods import METHODS
@@ -48,6 +50,17 @@ EPILOG = {
     "ablate": "example: videocontrast ablate --config cpu-small --grid aug.temporal=none,shift "
               "aug.spatial_mode=chunk,frame --epochs 5 --out runs/ablation",
 }
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of --epochs: a whole number >= 1 (0 is an error, not "the preset's value")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
 
 
 def _dataset_flags(p: argparse.ArgumentParser, required_root: bool = False) -> None:
@@ -117,16 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flags(p)
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over in OUT: remove a previous demo there (a rerun without it reuses that demo's "
+                        "pretraining; a demo with other settings is refused)")
 
     p = add("pretrain", "contrastive pretraining (same command under torchrun)")
     p.add_argument("--method", choices=list(METHODS), default=None,
                    help="contrastive method (default: the config's method.name, simclr unless the preset says "
                         "otherwise)")
     _dataset_flags(p)
-    p.add_argument("--epochs", type=int, default=None,
-                   help="pretraining epochs (default: the config's train.epochs)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="pretraining epochs (default: the config's train.epochs); with --resume it may only grow "
+                        "(the lr schedule is recomputed over the new total)")
     p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/last.pt")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/last.pt if it exists, with the settings stored there; flags "
+                        "and overrides may change only epochs (more), logging, saving, time limit, device, workers")
     _config_flags(p)
     p.epilog = (p.epilog or "") + f"\npresets: {', '.join(list_presets())}"
 
@@ -182,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ablate", "run a grid over config fields; table (md, csv) and bar chart; resumable")
     _dataset_flags(p)
     p.add_argument("--grid", nargs="+", required=True, help="field=v1,v2,... (one per axis)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=_positive_int, default=None,
                    help="pretraining epochs of every cell (default: the config's train.epochs)")
     p.add_argument("--out", required=True)
     p.add_argument("--eval", default="linear,knn", help="evaluations per cell: linear,knn,retrieve")
@@ -194,11 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     extra = []
-    if args.method:
+    if args.method is not None:
         extra.append(f"method.name={args.method}")
-    if args.epochs:
+    if args.epochs is not None:
         extra.append(f"train.epochs={args.epochs}")
-    cfg = _build_config(args, extra)
+    previous = stored_run(args.out) if args.resume and args.config is None else None
+    if previous is not None:  # `--resume --out RUN`: the run's own settings, changed only by what is given here
+        cfg = apply_overrides(previous.config, [*_dataset_overrides(args), *extra, *args.overrides])
+        validate(cfg)
+    else:
+        cfg = _build_config(args, extra)
     result = pretrain(cfg, args.out, resume=args.resume, monitor=knn_monitor(cfg, resolve_device(cfg.train.device)))
     last = result["history"][-1] if result["history"] else {}
     print(f"done: {result['epochs']} epochs, {result['steps']} steps, final loss {last.get('loss', float('nan')):.4f}"
@@ -210,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _build_config(args)
     device = resolve_device(cfg.train.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)  # created by the command's first write, so a failure on the arguments leaves nothing
     enc = resolve_encoder(args.checkpoint, cfg, device, out)
     results = COMMANDS[args.command](enc, device, out)
     path = write_results(out, results)
@@ -246,7 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.dataset and args.dataset != "synthetic" and not args.config:
         preset = "demo-real"
     cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides])
-    run_demo(cfg, Path(args.out), quick=args.quick)
+    run_demo(cfg, Path(args.out), quick=args.quick, fresh=args.fresh)
     return 0
 
 
@@ -279,7 +303,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    extra = [f"train.epochs={args.epochs}"] if args.epochs else []
+    extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     cfg = _build_config(args, extra)
     table = run_ablation(cfg, args.grid, Path(args.out), evals=args.eval.split(","))
     print(table)
@@ -303,6 +327,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C: what was kept and how to go on, no traceback
+        print(f"videocontrast {args.command}: interrupted{_how_to_continue(args, argv, e)}", file=sys.stderr)
+        return 130
+
+
+def _how_to_continue(args: argparse.Namespace, argv: list[str] | None, e: KeyboardInterrupt) -> str:
+    if not isinstance(e, TrainingInterrupted):
+        return ""
+    if args.command == "pretrain":
+        again = f"videocontrast pretrain --resume --out {shlex.quote(str(args.out))}"
+    else:  # demo, ablate, finetune and the supervised baseline continue their runs by themselves
+        again = shlex.join(["videocontrast", *(sys.argv[1:] if argv is None else argv)])
+    return f": {e.describe()}. Continue with: {again}"
 
 
 if __name__ == "__main__":

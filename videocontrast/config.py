@@ -338,7 +338,14 @@ def validate(cfg: Config) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     need(m.bn_mode in BN_MODES, f"method.bn_mode='{m.bn_mode}' is not one of {BN_MODES}")
-    need(cfg.train.epochs >= 1, f"train.epochs={cfg.train.epochs} must be >= 1")
+    t = cfg.train
+    need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    for name in ("save_every", "log_every"):
+        need(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be >= 1")
+    for name in ("keep_every", "knn_every", "max_steps_per_epoch"):
+        need(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0 (0: off)")
+    need(t.time_limit_s >= 0, f"train.time_limit_s={t.time_limit_s} must be >= 0 (0: no limit)")
+    need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: load in the main process)")
     need(cfg.eval.finetune_epochs >= 1, f"eval.finetune_epochs={cfg.eval.finetune_epochs} must be >= 1")
     need(cfg.train.precision in PRECISIONS, f"train.precision='{cfg.train.precision}' is not one of {PRECISIONS}")
     need(d.dataset == "synthetic" or d.root is not None,

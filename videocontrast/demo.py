@@ -3,11 +3,16 @@
 Generate (or read) a dataset, pretrain videoSimCLR, then evaluate the pretrained encoder and the same
 architecture at random initialisation with the linear probe, kNN and retrieval, and write
 ``OUT/results.json`` plus ``OUT/report.html``. It says plainly when pretraining did not beat random init.
+
+A demo folder holds one demo: rerunning the same command reuses (or continues) its pretraining and says so; a
+demo with other settings is refused (``--fresh`` starts over in the folder, or choose another ``--out``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +20,18 @@ from typing import Any
 import numpy as np
 
 from .build import dataset_root, eval_loader
-from .config import Config
+from .config import Config, ConfigError
 from .engine.device import resolve_device
+from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .eval.metrics import video_labels
 from .eval.report import html_page, image_html, table_html
 from .eval.retrieval import video_embeddings
 from .eval.run import class_names, features, knn_monitor, resolve_encoder, run_knn, run_linear, run_retrieve
 
+# What a demo writes into its folder (and `--fresh` removes; nothing else there is touched).
+DEMO_OUTPUTS = ("pretrain", "pretrained", "random_init", "cache", "results.json", "report.html", "loss.png",
+                "embeddings.png")
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
 
@@ -119,18 +128,63 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False) -> dict[str, Any]:
+def clear_demo(out: Path) -> list[str]:
+    """Remove a previous demo's outputs from ``out`` (only :data:`DEMO_OUTPUTS`); returns the names removed."""
+    removed = []
+    for name in DEMO_OUTPUTS:
+        p = out / name
+        if p.is_dir():
+            with run_lock(p) if name == "pretrain" else contextlib.nullcontext():  # not while another run trains
+                shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, fresh: bool = False) -> dict[str, Any]:
+    """The demo into ``out``; ``fresh`` first removes a previous demo there.
+
+    Raises:
+        ConfigError: ``out`` holds a demo run with other settings (and ``fresh`` is False).
+        RunFolderError: ``out`` is a pretraining run folder, in use, not writable or full.
+    """
     if quick:
         cfg = quick_config(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    device = resolve_device(cfg.train.device)
+    out = Path(out)
+    if (out / "checkpoints" / "last.pt").exists():
+        raise RunFolderError(f"'{out}' holds a pretrain run ({out / 'checkpoints' / 'last.pt'}), not a demo; "
+                             "choose another --out")
+    with run_lock(out):
+        previous = None if fresh else stored_run(out / "pretrain")
+        if previous is not None:
+            refused = refused_changes(previous.config, cfg)
+            if refused:
+                raise ConfigError(f"'{out}' holds a demo run with different settings "
+                                  f"({'; '.join(map(str, refused))}); rerun with --fresh to start over or choose "
+                                  "another --out")
+        t0 = time.perf_counter()
+        root = dataset_root(cfg)  # generates the synthetic set once
+        for subset in ("train", "test"):  # fail before pretraining (and before --fresh removes anything)
+            eval_loader(cfg, subset)
+        data_s = time.perf_counter() - t0
+        if fresh:
+            removed = clear_demo(out)
+            if removed and not quiet:
+                print(f"--fresh: removed the previous demo in {out} ({', '.join(removed)})", flush=True)
+        elif previous is not None and previous.checkpoint is not None and not quiet:
+            where, done = out / "pretrain", previous.epochs_done
+            print(f"reusing the finished pretraining run in {where} ({done} epochs)" if done >= cfg.train.epochs
+                  else f"continuing the pretraining run in {where} from epoch {done} of {cfg.train.epochs}",
+                  flush=True)
+        return _run_demo(cfg, out, quiet, root, t0, data_s)
 
-    root = dataset_root(cfg)  # generates the synthetic set once
-    for subset in ("train", "test"):  # fail before pretraining, not after, when evaluation cannot run
-        eval_loader(cfg, subset)
-    timings["data"] = time.perf_counter() - t0
+
+def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s: float) -> dict[str, Any]:
+    timings: dict[str, float] = {"data": data_s}
+    device = resolve_device(cfg.train.device)
     t = time.perf_counter()
     run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=knn_monitor(cfg, device))
     timings["pretrain"] = time.perf_counter() - t

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .api import check_device, embed_videos, load_encoder
 from .config import Config, config_from_dict
 from .data.datasets import find_videos
+from .engine.run import check_writable
 from .data.decode import VideoDecodeError, probe_video
 from .eval.features import weights_fingerprint
 from .eval.report import retrieval_report
@@ -43,6 +44,7 @@ def build_index(checkpoint: str | Path, root: str | Path, out: str | Path, clips
     warning each) and listed in the index's ``meta["unreadable"]``, not fatal.
     """
     root = Path(root)
+    check_writable(out, folder=False)  # before the work, not after it: a full or read-only --out loses nothing
     bad: list[dict[str, str]] = []  # symbolic link loops, broken links, unlistable folders, then unreadable files
     videos = find_videos(root, skipped=bad)
     encoder = load_encoder(checkpoint, device=check_device(device), config=config)

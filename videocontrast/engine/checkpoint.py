@@ -88,17 +88,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    NumPy values are stored as Python numbers and lists so the file loads with ``weights_only=True``.
+    NumPy values are stored as Python numbers and lists so the file loads with ``weights_only=True``. When the
+    write fails (a full disk) or is interrupted, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {"version": CHECKPOINT_VERSION, **_plain(state)}
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file, never half
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file, never half
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -36,6 +36,8 @@ from ..methods import MoCo, encoder_of
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import autocast_dtype, resolve_device
 from .optim import build_optimizer, cosine_schedule, momentum_schedule
+from .run import (MIN_FREE_BYTES, RunFolderError, check_free_space, clean_run_folder, deferred_interrupt,
+                  describe_changes, resume_config, run_lock, truncate_metrics)
 
 # Called on the main process every `train.knn_every` epochs with the current backbone; returns metrics to log
 # (e.g. {"knn_top1": 0.41}) or {} when there is nothing to measure. Built by the caller (eval.run.knn_monitor),
@@ -45,6 +47,31 @@ Monitor = Callable[[nn.Module], Mapping[str, float]]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training. The last checkpoint is kept as it was (a checkpoint being written when
+    the signal came is finished first) and ``metrics.jsonl`` is cut back to it; the interrupted epoch restarts on
+    resume (a mid-epoch checkpoint could not be resumed exactly)."""
+
+    def __init__(self, out_dir: Path, checkpoint: Path | None, epochs_saved: int, epoch: int):
+        self.out_dir, self.checkpoint, self.epochs_saved, self.epoch = out_dir, checkpoint, epochs_saved, epoch
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        if self.checkpoint is None:
+            return (f"training stopped during epoch {self.epoch} before any checkpoint was written in "
+                    f"'{self.out_dir}'; a rerun starts over")
+        return (f"training stopped during epoch {self.epoch}; the last checkpoint {self.checkpoint} (epoch "
+                f"{self.epochs_saved}) is kept, and training continues from epoch {self.epochs_saved + 1} on resume")
+
+
+def checkpoint_bytes(model: nn.Module, optimizer_name: str) -> int:
+    """About the size of a checkpoint of ``model``: its state plus the optimiser's per-parameter state (Adam keeps
+    two tensors per parameter, SGD/LARS one), plus 1 MiB for the rest."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return state + (2 if optimizer_name.startswith("adam") else 1) * params + (1 << 20)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -244,7 +271,10 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
         resumed: dict[str, Any] | None = None, lr_scales: Mapping[str, float] | None = None,
         quiet: bool = False, monitor: Monitor | None = None) -> dict[str, Any]:
     """Train ``model`` on ``dataset`` as ``cfg`` says, writing ``out_dir/{config.yaml, metrics.jsonl,
-    checkpoints/last.pt}``.
+    checkpoints/last.pt}``, holding the folder's lock (:func:`~videocontrast.engine.run.run_lock`).
+
+    Before the first write the folder is cleaned of what a killed run leaves (temporary checkpoint files, metrics
+    past the checkpoint) and checked for room for a checkpoint. Ctrl-C raises :class:`TrainingInterrupted`.
 
     Args:
         model: the objective: a contrastive method (``forward(view_1, view_2)``) or a
@@ -258,15 +288,23 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
     Returns:
         dict with ``checkpoint`` (path of last.pt), ``epochs``, ``steps``, ``history`` (per-epoch loss, time,
         clips/s), ``time_s``, ``config`` and ``model`` (the trained objective, unwrapped).
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C; RunFolderError: the folder is in use, not writable or full.
     """
+    with run_lock(out_dir):
+        return _fit(cfg, Path(out_dir), model, dataset, kind=kind, resumed=resumed, lr_scales=lr_scales,
+                    quiet=quiet, monitor=monitor)
+
+
+def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
+         resumed: dict[str, Any] | None, lr_scales: Mapping[str, float] | None, quiet: bool,
+         monitor: Monitor | None) -> dict[str, Any]:
     # -- set up
     info = dist.init_distributed()
     device = resolve_device(cfg.train.device, info)
-    out, main = Path(out_dir), dist.is_main_process()
+    main = dist.is_main_process()
     ckpt_path = out / "checkpoints" / "last.pt"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
     loader, sampler, steps = _train_loader(cfg, dataset, info, device)
     epochs = cfg.train.epochs
     model = model.to(device)
@@ -296,6 +334,15 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
         channels_last=cfg.train.channels_last, log_every=cfg.train.log_every, log=MetricsLog(out, main))
     if resumed is not None:
         state.epoch, state.step, state.history = resumed["epoch"], resumed["step"], resumed.get("history", [])
+    saved_epoch = state.epoch if resumed is not None else None  # the epoch of the checkpoint on disk
+    ckpt_need = checkpoint_bytes(core, o.name)
+    if main:
+        # Written next to the old checkpoint before replacing it: the old one stays until the new one is complete.
+        check_free_space(out, max(ckpt_need, MIN_FREE_BYTES), f"--out '{out}' (a checkpoint of this model)")
+        for note in clean_run_folder(out, state.epoch):
+            if not quiet:
+                print(f"[videocontrast] {note}", flush=True)
+        dump_config(cfg, out / "config.yaml")
     if main and not quiet:
         print(f"[videocontrast] {kind} {cfg.method.name if kind == 'pretrain' else ''} | {cfg.model.backbone} | "
               f"{len(dataset)} videos | world {info.world_size} | device {device} | {steps} steps/epoch x "
@@ -303,16 +350,31 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
         state.progress = tqdm(total=(epochs - state.epoch) * steps, desc=kind, unit="step", dynamic_ncols=True,
                               mininterval=2.0)
 
+    def kept() -> str:
+        return (f"the checkpoint of epoch {saved_epoch} is kept" if saved_epoch is not None
+                else "no checkpoint was written yet")
+
     def save(final: bool) -> None:
+        nonlocal saved_epoch
         if not main:
             return
         payload = {"kind": kind, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                    "scaler": scaler.state_dict(), "epoch": state.epoch, "step": state.step,
                    "history": state.history, "rng": rng_state(), "config": cfg.to_dict(), "final": final,
                    "backbone": cfg.model.backbone}
-        save_checkpoint(ckpt_path, payload)
-        if cfg.train.keep_every and state.epoch % cfg.train.keep_every == 0:
-            save_checkpoint(out / "checkpoints" / f"epoch_{state.epoch:04d}.pt", payload)
+        what = f"the checkpoint of epoch {state.epoch} in '{ckpt_path.parent}' ({kept()})"
+        need = ckpt_path.stat().st_size if ckpt_path.exists() else ckpt_need
+        with deferred_interrupt():  # Ctrl-C during the write: finish it first
+            try:
+                check_free_space(out, need, what, "free some space and continue with --resume")
+                save_checkpoint(ckpt_path, payload)
+                saved_epoch = state.epoch
+                if cfg.train.keep_every and state.epoch % cfg.train.keep_every == 0:
+                    save_checkpoint(out / "checkpoints" / f"epoch_{state.epoch:04d}.pt", payload)
+            except OSError as e:
+                raise RunFolderError(f"could not write the checkpoint of epoch {state.epoch} to '{ckpt_path}' "
+                                     f"({e.strerror or e}); {kept()}: free some space (or fix the folder) and "
+                                     "continue with --resume") from None
 
     # -- loop
     t_start = time.perf_counter()
@@ -342,6 +404,11 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
                           "checkpoint saved, continue with --resume", flush=True)
                 save(final=False)
                 break
+    except KeyboardInterrupt:
+        if main:  # what the interrupted epoch logged is written again on resume
+            truncate_metrics(out / "metrics.jsonl", saved_epoch or 0)
+        raise TrainingInterrupted(out, ckpt_path if saved_epoch is not None else None, saved_epoch or 0,
+                                  state.epoch + 1) from None
     finally:
         if state.progress is not None:
             state.progress.close()
@@ -356,13 +423,24 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
              monitor: Monitor | None = None) -> dict[str, Any]:
     """Run (or continue) contrastive pretraining of ``cfg.method`` into ``out_dir`` (see :func:`fit`).
 
-    A continued run keeps the settings it started with (those stored in its checkpoint).
+    A continued run keeps the settings it started with (those stored in its checkpoint): ``cfg`` may differ from
+    them only as :func:`~videocontrast.engine.run.resume_config` allows (more epochs; logging, saving, time limit,
+    device, workers; ``eval.*``), and the changes are printed.
+
+    Raises:
+        FileExistsError: the folder holds a run and ``resume`` is False.
+        ResumeConfigError: ``cfg`` differs from the stored run's settings in a field that cannot change.
+        RunFolderError: the folder is in use by another process, not writable, or its disk is full.
     """
-    resumed = open_run(out_dir, resume)
-    if resumed is not None:
-        cfg = config_from_dict(resumed["config"])
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    dataset = dataset_from_config(cfg, "train", "pretrain",
-                                  transform=None if cfg.aug.on_device else build_augment(cfg))
-    model = method_from_config(cfg, num_train_clips=len(dataset))
-    return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)
+    with run_lock(out_dir):
+        resumed = open_run(out_dir, resume)
+        if resumed is not None:
+            cfg, changes = resume_config(config_from_dict(resumed["config"]), cfg, out_dir)
+            if changes and not quiet and dist.is_main_process():
+                print(f"[videocontrast] resuming '{out_dir}' at epoch {resumed['epoch']} with changed settings: "
+                      f"{describe_changes(changes)}", flush=True)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        dataset = dataset_from_config(cfg, "train", "pretrain",
+                                      transform=None if cfg.aug.on_device else build_augment(cfg))
+        model = method_from_config(cfg, num_train_clips=len(dataset))
+        return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)
