@@ -15,7 +15,7 @@ from torch import nn
 
 from videocontrast.eval import linear as linear_mod
 from videocontrast.eval.features import FeatureCache, extract_features, feature_key, weights_fingerprint
-from videocontrast.config import load_config
+from videocontrast.config import ConfigError, load_config
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.eval.finetune import finetune
 from videocontrast.eval.knn import knn_classify, knn_votes
@@ -350,6 +350,13 @@ def test_finetune_resumes_and_rejects_bad_labels(tmp_path):
     # a finished run is reused, not retrained: same checkpoint, same history
     again = finetune(TinyConv(), cfg, tmp_path / "ft", train, None, quiet=True)
     assert again["history"] == first["history"]
+    # a run continues only with its own settings: another lr is refused naming both values; more epochs continue
+    with pytest.raises(ConfigError, match=r"optim.lr: stored 0.1, requested 0.5"):
+        finetune(TinyConv(), load_config(None, [*FT, "eval.finetune_epochs=2", "eval.finetune_lr=0.5"]),
+                 tmp_path / "ft", train, None, quiet=True)
+    longer = finetune(TinyConv(), load_config(None, [*FT, "eval.finetune_epochs=3"]), tmp_path / "ft", train, None,
+                      quiet=True)
+    assert len(longer["history"]) == 3 and longer["history"][:2] == first["history"]
     bad = BrightnessVideos(12, 1, seed=0)
     bad.classes = ["only"]
     with pytest.raises(ValueError, match=r"\[0, 1\)"):

@@ -169,3 +169,18 @@ def test_embed_into_an_unwritable_out_fails_before_any_work(setup, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and calls == [] and len(err.splitlines()) == 1
     assert "a_file" in err and "--out" in err
+
+
+def test_ablate_does_not_reuse_a_finished_cell_trained_with_other_settings(tmp_path, capsys):
+    # Before: a cell.json was reused whatever the settings it was made with; now they are compared first.
+    from videocontrast.config import dump_config, load_config
+
+    cell = tmp_path / "cells" / "temporal-none"
+    (cell / "pretrain").mkdir(parents=True)
+    (cell / "cell.json").write_text(json.dumps({"aug.temporal": "none", "final_loss": 1.0, "knn_top1": 0.5}))
+    dump_config(load_config("demo", [*TINY, "aug.temporal=none", "optim.lr=0.5"]), cell / "pretrain" / "config.yaml")
+    code = main(["ablate", "--config", "demo", "--grid", "aug.temporal=none", "--out", str(tmp_path), "--eval", "knn",
+                 *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "optim.lr: stored 0.5" in err and "temporal-none" in err

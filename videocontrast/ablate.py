@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, apply_overrides, validate
 from .engine.device import resolve_device
+from .engine.run import resume_config, stored_run
 from .engine.train import pretrain
 from .eval.run import COMMANDS, knn_monitor, resolve_encoder
 
@@ -52,7 +53,7 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
         for combo, c in cells:
             cdir = out / "cells" / cell_name(combo)
             done = cdir / "cell.json"
-            if done.exists():
+            if done.exists() and _reusable(c, cdir / "pretrain"):
                 rows.append(json.loads(done.read_text()))
             else:
                 rows.append(_run_cell(combo, c, cdir, out, evals))
@@ -61,6 +62,17 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
         if bar is not None:
             bar.close()
     return write_tables(rows, out, [a for a, _ in axes])
+
+
+def _reusable(c: Config, run_dir: Path) -> bool:
+    """Whether a finished cell's results stand for ``c``: its run has the same settings (a difference a resume
+    refuses is an error naming each field; more epochs mean the cell trains on). A cell.json without its run
+    folder is trusted as it is."""
+    stored = stored_run(run_dir)
+    if stored is None:
+        return True
+    resume_config(stored.config, c, run_dir)  # raises ResumeConfigError on a refused difference
+    return c.train.epochs <= stored.config.train.epochs
 
 
 def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: list[str]) -> dict[str, Any]:

@@ -245,6 +245,26 @@ def open_run(out_dir: str | Path, resume: bool) -> dict[str, Any] | None:
     return load_checkpoint(ckpt_path)
 
 
+def continue_run(out_dir: str | Path, cfg: Config, resume: bool, quiet: bool = False
+                 ) -> tuple[Config, dict[str, Any] | None]:
+    """The settings and checkpoint a run starts from: ``(cfg, None)`` for a new run; for a folder that holds one,
+    its checkpoint and its stored settings with the changes of ``cfg`` that a resume allows (printed).
+    Call it holding the folder's :func:`~videocontrast.engine.run.run_lock`.
+
+    Raises:
+        FileExistsError: the folder holds a run and ``resume`` is False.
+        ResumeConfigError: ``cfg`` differs from the stored settings in a field that cannot change.
+    """
+    resumed = open_run(out_dir, resume)
+    if resumed is None:
+        return cfg, None
+    cfg, changes = resume_config(config_from_dict(resumed["config"]), cfg, out_dir)
+    if changes and not quiet and dist.is_main_process():
+        print(f"[videocontrast] resuming '{out_dir}' at epoch {resumed['epoch']} with changed settings: "
+              f"{describe_changes(changes)}", flush=True)
+    return cfg, resumed
+
+
 def _train_loader(cfg: Config, dataset: VideoDataset, info: dist.DistInfo,
                   device: torch.device) -> tuple[DataLoader, DistributedSampler, int]:
     """The sharded, shuffled training loader and the number of optimiser steps per epoch."""
@@ -433,12 +453,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         RunFolderError: the folder is in use by another process, not writable, or its disk is full.
     """
     with run_lock(out_dir):
-        resumed = open_run(out_dir, resume)
-        if resumed is not None:
-            cfg, changes = resume_config(config_from_dict(resumed["config"]), cfg, out_dir)
-            if changes and not quiet and dist.is_main_process():
-                print(f"[videocontrast] resuming '{out_dir}' at epoch {resumed['epoch']} with changed settings: "
-                      f"{describe_changes(changes)}", flush=True)
+        cfg, resumed = continue_run(out_dir, cfg, resume, quiet)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         dataset = dataset_from_config(cfg, "train", "pretrain",
                                       transform=None if cfg.aug.on_device else build_augment(cfg))

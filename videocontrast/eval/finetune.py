@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader
 
 from videocontrast import dist
 from videocontrast.build import build_eval_transform
-from videocontrast.config import Config, config_from_dict
+from videocontrast.config import Config
 from videocontrast.data.datasets import VideoDataset
 from videocontrast.engine.device import autocast_dtype
-from videocontrast.engine.train import fit, open_run, seed_everything
+from videocontrast.engine.run import run_lock
+from videocontrast.engine.train import continue_run, fit, seed_everything
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.metrics import topk_accuracy, video_labels, video_level
 from videocontrast.methods import Supervised
@@ -82,13 +83,13 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         ``history`` (per-epoch train loss), ``selected_epoch``, ``checkpoint`` and ``protocol``.
     """
     out = Path(out_dir)
-    resumed = open_run(out, resume=True)
-    run_cfg = config_from_dict(resumed["config"]) if resumed is not None else finetune_config(cfg, len(train_set))
     ratio = cfg.eval.finetune_backbone_lr_ratio if backbone_lr_ratio is None else backbone_lr_ratio
-    seed_everything(run_cfg.train.seed, run_cfg.train.deterministic)
-    model = Supervised(backbone, len(train_set.classes))
-    run = fit(run_cfg, out, model, train_set, kind=kind, resumed=resumed, lr_scales={"backbone.": ratio},
-              quiet=quiet)
+    with run_lock(out):  # a run there continues only with the settings it started with (see pretraining)
+        run_cfg, resumed = continue_run(out, finetune_config(cfg, len(train_set)), resume=True, quiet=quiet)
+        seed_everything(run_cfg.train.seed, run_cfg.train.deterministic)
+        model = Supervised(backbone, len(train_set.classes))
+        run = fit(run_cfg, out, model, train_set, kind=kind, resumed=resumed, lr_scales={"backbone.": ratio},
+                  quiet=quiet)
     result: dict[str, Any] = {}
     if test_loader is not None:
         device = next(backbone.parameters()).device
