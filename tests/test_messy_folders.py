@@ -45,15 +45,24 @@ def write_video(path: Path, width: int, height: int, num_frames: int, codec: str
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 80, (max(height // 8, 1), max(width // 8, 1), 3), dtype=np.uint8)
     base = np.repeat(np.repeat(base, 8, 0), 8, 1)[:height, :width]
+    frames = []
+    for k in range(num_frames):
+        img = base.copy()
+        x = (k * width) // (num_frames + 1)
+        img[:, x: x + max(width // 8, 2)] = 230
+        frames.append(img)
+    return _encode(path, frames, codec)
+
+
+def _encode(path: Path, frames: list[np.ndarray], codec: str) -> Path:
+    """Write RGB ``(H, W, 3)`` uint8 frames as a 25 fps video with ``codec``."""
+    height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": "ultrafast"}
-        for k in range(num_frames):
-            img = base.copy()
-            x = (k * width) // (num_frames + 1)
-            img[:, x: x + max(width // 8, 2)] = 230
+        for k, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, 25)
             for packet in stream.encode(frame):
@@ -254,17 +263,7 @@ def test_a_video_that_probes_but_does_not_decode_is_left_out_of_features(tmp_pat
 def write_noise_avi(path: Path, num_frames: int) -> Path:
     """An MPEG-4 AVI of noise frames: packets of similar size, so a cut at x% keeps about x% of the frames."""
     rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for k in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            frame.pts, frame.time_base = k, Fraction(1, 25)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return _encode(path, [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(num_frames)], "mpeg4")
 
 
 def test_truncated_avi_is_reported_as_truncated(tmp_path):

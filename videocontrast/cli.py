@@ -53,13 +53,13 @@ EPILOG = {
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of --epochs: a whole number >= 1 (0 is an error, not "the preset's value")."""
+    """argparse type of --epochs, -k, --clips: a whole number >= 1 (0 is an error, not "the preset's value")."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -94,16 +94,6 @@ def _build_config(args: argparse.Namespace, extra: list[str] | None = None):
 
 CHECKPOINT_HELP = ("checkpoint path, a file written by `videocontrast export`, `random` (the --config architecture, "
                    "random init), or a state-dict file of external weights (architecture from --config)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _optional_config(args: argparse.Namespace):
