@@ -12,7 +12,8 @@ others still run; the exit code is 1 if any failed:
                        otherwise: nothing to check)
   augment              the batched ClipAugment on the device: uint8 (B, T, C, H, W) -> float (B, C, T, H, W)
   model_step_eager     the engine's own train_one_epoch on synthetic in-memory uint8 clips already on the device
-  model_step_compiled  (augmented there), bf16 autocast, channels_last_3d; torch.compile off, then on
+  model_step_compiled  (augmented there), bf16 autocast (fp32 on the CPU unless --precision bf16),
+                       channels_last_3d; torch.compile off, then on
   synthetic_data       the synthetic motion dataset written to a temporary folder (or --root: real videos)
   pipeline_eager       the real engine pretrain() on that dataset (decode, loader workers, temporal views,
   pipeline_compiled    augmentation on the device, model step), two short epochs, the second one measured
@@ -474,7 +475,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help="timed steps (default 10; 2 with --smoke)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 3; 1 with --smoke)")
     p.add_argument("--workers", type=int, help="loader workers per process (default: CPUs / processes, <= 8)")
-    p.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="default bf16 on CUDA, fp32 on the CPU (CPU bf16 autocast of the 3D convolutions is not "
+                        "deterministic in torch 2.14 and gave a NaN loss in about one run in three here)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every sub-check's time budget")
     p.add_argument("--budget", action="append", default=[], metavar="CHECK=SECONDS",
                    help="one sub-check's time budget (repeatable)")
@@ -498,6 +501,8 @@ def parse_args(argv=None):
     for k, v in (small if a.smoke else big).items():
         if getattr(a, k, None) is None:
             setattr(a, k, v)
+    if a.precision is None:
+        a.precision = "fp32" if a.device == "cpu" else "bf16"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if a.workers is None:
         a.workers = 1 if a.smoke else max(1, min(8, (os.cpu_count() or 2) // world - 1))
