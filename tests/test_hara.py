@@ -153,3 +153,18 @@ def test_hara_checkpoint_as_dash_dash_checkpoint(tmp_path):
     with pytest.raises(ValueError) as e:
         load_weights(str(tmp_path / "bad.pth"), cfg)
     assert "first mismatched key layer2.0.bn1.weight: file (7,) vs model (128,)" in str(e.value)
+
+
+def test_thesis_code_simclr_checkpoint_loads(tmp_path):
+    """simionAndrei/MScThesis train_videos_3d.py saves {'model': (DataParallel) state dict of its resnet3d.py
+    ResNet (Hara's names) with a projection head fc1 (512->512) / fc2 (512->256), 'optimizer', 'scheduler'}:
+    the backbone loads, the projection head is reported as unexpected keys (a warning, not an error)."""
+    src = build_backbone("hara_r3d_18")
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}
+    state.update({"module.fc1.weight": torch.zeros(512, 512), "module.fc1.bias": torch.zeros(512),
+                  "module.fc2.weight": torch.zeros(256, 512), "module.fc2.bias": torch.zeros(256)})
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 3e-4}]},
+                "scheduler": {"last_epoch": 90}}, tmp_path / "simclr.pth")
+    with pytest.warns(UserWarning, match="fc1.bias, fc1.weight, fc2.bias, fc2.weight"):
+        got = build_backbone("hara_r3d_18", weights=str(tmp_path / "simclr.pth"))
+    assert torch.equal(got.layer4[1].conv2.weight, src.layer4[1].conv2.weight)

@@ -163,7 +163,8 @@ class _HaraBasicBlock(nn.Module):
 
 
 class HaraResNet3D(nn.Module):
-    """The 3D ResNet of Hara et al. (3D-ResNets-PyTorch, ``models/resnet.py``) without its classifier.
+    """The 3D ResNet of Hara et al. (3D-ResNets-PyTorch, ``models/resnet.py``) without its classifier: the
+    network of the thesis's own code (simionAndrei/MScThesis ``resnet3d.py``, ``generate_model(18)``).
 
     ``conv1`` 7x7x7, stride (1, 2, 2), padding 3 -> ``bn1`` -> ReLU -> ``maxpool`` 3x3x3, stride 2, padding 1
     -> ``layer1..layer4`` (BasicBlocks, 64/128/256/512 channels, layers 2-4 stride 2 in T, H and W)
