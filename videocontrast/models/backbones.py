@@ -8,7 +8,9 @@ Every backbone has the same (timm-like) surface::
     model.feature_dim                   # D
 
 Names (``BACKBONES``): ``r3d_18``, ``r2plus1d_18``, ``mc3_18`` (torchvision's video ResNets, random init,
-classifier removed, D=512) and ``r3d_small`` (a small 3D ResNet for CPU runs, configurable depth/width/stem).
+classifier removed, D=512), ``hara_r3d_18`` (the thesis's 3D ResNet-18 of Hara et al., 3D-ResNets-PyTorch:
+7x7x7 first conv and a max-pool; Hara's parameter names, so their Kinetics checkpoints load as they are) and
+``r3d_small`` (a small 3D ResNet for CPU runs, configurable depth/width/stem).
 
 ``weights`` is always a *local* file; nothing here ever downloads.
 """
@@ -27,7 +29,8 @@ from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from ..serialization import safe_torch_load
 
-__all__ = ["BACKBONES", "VideoResNetEncoder", "build_backbone", "load_backbone_weights", "r3d_small"]
+__all__ = ["BACKBONES", "HaraResNet3D", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
+           "load_backbone_weights", "r3d_small"]
 
 
 class VideoResNetEncoder(nn.Module):
@@ -135,6 +138,81 @@ def r3d_small(
     return model
 
 
+class _HaraBasicBlock(nn.Module):
+    """Hara's BasicBlock: ``conv1 (3x3x3, stride) -> bn1 -> ReLU -> conv2 (3x3x3) -> bn2``, plus the shortcut,
+    then ReLU. Shortcut type B: identity, or ``downsample = (1x1x1 conv, stride) + BN`` where the shape changes.
+    Attribute names are Hara's (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0``/``.1``)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv3d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv3d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                                            nn.BatchNorm3d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class HaraResNet3D(nn.Module):
+    """The 3D ResNet of Hara et al. (3D-ResNets-PyTorch, ``models/resnet.py``) without its classifier: the
+    network of the thesis's own code (simionAndrei/MScThesis ``resnet3d.py``, ``generate_model(18)``).
+
+    ``conv1`` 7x7x7, stride (1, 2, 2), padding 3 -> ``bn1`` -> ReLU -> ``maxpool`` 3x3x3, stride 2, padding 1
+    -> ``layer1..layer4`` (BasicBlocks, 64/128/256/512 channels, layers 2-4 stride 2 in T, H and W)
+    -> global average pool. At 16x112x112 the last map is 1x4x4, at 16x56x56 it is 1x2x2.
+
+    Same surface as :class:`VideoResNetEncoder` (``forward_features``, ``forward_head``, ``feature_dim``).
+    Parameter names are Hara's (``conv1.*``, ``bn1.*``, ``layer1.0.conv1.*``, ``layer2.0.downsample.0.*`` ...),
+    so a Hara checkpoint loads once ``module.`` and ``fc.*`` are dropped (``load_backbone_weights`` does both).
+    """
+
+    def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), in_channels: int = 3) -> None:
+        super().__init__()
+        if len(layers) != 4 or any(int(n) < 1 for n in layers):
+            raise ValueError(f"layers: expected 4 positive block counts, got {list(layers)}")
+        self.conv1 = nn.Conv3d(in_channels, 64, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        inplanes, stages = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = [_HaraBasicBlock(inplanes, planes, stride=1 if i == 0 else 2)]
+            blocks += [_HaraBasicBlock(planes, planes) for _ in range(1, int(n))]
+            stages.append(nn.Sequential(*blocks))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.feature_dim = 512
+        _init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, C, T, H, W) -> (B, 512, t, h, w)``: the last feature map."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        """``(B, D, t, h, w) -> (B, D)``: global average pool."""
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"x: expected a (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
+        return self.forward_head(self.forward_features(x))
+
+
+def hara_r3d_18(in_channels: int = 3) -> HaraResNet3D:
+    """Hara et al.'s 3D ResNet-18 (the thesis's base encoder; random init, no classifier, feature_dim=512)."""
+    return HaraResNet3D((2, 2, 2, 2), in_channels=in_channels)
+
+
 def _torchvision(fn: Callable[..., tv_video.VideoResNet]) -> Callable[..., VideoResNetEncoder]:
     def build(**kw) -> VideoResNetEncoder:
         return VideoResNetEncoder.from_torchvision(fn(weights=None, **kw))
@@ -148,6 +226,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "r3d_18": _torchvision(tv_video.r3d_18),
     "r2plus1d_18": _torchvision(tv_video.r2plus1d_18),
     "mc3_18": _torchvision(tv_video.mc3_18),
+    "hara_r3d_18": hara_r3d_18,
     "r3d_small": r3d_small,
 }
 
@@ -195,30 +274,34 @@ def _clean_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_backbone_weights(model: nn.Module, path: str) -> nn.Module:
     """Load a local state-dict file into ``model`` (in place) and return it.
 
-    Accepts torchvision video-ResNet state dicts (``fc.*`` dropped), our method checkpoints (the
+    Accepts torchvision video-ResNet state dicts (``fc.*`` dropped), Hara et al.'s checkpoints (``{"state_dict":
+    {"module.conv1.weight": ...}}``: nested, DataParallel prefix and ``fc.*`` dropped), our method checkpoints (the
     ``backbone.*`` entries are used) and DDP/compiled ones (``module.``/``_orig_mod.`` stripped).
 
     Raises:
-        ValueError: missing file, or backbone parameters/buffers missing from the file or with another shape
-            (all of them listed).
+        ValueError: missing file, or backbone parameters/buffers missing from the file or with another shape:
+            the first line names the first such key (in the model's order), the lines below list all of them.
+            Nothing is loaded then (no partial load).
     Warns:
         UserWarning listing keys in the file that the backbone does not have.
     """
     state = _clean_keys(_read_state_dict(path))
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    )
-    if missing or mismatched:
+    # In the model's own order, so "first" means the first layer that does not fit (conv1 before layer4).
+    problems = [(k, "missing from the file" if k not in state else
+                 f"file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+                for k in own if k not in state or state[k].shape != own[k].shape]
+    if problems:
+        first, why = problems[0]
+        missing = [k for k, w in problems if w == "missing from the file"]
+        mismatched = [f"{k}: {w}" for k, w in problems if w != "missing from the file"]
         lines = []
         if missing:
             lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
         if mismatched:
             lines.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
-        raise ValueError(f"weights: {path!r} does not fit this backbone:\n  " + "\n  ".join(lines))
+        raise ValueError(f"weights: {path!r} does not fit this backbone; first mismatched key {first}: {why}\n  "
+                         + "\n  ".join(lines))
     unexpected = sorted(k for k in state if k not in own)
     if unexpected:
         warnings.warn(f"weights: ignoring {len(unexpected)} unexpected keys in {path!r}: {', '.join(unexpected)}")
