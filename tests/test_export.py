@@ -75,14 +75,15 @@ def ckpt(tmp_path_factory) -> Path:
 # --- export ---------------------------------------------------------------------------------------------
 
 def _plain_model(backbone: str, meta: dict) -> torch.nn.Module:
-    if backbone == "r3d_small":
-        return build_backbone("r3d_small", **meta["backbone_kwargs"])
+    if backbone in ("r3d_small", "hara_r3d_18"):  # videocontrast's own networks: its constructor, no torchvision
+        assert "torchvision" not in meta["constructor"] and backbone in meta["constructor"]
+        return build_backbone(backbone, **meta["backbone_kwargs"])
     model = getattr(torchvision.models.video, backbone)()
     model.fc = torch.nn.Identity()
     return model
 
 
-@pytest.mark.parametrize("backbone", ["r3d_18", "r2plus1d_18", "mc3_18", "r3d_small"])
+@pytest.mark.parametrize("backbone", ["r3d_18", "r2plus1d_18", "mc3_18", "r3d_small", "hara_r3d_18"])
 def test_export_loads_strictly_into_the_plain_constructor_with_the_same_features(backbone, tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "ckpt.pt", f"model.backbone={backbone}")
     encoder = vc.load_encoder(ckpt)

@@ -34,14 +34,15 @@ from .build import backbone_kwargs
 from .config import Config
 from .eval.features import weights_fingerprint
 from .eval.run import EXPORT_MARKER, export_sidecar
+from .models.backbones import TORCHVISION_BACKBONES
 
 EXPORT_FORMATS = ("torchvision", "safetensors")
 
 
 def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:
-    if backbone == "r3d_small":
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        build = f"from videocontrast.models import build_backbone\nmodel = build_backbone('r3d_small', {args})\n"
+    if backbone not in TORCHVISION_BACKBONES:  # videocontrast's own networks (r3d_small, hara_r3d_18)
+        args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+        build = f"from videocontrast.models import build_backbone\nmodel = build_backbone('{backbone}'{args})\n"
     else:
         build = (f"import torch, torchvision\nmodel = torchvision.models.video.{backbone}()\n"
                  "model.fc = torch.nn.Identity()\n")
@@ -56,7 +57,8 @@ def describe(encoder: nn.Module, weights: Path, fmt: str) -> dict[str, Any]:
     d, backbone = cfg.data, cfg.model.backbone
     residual = d.input == "residual"
     kwargs = backbone_kwargs(cfg)
-    constructor = (f"videocontrast.models.build_backbone('r3d_small', **backbone_kwargs)" if backbone == "r3d_small"
+    constructor = (f"videocontrast.models.build_backbone('{backbone}', **backbone_kwargs)"
+                   if backbone not in TORCHVISION_BACKBONES
                    else f"torchvision.models.video.{backbone}(weights=None), then model.fc = torch.nn.Identity()")
     return {
         EXPORT_MARKER: 1,

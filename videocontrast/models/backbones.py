@@ -29,7 +29,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from ..serialization import safe_torch_load
 
-__all__ = ["BACKBONES", "HaraResNet3D", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
+__all__ = ["BACKBONES", "TORCHVISION_BACKBONES", "HaraResNet3D", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
            "load_backbone_weights", "r3d_small"]
 
 
@@ -221,6 +221,9 @@ def _torchvision(fn: Callable[..., tv_video.VideoResNet]) -> Callable[..., Video
     build.__signature__ = inspect.signature(fn)  # for kwarg checking in build_backbone
     return build
 
+
+# Backbones that are torchvision's own video models: their state dicts load into torchvision's constructors.
+TORCHVISION_BACKBONES = ("r3d_18", "r2plus1d_18", "mc3_18")
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "r3d_18": _torchvision(tv_video.r3d_18),
