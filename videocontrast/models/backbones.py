@@ -29,18 +29,38 @@ from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from ..serialization import safe_torch_load
 
-__all__ = ["BACKBONES", "TORCHVISION_BACKBONES", "HaraResNet3D", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
+__all__ = ["BACKBONES", "TORCHVISION_BACKBONES", "HaraResNet3D", "VideoEncoder", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
            "load_backbone_weights", "r3d_small"]
 
 
-class VideoResNetEncoder(nn.Module):
+class VideoEncoder(nn.Module):
+    """The surface every backbone shares (timm-like): ``forward_features`` (subclasses define it: the last feature
+    map ``(B, D, t, h, w)``), ``forward_head`` (global average pool) and ``feature_dim`` (D).
+
+    Shape:
+        input ``(B, C, T, H, W)`` float -> output ``(B, feature_dim)``.
+    """
+
+    feature_dim: int
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        """``(B, D, t, h, w) -> (B, D)``: global average pool (a reduction, no view: channels_last_3d safe)."""
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"x: expected a (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
+        return self.forward_head(self.forward_features(x))
+
+
+class VideoResNetEncoder(VideoEncoder):
     """A video ResNet without classifier: ``stem -> layer1..layer4 -> global average pool``.
 
     Parameter names match torchvision's ``VideoResNet`` (``stem.*``, ``layer1.*`` ...), so torchvision
     state dicts (e.g. the Kinetics-400 weights) load directly once their ``fc.*`` keys are dropped.
-
-    Shape:
-        input ``(B, C, T, H, W)`` float -> output ``(B, feature_dim)``.
     """
 
     def __init__(self, stem: nn.Module, layers: Sequence[nn.Module], feature_dim: int) -> None:
@@ -62,15 +82,6 @@ class VideoResNetEncoder(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        """``(B, D, t, h, w) -> (B, D)``: global average pool (a reduction, no view: channels_last_3d safe)."""
-        return x.mean(dim=(2, 3, 4))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"x: expected a (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -162,7 +173,7 @@ class _HaraBasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
-class HaraResNet3D(nn.Module):
+class HaraResNet3D(VideoEncoder):
     """The 3D ResNet of Hara et al. (3D-ResNets-PyTorch, ``models/resnet.py``) without its classifier: the
     network of the thesis's own code (simionAndrei/MScThesis ``resnet3d.py``, ``generate_model(18)``).
 
@@ -197,15 +208,6 @@ class HaraResNet3D(nn.Module):
         """``(B, C, T, H, W) -> (B, 512, t, h, w)``: the last feature map."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        """``(B, D, t, h, w) -> (B, D)``: global average pool."""
-        return x.mean(dim=(2, 3, 4))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"x: expected a (B, C, T, H, W) tensor, got shape {tuple(x.shape)}")
-        return self.forward_head(self.forward_features(x))
 
 
 def hara_r3d_18(in_channels: int = 3) -> HaraResNet3D:
