@@ -58,7 +58,7 @@ def _numpy_safe_globals() -> list[Any]:
     return allowed
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: object, limit: int = 300) -> str:
     """Collapse an error message to one line of at most ``limit`` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -70,7 +70,7 @@ def _unpickler_reason(error: Exception) -> str:
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
     text = " ".join(text.split())
-    return _one_line(text.split(". ", 1)[0].rstrip("."), 200)
+    return one_line(text.split(". ", 1)[0].rstrip("."), 200)
 
 
 def _disallowed_globals(path: Path) -> list[str]:

@@ -25,7 +25,7 @@ from ..build import (backbone_from_config, build_eval_transform, dataset_root, d
 from ..config import Config, config_from_dict, load_config
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.train import Monitor
-from ..serialization import CheckpointReadError, safe_torch_load
+from ..serialization import CheckpointReadError, one_line, safe_torch_load
 from .features import FeatureCache, extract_features, feature_key, weights_fingerprint
 from .finetune import finetune
 from .knn import knn_classify
@@ -83,16 +83,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return safetensors.torch.load_file(str(path))
         except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
             raise CheckpointReadError(f"weights file '{path}' cannot be read as safetensors "
-                                      f"({type(e).__name__}: {_one_line(e, 160)})") from None
+                                      f"({type(e).__name__}: {one_line(e, 160)})") from None
     obj = safe_torch_load(path, label="weights file")
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"weights file '{path}' does not hold a state dict (a mapping of names to tensors)")
     return obj
-
-
-def _one_line(error: Exception | str, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], path: Path, cfg: Config) -> nn.Module:
@@ -100,7 +95,7 @@ def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"weights file '{path}' does not fit model.backbone={cfg.model.backbone} "
-                         f"({_one_line(e, 240)}); pass --config with the architecture the weights are for") from None
+                         f"({one_line(e, 240)}); pass --config with the architecture the weights are for") from None
     return module
 
 
@@ -155,7 +150,7 @@ def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.devi
     except ValueError as e:
         if "\n" not in str(e):
             raise
-        raise ValueError(f"{_one_line(e, 240)}; pass --config with the architecture the weights are for") from None
+        raise ValueError(f"{one_line(e, 240)}; pass --config with the architecture the weights are for") from None
     return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
 
 
