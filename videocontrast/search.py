@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .api import check_device, embed_videos, load_encoder
 from .config import Config, config_from_dict
-from .data.datasets import find_videos
+from .data.datasets import find_videos, try_probe
 from .engine.run import check_writable
 from .data.decode import VideoDecodeError, probe_video
 from .eval.features import weights_fingerprint
@@ -51,11 +51,11 @@ def build_index(checkpoint: str | Path, root: str | Path, out: str | Path, clips
     good = []
     for p in tqdm(videos, desc="embed: checking", unit="video", dynamic_ncols=True, mininterval=1.0,
                   disable=not progress):
-        try:
-            probe_video(p)
+        result = try_probe(str(p))  # cached: the dataset that embeds these videos reuses the probe
+        if isinstance(result, VideoDecodeError):
+            bad.append({"path": str(p), "reason": result.reason})
+        else:
             good.append(p)
-        except VideoDecodeError as e:
-            bad.append({"path": str(p), "reason": e.reason})
     for entry in bad:  # after the bar, so the lines do not interleave
         _skip(entry)
     if not good:

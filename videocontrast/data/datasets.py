@@ -38,7 +38,7 @@ from ..transforms.temporal import FirstClip
 from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, probe_video, read_frames
 
 __all__ = [
-    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos", "first_report",
+    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos", "first_report", "try_probe",
     "reset_reports", "DATASET_NAMES", "SUBSETS", "VIDEO_EXTENSIONS",
 ]
 
@@ -230,7 +230,7 @@ class VideoDataset(Dataset):
         for j in torch.nonzero(self._flags).reshape(-1).tolist():
             reason = self._reasons.get(j)
             if reason is None:
-                result = _try_probe(self.records[j].path)
+                result = try_probe(self.records[j].path)
                 reason = (result.reason if isinstance(result, VideoDecodeError)
                           else "no frame could be decoded (found by a DataLoader worker)")
             out.append({"path": self.records[j].path, "reason": reason})
@@ -326,7 +326,7 @@ class VideoDataset(Dataset):
             VideoDecodeError: with ``strict``, the first unreadable file.
         """
         with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-            results = list(pool.map(_try_probe, [r.path for r in self.records]))
+            results = list(pool.map(try_probe, [r.path for r in self.records]))
         keep: list[VideoRecord] = []
         infos: dict[int, VideoInfo] = {}
         dropped: list[dict[str, str]] = []
@@ -356,7 +356,7 @@ class VideoDataset(Dataset):
         """The probe of record ``j`` (cached: workers inherit what the main process probed)."""
         info = self._infos.get(j)
         if info is None:
-            result = _try_probe(self.records[j].path)
+            result = try_probe(self.records[j].path)
             if isinstance(result, VideoDecodeError):
                 raise VideoDecodeError(result.path, result.reason)
             info = self._infos[j] = result
@@ -425,8 +425,9 @@ class VideoDataset(Dataset):
 _PROBES: dict[tuple[str, int, int], VideoInfo | VideoDecodeError] = {}
 
 
-def _try_probe(path: str) -> VideoInfo | VideoDecodeError:
-    """:func:`probe_video`'s result or its error, remembered while the file is unchanged."""
+def try_probe(path: str) -> VideoInfo | VideoDecodeError:
+    """:func:`probe_video`'s result or its error, remembered in this process while the file is unchanged (a
+    dataset built later over the same paths reads no header twice)."""
     try:
         st = os.stat(path)
         key = (path, st.st_size, st.st_mtime_ns)
@@ -849,7 +850,7 @@ def dataset_info(
 
     # PyAV releases the GIL while demuxing, so threads overlap the file I/O.
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = dict(zip(paths, pool.map(_try_probe, paths)))
+        results = dict(zip(paths, pool.map(try_probe, paths)))
     bad = {p for p, r in results.items() if isinstance(r, VideoDecodeError)}
     good = [r for r in results.values() if isinstance(r, VideoInfo)]
     info["unreadable"] = [{"path": p, "reason": results[p].reason} for p in sorted(bad)]
