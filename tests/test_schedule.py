@@ -74,3 +74,20 @@ def test_lr_scales_put_the_backbone_at_a_fraction_of_the_head():
         scale = 0.1 if name.startswith("backbone.") else 1.0
         assert g["lr_scale"] == scale and g["lr"] == pytest.approx(0.02 * scale), name
         assert (g["weight_decay"] > 0) == (p.ndim > 1), name
+
+
+def test_cosine_schedule_hold_phase_hand_worked():
+    # thesis code (train_videos_3d.py): the lr stays at its peak for the first epochs, then decays by cosine
+    s = cosine_schedule(2.0, 0.0, epochs=4, steps_per_epoch=2, warmup_epochs=1, hold_epochs=1)
+    assert len(s) == 8
+    np.testing.assert_allclose(s[:2], [0.0, 1.0])  # warm-up over the first epoch
+    np.testing.assert_allclose(s[2:4], [2.0, 2.0])  # held for one epoch
+    np.testing.assert_allclose(s[4:], [1.0 + math.cos(math.pi * i / 4) for i in range(4)])  # 2 * 0.5 * (1 + cos)
+    # a hold longer than the run is cut to the run: the lr never decays, the length never changes
+    np.testing.assert_allclose(cosine_schedule(1.0, 0.0, 2, 3, hold_epochs=5), np.ones(6))
+
+
+def test_negative_hold_is_rejected_by_name():
+    from videocontrast.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="optim.hold_epochs"):
+        load_config("cpu-small", ["optim.hold_epochs=-1"])

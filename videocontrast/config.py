@@ -130,6 +130,7 @@ class OptimConfig:
     weight_decay: float = 1e-6
     momentum: float = 0.9
     warmup_epochs: float = 1.0
+    hold_epochs: float = 0.0  # lr held at its peak after warm-up, before the cosine decay (thesis code: 10)
     min_lr_ratio: float = 0.0
     batch_size: int = 128  # global batch (all processes together)
     accum_steps: int = 1
@@ -332,6 +333,8 @@ def validate(cfg: Config) -> None:
     need(o.lr > 0, f"optim.lr={o.lr} must be > 0")
     need(o.batch_size >= 2, f"optim.batch_size={o.batch_size} must be >= 2 (contrastive losses need negatives)")
     need(o.accum_steps >= 1, f"optim.accum_steps={o.accum_steps} must be >= 1")
+    for name in ("warmup_epochs", "hold_epochs"):
+        need(getattr(o, name) >= 0, f"optim.{name}={getattr(o, name)} must be >= 0")
     need(m.queue_size >= 1, f"method.queue_size={m.queue_size} must be >= 1")
     try:
         check_momentum(m.momentum, "method.momentum")

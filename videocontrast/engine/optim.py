@@ -17,18 +17,23 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "lars")  # optim.name
 
 
 def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int,
-                    warmup_epochs: float = 0.0, warmup_start: float = 0.0) -> np.ndarray:
-    """Linear warm-up from ``warmup_start`` to ``base``, then cosine decay to ``final``.
+                    warmup_epochs: float = 0.0, warmup_start: float = 0.0, hold_epochs: float = 0.0) -> np.ndarray:
+    """Linear warm-up from ``warmup_start`` to ``base``, ``base`` held for ``hold_epochs``, then cosine decay to
+    ``final`` over the remaining iterations.
+
+    The hold is the thesis code's schedule (simionAndrei/MScThesis train_videos_3d.py: the lr stays at 3e-4 for
+    the first 10 epochs, then ``CosineAnnealingLR`` steps).
 
     Returns:
         float64 array of length ``epochs * steps_per_epoch``; entry i is the value at iteration i.
     """
     total = epochs * steps_per_epoch
     warm = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    hold = min(int(round(hold_epochs * steps_per_epoch)), total - warm)
     warmup = np.linspace(warmup_start, base, warm, endpoint=False) if warm else np.empty(0)
-    rest = np.arange(total - warm)
+    rest = np.arange(total - warm - hold)
     decay = final + 0.5 * (base - final) * (1 + np.cos(math.pi * rest / max(len(rest), 1)))
-    return np.concatenate([warmup, decay])
+    return np.concatenate([warmup, np.full(hold, float(base)), decay])
 
 
 def momentum_schedule(base_m: float, epochs: int, steps_per_epoch: int, cosine: bool) -> np.ndarray:

@@ -347,7 +347,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
         model = torch.compile(model)
     state = TrainState(
         model=model, optimizer=optimizer, scaler=scaler, augment=build_augment(cfg).to(device), device=device,
-        amp=amp, lr_schedule=cosine_schedule(o.lr, o.lr * o.min_lr_ratio, epochs, steps, o.warmup_epochs),
+        amp=amp, lr_schedule=cosine_schedule(o.lr, o.lr * o.min_lr_ratio, epochs, steps, o.warmup_epochs,
+                                                hold_epochs=o.hold_epochs),
         momentum_schedule=(momentum_schedule(cfg.method.momentum, epochs, steps, cfg.method.momentum_schedule)
                            if isinstance(core, MoCo) else None),
         steps_per_epoch=steps, accum_steps=o.accum_steps, labels=kind != "pretrain", seed=cfg.train.seed,
