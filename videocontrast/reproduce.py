@@ -47,7 +47,7 @@ SHORT = {"ucf101": "UCF", "hmdb51": "HMDB"}
 SMOKE = ("model.backbone=r3d_small", "model.width=8", "model.layers=[1,1,1,1]", "model.head_hidden=32",
          "data.size=16", "data.decode_size=20", "data.num_workers=0", "data.eval_clips=1", "optim.batch_size=4",
          "optim.warmup_epochs=0", "train.epochs=1", "train.max_steps_per_epoch=1", "train.log_every=1",
-         "train.keep_every=0", "eval.cv_folds=2", "eval.linear_cs=[0.1,1.0]", "eval.finetune_epochs=1",
+         "train.keep_every=0", "eval.cv_folds=2", "eval.linear_cs=[0.01,0.1]", "eval.finetune_epochs=1",
          "eval.finetune_warmup_epochs=0", "eval.batch_size=8")
 SMOKE_VIDEOS = (3, 2)  # smoke scale: training and test videos kept per class
 # Thesis section 4: linear evaluation sees the whole frame resized ("from 320x240 to ... 224x224"); Fig. 4
