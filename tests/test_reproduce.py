@@ -214,3 +214,39 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "--kinetics" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written on bad input
+
+
+def test_full_scale_runs_are_the_thesis_experiments(tmp_path):
+    """Every job's full-scale config loads and validates, and a few are checked against the thesis by hand."""
+    from videocontrast.reproduce import Reproduction
+
+    for ds in ("ucf", "hmdb"):
+        (tmp_path / ds).mkdir()
+    rep = Reproduction(tmp_path / "out", {"ucf101": DataSource(tmp_path / "ucf", None),
+                                          "hmdb51": DataSource(tmp_path / "hmdb", None)}, scale="full")
+    runs = {}
+    for table in TABLES.values():
+        for _, cells in table.rows:
+            for c in cells:
+                if c is not None and c.job is not None and c.job.encoder.kind == "pretrain":
+                    run = c.job.encoder.run
+                    dataset = "hmdb51" if run.preset.startswith("hmdb51") else "ucf101"
+                    runs[run.name] = rep.config(run.preset, run.overrides, dataset)
+    assert not (tmp_path / "out").exists()  # building configs writes nothing
+    t1 = runs["ucf101-simclr"]  # Table 1: 100 epochs, batch 128, 224x224, Random 16, shift 8, 3D ResNet-18 (Hara)
+    assert (t1.train.epochs, t1.optim.batch_size, t1.data.size, t1.data.clip_len) == (100, 128, 224, 16)
+    assert (t1.aug.temporal, t1.aug.max_shift, t1.model.backbone) == ("shift", 8, "hara_r3d_18")
+    assert t1.eval.finetune_epochs == 150 and t1.eval.finetune_backbone_lr_ratio == 0.1  # Table 2 (sec. 4.2)
+    assert runs["hmdb51-moco-v1"].method.queue_size == 1024 and runs["ucf101-moco-v2"].train.epochs == 200
+    t3 = runs["ucf101-56-r8-frame-none"]  # Table 3: 56x56, batch 256, 100 epochs, Random 8, per-frame, no temporal
+    assert (t3.data.size, t3.optim.batch_size, t3.train.epochs, t3.data.clip_len) == (56, 256, 100, 8)
+    assert (t3.aug.spatial_mode, t3.aug.temporal) == ("frame", "none")
+    t4 = runs["hmdb51-56-r16-chunk-shift16"]  # Table 4: RandomShift[-16, 16] on HMDB51
+    assert (t4.data.dataset, t4.aug.temporal, t4.aug.max_shift, t4.data.size) == ("hmdb51", "shift", 16, 56)
+    t5 = runs["ucf101-56-moco-v1-k4096"]  # Table 5: videoMoCo v1, K = 4096, 56x56, batch 256, 100 epochs
+    assert (t5.method.name, t5.method.queue_size, t5.data.size, t5.optim.batch_size, t5.train.epochs) == \
+        ("moco-v1", 4096, 56, 256, 100)
+    only = runs["ucf101-56-r16-chunk-shift8-nospatial"]  # Fig. 6 "Only Shift": no spatial transformation
+    assert not any((only.aug.crop, only.aug.flip, only.aug.jitter, only.aug.gray, only.aug.blur))
+    assert {n for n in runs if "-56-r16-chunk-" in n and n.startswith("ucf101")} >= {
+        "ucf101-56-r16-chunk-drop", "ucf101-56-r16-chunk-reverse", "ucf101-56-r16-chunk-shuffle"}
