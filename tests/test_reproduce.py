@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from videocontrast.cli import main
-from videocontrast.reproduce import TABLES, DataSource, smoke_splits
+from videocontrast.reproduce import DataSource, smoke_splits
+from videocontrast.thesis import TABLES
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # as tests/conftest.py finds it
 MINI = SHARED_DATA / "ucf101-mini"
