@@ -132,3 +132,22 @@ def test_finetune_saves_a_loadable_finetuned_model(tmp_path):
     for name, value in backbone.state_dict().items():  # the trained backbone, not a fresh one
         assert torch.equal(value, trained[name]), name
     assert state["model"]["head.weight"].shape == (2, backbone.feature_dim)
+
+
+def test_feature_cache_keys_tell_the_evaluation_inputs_apart(tmp_path, monkeypatch):
+    """Crop vs resized frame and backbone vs projection head give different features: never one cache entry."""
+    from videocontrast.eval import run as eval_run
+
+    keys = []
+    monkeypatch.setattr(eval_run.FeatureCache, "load_or_compute", lambda self, key, fn: keys.append(key) or {})
+    base = ["data.dataset=folder", f"data.root={tmp_path}"]
+    for extra in ([], ["eval.linear_input=resize"]):
+        cfg = load_config(None, base + extra)
+        enc = eval_run.Encoder(torch.nn.Identity(), "sha1:x", "test", cfg, projection=torch.nn.Identity())
+        eval_run.features(enc, "test", torch.device("cpu"), tmp_path)
+        eval_run.features(enc, "test", torch.device("cpu"), tmp_path, layer="head")
+    assert len({eval_run.FeatureCache.key(k) for k in keys}) == 4
+    assert "layer" not in keys[0] and "input_view" not in keys[0]  # the default key is the one of earlier caches
+    no_head = eval_run.Encoder(torch.nn.Identity(), "sha1:x", "random init", load_config(None, base))
+    with pytest.raises(ValueError, match="has no projection head"):
+        eval_run.features(no_head, "test", torch.device("cpu"), tmp_path, layer="head")
