@@ -202,6 +202,20 @@ def test_smoke_splits_keep_the_first_videos_of_each_class_that_exist(tmp_path):
     assert (got.splits / "testlist01.txt").read_text().split() == ["A/t1.avi", "B/t1.avi"]
 
 
+def test_smoke_splits_of_hmdb51_mark_the_rest_unused(tmp_path):
+    root = tmp_path / "hmdb"
+    for rel in ("run/r1.avi", "run/r2.avi", "run/r3.avi", "run/r4.avi"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    splits = tmp_path / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    # 1 = train, 2 = test, 0 = unused; r0 is listed but not on disk
+    (splits / "run_test_split1.txt").write_text("r0.avi 1 \nr1.avi 1 \nr2.avi 1 \nr3.avi 2 \nr4.avi 2 \n")
+    got = smoke_splits("hmdb51", DataSource(root, None), tmp_path / "out", per_class=(1, 1))
+    assert (got.splits / "run_test_split1.txt").read_text().split() == ["r0.avi", "0", "r1.avi", "1", "r2.avi", "0",
+                                                                        "r3.avi", "2", "r4.avi", "0"]
+
+
 def test_bad_input_is_one_line_naming_the_flag(tmp_path, capsys):
     assert main(["reproduce", "table7", "--ucf101", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()

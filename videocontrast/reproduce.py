@@ -32,7 +32,7 @@ from .engine.run import refused_changes, stored_run
 from .engine.train import pretrain
 from .eval.report import default_frame_reader, retrieval_figure
 from .eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
-from .thesis import TABLE_NAMES, TABLES, Job, Table
+from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
 
 SCALES = ("full", "smoke")
 # Every config of a smoke run gets these on top of its preset and the table's overrides.
