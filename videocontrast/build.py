@@ -22,6 +22,7 @@ from .data.datasets import VideoDataset, build_dataset
 from .data.synthetic import generate_synthetic
 from .methods import build_method, encoder_of
 from .models import build_backbone
+from .transforms.resize import FrameResize
 from .transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
 from .transforms.temporal import RandomClip, TwoViews, UniformClips
 
@@ -66,14 +67,22 @@ def backbone_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return state_dict
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
-    """The backbone stored in a loaded checkpoint (pretraining, fine-tuning or supervised) and its config."""
+def method_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
+    """The whole method (backbone, projection head, momentum encoder) of a loaded pretraining checkpoint."""
     cfg = config_from_dict(state["config"])
     cfg.model.weights = None  # the checkpoint carries the weights
+    method = method_from_config(cfg)
+    method.load_state_dict(state["model"])
+    return method, cfg
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
+    """The backbone stored in a loaded checkpoint (pretraining, fine-tuning or supervised) and its config."""
     if state.get("kind", "pretrain") == "pretrain":
-        method = method_from_config(cfg)
-        method.load_state_dict(state["model"])
+        method, cfg = method_from_checkpoint(state)
         return encoder_of(method), cfg
+    cfg = config_from_dict(state["config"])
+    cfg.model.weights = None  # the checkpoint carries the weights
     backbone = backbone_from_config(cfg)
     backbone.load_state_dict(backbone_state(state["model"]))
     return backbone, cfg
@@ -180,7 +189,15 @@ def build_augment(cfg: Config) -> nn.Module:
 
 
 def build_eval_transform(cfg: Config, position: str = "center") -> nn.Module:
-    """Deterministic evaluation transform (crop at ``position``, normalise), same layouts as :func:`build_augment`."""
+    """Deterministic evaluation transform, same layouts as :func:`build_augment`.
+
+    ``eval.linear_input=crop`` (ours): the ``data.size`` crop at ``position`` of the decoded frame, normalised.
+    ``eval.linear_input=resize`` (thesis sec. 4): the whole frame resized to ``data.size x data.size`` (aspect
+    not kept), normalised; ``position`` does not apply (config validation allows only one crop position).
+    """
+    if cfg.eval.linear_input == "resize":
+        size = cfg.data.size
+        return _with_input(cfg, nn.Sequential(FrameResize(size), ClipEval(size=size)))
     return _with_input(cfg, ClipEval(size=cfg.data.size, position=position))
 
 

@@ -20,6 +20,7 @@ from .export import EXPORT_FORMATS, export_backbone
 from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
 from .methods import METHODS
 from .preview import preview
+from .reproduce import SCALES, TABLE_NAMES, reproduce
 from .search import build_index, load_index, search
 
 EPILOG = {
@@ -49,6 +50,12 @@ EPILOG = {
             "         videocontrast data preview --out preview/",
     "ablate": "example: videocontrast ablate --config cpu-small --grid aug.temporal=none,shift "
               "aug.spatial_mode=chunk,frame --epochs 5 --out runs/ablation",
+    "reproduce": "example: videocontrast reproduce table1 --ucf101 UCF101/videos --hmdb51 HMDB51/videos --out repro/\n"
+                 "         videocontrast reproduce table3 --ucf101 UCF101/videos --kinetics r3d18_K_200ep.pth "
+                 "--out repro/\n"
+                 "         videocontrast reproduce fig6 --ucf101 ../shared/data/ucf101-mini/videos --scale smoke "
+                 "--out /tmp/repro   (minutes)\n"
+                 "tables and figures: " + ", ".join(TABLE_NAMES) + "; CONFIG.md lists each one's runs and numbers",
 }
 
 
@@ -198,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("overrides", nargs="*", default=[])
+
+    p = add("reproduce", "run a thesis table or figure; writes OUT/<table>.md/.csv (ours / thesis) and a PNG")
+    p.add_argument("table", metavar="TABLE", help=f"one of {', '.join(TABLE_NAMES)}")
+    p.add_argument("--ucf101", default=None, help="folder of UCF101's class folders (required)")
+    p.add_argument("--ucf101-splits", default=None, help="ucfTrainTestlist folder (default: next to --ucf101)")
+    p.add_argument("--hmdb51", default=None, help="folder of HMDB51's class folders (absent: its cells say not run)")
+    p.add_argument("--hmdb51-splits", default=None, help="HMDB51 split-file folder (default: next to --hmdb51)")
+    p.add_argument("--kinetics", default=None,
+                   help="Kinetics checkpoint (Hara et al.'s format or ours) for the Kinetics rows (tables 2, 3, "
+                        "figs 4, 5)")
+    p.add_argument("--scale", default="full", help=f"{' | '.join(SCALES)} (smoke: the same chain in minutes)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--out", required=True, help="folder for the runs and the tables (resumable)")
     return parser
 
 
@@ -300,6 +320,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.table not in TABLE_NAMES:
+        raise ValueError(f"unknown table '{args.table}'; choose one of {', '.join(TABLE_NAMES)}")
+    if args.scale not in SCALES:
+        raise ValueError(f"--scale '{args.scale}' is not one of {', '.join(SCALES)}")
+    if args.ucf101 is None:
+        raise ValueError("--ucf101 ROOT is required (the folder of UCF101's class folders)")
+    check_writable(Path(args.out))
+    paths = reproduce(args.table, args.out, args.ucf101, args.ucf101_splits, args.hmdb51, args.hmdb51_splits,
+                      args.kinetics, args.scale, args.device)
+    print(paths["md"].read_text(), end="")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come anywhere, also after options (argparse alone only takes them in one run).
@@ -311,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
-                "search": cmd_search, "export": cmd_export, "ablate": cmd_ablate}
+                "search": cmd_search, "export": cmd_export, "ablate": cmd_ablate, "reproduce": cmd_reproduce}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -27,6 +27,10 @@ from .transforms.temporal import TEMPORAL_TRANSFORMS
 PRESET_DIR = Path(__file__).parent / "presets"
 # The linear probe's grid of inverse L2 strengths C, searched by cross-validation on the training split.
 LINEAR_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
+# eval.linear_input: what a frozen or fine-tuned encoder is shown at evaluation (build.build_eval_transform).
+LINEAR_INPUTS = ("crop", "resize")
+# eval.retrieval_protocol: which retrieval evaluation runs (eval.run.run_retrieve).
+RETRIEVAL_PROTOCOLS = ("ours", "thesis")
 
 
 class ConfigError(ValueError):
@@ -169,6 +173,12 @@ class EvalConfig:
     finetune_optimizer: str = "sgd"
     finetune_weight_decay: float = 1e-4
     finetune_warmup_epochs: float = 1.0
+    # Evaluation input: crop = centre crop of the decoded frame (ours); resize = the whole frame resized to
+    # data.size x data.size, aspect not kept (thesis sec. 4: "we resize the video frames from 320x240 to 224x224").
+    linear_input: str = "crop"
+    # Retrieval: ours = test videos query the training videos with backbone features, R@k; thesis = test videos
+    # query the other test videos with the projection head's output (thesis Fig. 4), cosine, 3 neighbours shown.
+    retrieval_protocol: str = "ours"
 
 
 @dataclass
@@ -351,6 +361,12 @@ def validate(cfg: Config) -> None:
     need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: load in the main process)")
     need(cfg.eval.finetune_epochs >= 1, f"eval.finetune_epochs={cfg.eval.finetune_epochs} must be >= 1")
     need(cfg.train.precision in PRECISIONS, f"train.precision='{cfg.train.precision}' is not one of {PRECISIONS}")
+    e = cfg.eval
+    need(e.linear_input in LINEAR_INPUTS, f"eval.linear_input='{e.linear_input}' is not one of {LINEAR_INPUTS}")
+    need(e.linear_input == "crop" or d.eval_crops == 1,
+         f"data.eval_crops={d.eval_crops} needs eval.linear_input=crop (resize feeds the whole frame: one view)")
+    need(e.retrieval_protocol in RETRIEVAL_PROTOCOLS,
+         f"eval.retrieval_protocol='{e.retrieval_protocol}' is not one of {RETRIEVAL_PROTOCOLS}")
     need(d.dataset == "synthetic" or d.root is not None,
          f"data.root is required for dataset '{d.dataset}' (pass --root DIR)")
 

@@ -22,12 +22,25 @@ from videocontrast import dist
 from videocontrast.build import build_eval_transform
 from videocontrast.config import Config
 from videocontrast.data.datasets import VideoDataset
+from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.engine.device import autocast_dtype
 from videocontrast.engine.run import run_lock
 from videocontrast.engine.train import continue_run, fit, seed_everything
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.metrics import topk_accuracy, video_labels, video_level
 from videocontrast.methods import Supervised
+
+
+# The fine-tuned model (backbone + classifier, no optimiser state) in the run folder; a `--checkpoint` for every
+# command (build.model_from_checkpoint reads its backbone), like checkpoints/last.pt but a quarter of its size.
+FINETUNED = "finetuned.pt"
+
+
+def save_finetuned(path: Path, model: Supervised, cfg: Config, kind: str, epochs: int) -> Path:
+    """Write the trained classifier as a checkpoint of ``kind`` (``finetune`` | ``supervised``)."""
+    return save_checkpoint(path, {"kind": kind, "model": model.state_dict(), "config": cfg.to_dict(),
+                                  "epoch": epochs, "final": True, "backbone": cfg.model.backbone,
+                                  "num_classes": model.num_classes})
 
 
 def finetune_config(cfg: Config, num_train: int) -> Config:
@@ -69,7 +82,8 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     Args:
         backbone: ``(B, C, T, H, W) -> (B, feature_dim)`` with an int ``feature_dim`` attribute; trained in place.
         cfg: the encoder's settings; ``eval.finetune_*`` choose optimiser, lr, weight decay, warm-up, epochs.
-        out_dir: the run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``, ``finetune.json``);
+        out_dir: the run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``, ``finetune.json``,
+            and the fine-tuned model ``finetuned.pt``);
             a run already there is continued (or, when finished, reused).
         train_set: labeled videos, one Random m clip per item (``build.labeled_dataset(cfg, "train", "finetune")``);
             ``len(train_set.classes)`` classes.
@@ -100,6 +114,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     result["history"] = run["history"]
     result["selected_epoch"] = run["epochs"] - 1
     result["checkpoint"] = run["checkpoint"]
+    result["model"] = str(out / FINETUNED)
     result["protocol"] = {
         "model": "whole backbone + new linear classifier, trained end to end",
         "loss": "cross-entropy",
@@ -117,5 +132,6 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         "seed": run_cfg.train.seed,
     }
     if dist.is_main_process():
+        save_finetuned(out / FINETUNED, run["model"], run_cfg, kind, run["epochs"])
         (out / "finetune.json").write_text(json.dumps(result, indent=2, default=str))
     return result

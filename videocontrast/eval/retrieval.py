@@ -202,3 +202,69 @@ def retrieve(
         "clips_per_video": int(np.median(np.unique(np.asarray(test["video_ids"]), return_counts=True)[1])),
     }
     return result
+
+
+def retrieve_within(
+    test: Mapping[str, Any],
+    ks: Sequence[int] = DEFAULT_KS,
+    class_names: Sequence[str] | None = None,
+    report_k: int = 3,
+    chunk: int = 4096,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """The thesis's retrieval (Fig. 4, section 4.3): every test video queries the OTHER test videos.
+
+    Same embedding and similarity as :func:`retrieve` (mean of the clip features, L2-normalised, cosine); the
+    gallery is the test set itself with the query left out, and ``report_k`` (3 in the thesis) neighbours are
+    kept per query. R@k counts a hit when any of the k nearest other test videos shares the query's class.
+
+    Args:
+        test: a feature set (see :mod:`videocontrast.eval.features`) with at least 2 videos.
+        ks: Recall@k cut-offs; a k above ``V - 1`` is clipped to it (the key keeps the requested k).
+
+    Returns:
+        as :func:`retrieve`: ``{"R@k"}``, ``neighbours``, ``num_queries``, ``gallery_size`` and ``protocol``.
+    """
+    if report_k < 0:
+        raise ValueError(f"retrieve_within: report_k must be >= 0, got {report_k}")
+    if not ks:
+        raise ValueError("retrieve_within: ks is empty")
+    emb = video_embeddings(test["feats"], test["video_ids"])  # (V, D)
+    ids = np.unique(np.asarray(test["video_ids"]))
+    labels = video_labels(np.asarray(test["labels"]), np.asarray(test["video_ids"]))
+    v = len(ids)
+    if v < 2:
+        raise ValueError(f"retrieve_within: needs at least 2 test videos, got {v}")
+    want = min(max(max(ks), report_k) + 1, v)
+    sims, idx = nearest_neighbours(emb, emb, want, chunk=chunk, device=device)
+    # Drop the query itself (its own row index; with exact duplicates it may not rank first), keep V - 1 at most.
+    keep = idx != np.arange(v)[:, None]
+    keep[keep.all(axis=1), -1] = False  # the query was not among its `want` nearest: drop the farthest instead
+    sims = sims[keep].reshape(v, want - 1)
+    idx = idx[keep].reshape(v, want - 1)
+    result: dict[str, Any] = _recall_from_neighbours(labels[idx], labels, ks)
+    paths = list(test.get("paths") or [""] * v)
+
+    def name(label: int) -> str:
+        return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+
+    result["neighbours"] = [
+        {"video_id": int(ids[i]), "path": paths[i], "label": int(labels[i]), "label_name": name(int(labels[i])),
+         "neighbours": [{"video_id": int(ids[j]), "path": paths[j], "label": int(labels[j]),
+                         "label_name": name(int(labels[j])), "sim": float(s), "hit": bool(labels[j] == labels[i])}
+                        for s, j in zip(sims[i, :report_k], idx[i, :report_k])]}
+        for i in range(v)
+    ]
+    result["num_queries"] = v
+    result["gallery_size"] = v - 1
+    result["protocol"] = {
+        "task": "video retrieval as in the thesis (Fig. 4): each test video queries the other test videos",
+        "embedding": "mean of the video's clip features, then L2-normalised",
+        "similarity": "cosine",
+        "search": "exact chunked matmul + topk, the query itself left out",
+        "hit": "any of the k nearest other test videos has the query's class",
+        "neighbours_shown": int(report_k),
+        "ks": [int(k) for k in ks],
+        "k_clipped_to_gallery_size": v - 1,
+    }
+    return result

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..build import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
-                     eval_crop_positions, eval_loader, labeled_dataset, model_from_checkpoint)
+                     eval_crop_positions, eval_loader, labeled_dataset, method_from_checkpoint,
+                     model_from_checkpoint)
 from ..config import Config, config_from_dict, load_config
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.train import Monitor
@@ -31,7 +32,7 @@ from .finetune import finetune
 from .knn import knn_classify
 from .linear import linear_probe
 from .report import retrieval_report
-from .retrieval import retrieve
+from .retrieval import retrieve, retrieve_within
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Encoder:
     fingerprint: str  # keys the feature cache by the weights' content
     description: str
     cfg: Config  # clip/size settings the encoder expects
+    # backbone + projection head (shares the backbone's parameters), from a pretraining checkpoint; None for other
+    # encoders. The thesis's retrieval (eval.retrieval_protocol=thesis) embeds with it.
+    projection: nn.Module | None = None
 
 
 def with_dataset(cfg: Config, data_from: Config) -> Config:
@@ -139,10 +143,16 @@ def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.devi
     except NotACheckpointError:
         state = None
     if state is not None:
-        module, ckpt_cfg = model_from_checkpoint(state)
         kind = state.get("kind", "pretrain")
+        projection = None
+        if kind == "pretrain":
+            method, ckpt_cfg = method_from_checkpoint(state)
+            module = method.backbone
+            projection = nn.Sequential(method.backbone, method.head).to(device)
+        else:
+            module, ckpt_cfg = model_from_checkpoint(state)
         return Encoder(module.to(device), weights_fingerprint(path), f"{kind} checkpoint {path}",
-                       with_dataset(ckpt_cfg, cfg) if cfg is not None else ckpt_cfg)
+                       with_dataset(ckpt_cfg, cfg) if cfg is not None else ckpt_cfg, projection)
     # External weights (e.g. torchvision's Kinetics-400 r3d_18 state dict the user downloaded).
     arch.model.weights = str(path)
     try:
@@ -163,20 +173,33 @@ def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path)
     return load_weights(spec, cfg, device)
 
 
-def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Clip-level features of ``subset`` (cached on disk by weights, dataset and protocol)."""
+def features(enc: Encoder, subset: str, device: torch.device, cache_dir: Path | None = None,
+             layer: str = "backbone") -> dict[str, Any]:
+    """Clip-level features of ``subset`` (cached on disk by weights, dataset and protocol).
+
+    ``layer``: ``backbone`` (the pooled representation) or ``head`` (the projection head's output; needs
+    ``enc.projection``).
+    """
     cfg = enc.cfg
     d = cfg.data
+    module = enc.module if layer == "backbone" else enc.projection
+    if module is None:
+        raise ValueError(f"{enc.description} has no projection head: features of layer '{layer}' need a "
+                         "pretraining checkpoint")
+    # Settings that change the features beyond the defaults are added to the key only when set, so feature
+    # caches written before they existed stay valid.
+    extra = {**({"input_view": "resize"} if cfg.eval.linear_input == "resize" else {}),
+             **({"layer": layer} if layer != "backbone" else {})}
     key = feature_key(enc.fingerprint, d.dataset, dataset_root(cfg), d.split, subset, d.clip_len, d.eval_clips,
                       d.size, splits=d.splits, stride=d.stride, decode_size=d.decode_size, input=d.input,
-                      crops=d.eval_crops)
+                      crops=d.eval_crops, **extra)
     cache = FeatureCache(cache_dir or default_cache_dir() / "features")
 
     def compute() -> dict[str, Any]:
         # One pass per crop position; every (clip, crop) is a row, video_ids tie them to their video.
         loader = eval_loader(cfg, subset)
         positions = eval_crop_positions(cfg)
-        runs = [extract_features(enc.module, loader, build_eval_transform(cfg, pos).to(device), device,
+        runs = [extract_features(module, loader, build_eval_transform(cfg, pos).to(device), device,
                                  desc=f"{subset} features" + (f" ({pos} crop)" if len(positions) > 1 else ""))
                 for pos in positions]
         out = {k: np.concatenate([r[k] for r in runs]) for k in ("feats", "labels", "video_ids")}
@@ -242,12 +265,26 @@ def run_knn(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path |
 
 def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None,
                  report_queries: int = 8) -> dict[str, Any]:
-    train, test, names = _train_test(enc, device, cache_dir)
-    res = retrieve(train, test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=5)
-    res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
+    """Retrieval as ``eval.retrieval_protocol`` says: ``ours`` (test videos query the training videos, backbone
+    features, R@k) or ``thesis`` (Fig. 4: test videos query the other test videos with the projection head's
+    output when the encoder has one, cosine, 3 neighbours). ``results.json``'s ``protocol`` names it."""
+    if enc.cfg.eval.retrieval_protocol == "thesis":
+        layer = "head" if enc.projection is not None else "backbone"
+        test = features(enc, "test", device, cache_dir, layer=layer)
+        names = class_names(enc.cfg)
+        res = retrieve_within(test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=3)
+        common = _protocol_common(enc)
+        common["features"] = ("projection head output (thesis: the 256-d embedding)" if layer == "head" else
+                              "backbone pooled output (this encoder has no projection head)")
+        res["protocol"] = {**common, **res["protocol"], "name": "thesis"}
+    else:
+        train, test, names = _train_test(enc, device, cache_dir)
+        res = retrieve(train, test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=5)
+        res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {}), "name": "ours"}
     neighbours = res.pop("neighbours", [])
     step = max(1, len(neighbours) // report_queries)
     queries = neighbours[::step][:report_queries]
+    res["queries"] = queries  # the queries the report shows, with their neighbours (paths, classes, sims)
     metrics = {k: v for k, v in res.items() if k.startswith("R@")}
     res["report"] = str(retrieval_report(out_dir, queries, title=f"Retrieval: {enc.description}",
                                          metrics=metrics))
