@@ -243,8 +243,9 @@ def _protocol_common(enc: Encoder) -> dict[str, Any]:
     return {"encoder": enc.description, "features": "backbone pooled output (before the projection head)",
             "dataset": d.dataset, "split": d.split, "clip_len": d.clip_len, "stride": d.stride, "size": d.size,
             "clips_per_video": d.eval_clips, "crops_per_clip": d.eval_crops,
-            "clip_sampling": "evenly spaced clips; " + ("centre crop" if d.eval_crops == 1 else
-                                                        "3 crops (start, centre, end of the long side)")}
+            "clip_sampling": "evenly spaced clips; " + (
+                "whole frame resized (eval.linear_input=resize)" if enc.cfg.eval.linear_input == "resize"
+                else "centre crop" if d.eval_crops == 1 else "3 crops (start, centre, end of the long side)")}
 
 
 def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
