@@ -59,6 +59,10 @@ def test_thesis_values(name):
         assert cfg.aug.jitter_p == (1.0 if method == "moco-v1" else 0.8)
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.03, 0.9, 1e-4)
         assert cfg.method.momentum == 0.999
+        assert (cfg.optim.warmup_epochs, cfg.optim.hold_epochs) == (0, 0)  # main_moco.py: no warm-up
+    else:  # train_videos_3d.py: Adam 3e-4, wd 1e-6; lr constant for 10 epochs, then cosine
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 3e-4, 1e-6)
+        assert (cfg.optim.warmup_epochs, cfg.optim.hold_epochs) == (0, 10)
 
 
 def test_ours_differs_only_in_temperature_and_strength():
