@@ -4,7 +4,7 @@ Two kinds of vectors, all L2-normalised, D = 512 (r3d_18's feature size):
 
 - ``random``: i.i.d. Gaussian directions, the worst case for any index (no structure to exploit);
 - ``features``: feature-like: 1 cluster per ~1000 vectors (video collections hold near-duplicates, shots of one
-  scene, one action), each cluster an anisotropic Gaussian whose per-axis spread decays as a power law
+  scene, one action), each cluster an anisotropic Gaussian (clusters overlap: centres spread 1.5x the within-cluster spread) whose per-axis spread decays as a power law
   (CNN features have a fast-decaying spectrum), around a shared mean direction (features after a ReLU are far
   from zero-mean), then normalised.
 
@@ -41,7 +41,7 @@ def vectors(kind: str, n: int, d: int, seed: int) -> np.ndarray:
         n_clusters = max(10, n // 1000)
         spectrum = (np.arange(1, d + 1, dtype=np.float32) ** -0.7)  # per-axis spread, power-law decay
         basis = np.linalg.qr(crng.standard_normal((d, d)))[0].astype(np.float32)
-        centres = crng.standard_normal((n_clusters, d), dtype=np.float32) * spectrum * 3 + 1.5 * spectrum
+        centres = crng.standard_normal((n_clusters, d), dtype=np.float32) * spectrum * 1.5 + 1.5 * spectrum
         x = np.empty((n, d), np.float32)
         for s in range(0, n, 100_000):  # in chunks: 10^6 x 512 temporaries would double the memory
             m = min(100_000, n - s)
@@ -52,7 +52,12 @@ def vectors(kind: str, n: int, d: int, seed: int) -> np.ndarray:
 
 
 def index_bytes(index) -> int:
-    return int(faiss.serialize_index(index).size)
+    """What the index holds: the stored codes (+ 8-byte ids in inverted lists) and the coarse centroids."""
+    if isinstance(index, faiss.IndexIVF):
+        return index.ntotal * (index.code_size + 8) + index.nlist * index.d * 4
+    if isinstance(index, faiss.IndexHNSW):
+        return index.ntotal * (index.d * 4 + index.hnsw.nb_neighbors(0) * 4)
+    return index.ntotal * index.d * 4
 
 
 def timed_search(index, q: np.ndarray, k: int, repeats: int) -> tuple[float, np.ndarray]:
