@@ -291,9 +291,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                            device=args.device, batch_size=args.batch_size, dtype=args.dtype,
                            config=_optional_config(args), num_workers=args.workers,
                            index_kind=None if args.index == "none" else args.index)
-    from .dist import is_main_process
-
-    if is_main_process():
+    if out is not None:  # rank 0 merged the shards
         col = load_collection(out, use_index=False)
         skipped = col.meta.get("unreadable", [])
         print(f"wrote {out}: {len(col)} rows ({'clips' if col.meta['per_clip'] else 'videos'})"

@@ -42,6 +42,7 @@ from . import dist
 from .api import check_device, load_encoder
 from .build import build_eval_transform
 from .config import Config
+from .engine.run import check_writable
 from .data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
 from .data.decode import VideoDecodeError, VideoInfo, read_frames
 from .index import build_index, save_index
@@ -296,21 +297,23 @@ def _settings(encoder, clips: int, per_clip: bool) -> dict[str, Any]:
 def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path, clips: int = 4,
                      per_clip: bool = False, device: str | None = None, batch_size: int = 32,
                      dtype: str = "float32", config: str | Path | Config | None = None, num_workers: int = 0,
-                     flush_every: int = 16, index_kind: str | None = "auto", progress: bool | None = None) -> Path:
+                     flush_every: int = 16, index_kind: str | None = "auto",
+                     progress: bool | None = None) -> Path | None:
     """Embed every item of ``source`` (folder, list or CSV) into the folder ``out``; see the module docstring.
 
     Runs in one process, or as one rank of ``torchrun`` (each rank its share, rank 0 merges). ``index_kind``:
     the FAISS index to build (:data:`videocontrast.index.INDEX_KINDS`), None for none.
 
     Returns:
-        ``out``.
+        ``out`` on rank 0 (the merged folder), None on the other ranks.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"--dtype must be float32 or float16, got {dtype!r}")
+    started = not torch.distributed.is_initialized()
     info = dist.init_distributed()
+    started = started and torch.distributed.is_initialized()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out '{out}' is a file; embed writes a folder")
+    check_writable(out, folder=True)  # before the work: a read-only or misnamed --out loses nothing
     parts = out / "parts"
     bad: list[dict[str, str]] = []
     items, roots = read_inputs(source, skipped=bad)
@@ -359,10 +362,14 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     if rows:
         _write_part(parts, info.rank, seq, rows, embs)
     dist.barrier()
-    if info.rank == 0:
-        _merge(out, items, roots, bad, encoder, checkpoint, settings, dtype, index_kind)
-    dist.barrier()
-    return out
+    try:
+        if info.rank == 0:
+            _merge(out, items, roots, bad, encoder, checkpoint, settings, dtype, index_kind)
+    finally:
+        if started:
+            dist.barrier()
+            torch.distributed.destroy_process_group()
+    return out if info.rank == 0 else None
 
 
 def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, str]], encoder, checkpoint,
