@@ -290,7 +290,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = embed_collection(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
                            device=args.device, batch_size=args.batch_size, dtype=args.dtype,
                            config=_optional_config(args), num_workers=args.workers,
-                           index_kind=None if args.index == "none" else args.index)
+                           index_kind=None if args.index == "none" else args.index, progress=True)
     if out is not None:  # rank 0 merged the shards
         col = load_collection(out, use_index=False)
         skipped = col.meta.get("unreadable", [])
