@@ -313,8 +313,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import run_server  # starlette/uvicorn: optional dependencies
-
+    try:
+        from .serve import run_server  # starlette/uvicorn: optional dependencies
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("videocontrast serve: error: the page needs starlette and uvicorn: pip install 'videocontrast[search]'",
+              file=sys.stderr)
+        return 2
     run_server(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device)
     return 0
 

@@ -120,11 +120,14 @@ class Library:
             data = animated_preview(path, span)
         except (VideoDecodeError, ValueError, OSError) as e:
             return placeholder(f"unreadable: {getattr(e, 'reason', e)}"[:40]), "image/png"
-        self.cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, cached)  # atomic: two requests for one preview never see half a file
+        try:
+            self.cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, cached)  # atomic: two requests for one preview never see half a file
+        except OSError:  # a read-only folder: serve it uncached
+            pass
         return data, "image/webp"
 
     # -- search -----------------------------------------------------------------------------------------
