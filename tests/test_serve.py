@@ -55,6 +55,8 @@ def test_items_and_neighbours_match_numpy(served):
     items = c.get("/api/items").json()
     paths = list(read_table(served["index"])["path"])
     assert [i["path"] for i in items["items"]] == paths and items["count"] == 5
+    page = c.get("/api/items?offset=3&limit=1").json()
+    assert [i["row"] for i in page["items"]] == [3] and page["count"] == 5
     emb = np.load(served["index"] / "embeddings.npy")
     for row in range(5):
         r = c.get(f"/api/neighbours/{row}?k=3").json()

@@ -63,9 +63,6 @@ class Item:
     start: float | None = None
     end: float | None = None
 
-    def key(self) -> tuple[str, float | None, float | None]:
-        return (self.path, self.start, self.end)
-
 
 def _float(text: str, where: str, field: str) -> float | None:
     if text.strip() == "":

@@ -7,7 +7,7 @@ where the browser cannot play the format, e.g. AVI). A query can also be an uplo
 Routes::
 
     GET  /                          the page;            GET /static/{name}   its script and style
-    GET  /api/items                 every row: path, label, clip span, preview and media URLs, whether it exists
+    GET  /api/items?offset=&limit=  a page of rows: path, label, clip span, preview and media URLs, whether it exists
     GET  /api/neighbours/{row}?k=   the rows nearest row (optional label=, prefix=)
     GET  /api/query?path=&k=        nearest to a video file inside the indexed roots
     POST /api/query?k=              nearest to the uploaded video (the request body)
@@ -221,9 +221,15 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
         kind = "text/javascript" if name.endswith(".js") else "text/css"
         return Response((STATIC / name).read_bytes(), media_type=kind)
 
-    async def items(request: Request):
-        return JSONResponse({"count": len(lib.col), "per_clip": bool(lib.col.meta.get("per_clip")),
-                             "items": [lib.item(i) for i in range(len(lib.col))]})
+    def items(request: Request):
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+            limit = min(1000, max(1, int(request.query_params.get("limit", "200"))))
+        except ValueError:
+            return _error(400, "offset and limit must be whole numbers")
+        rows = range(offset, min(len(lib.col), offset + limit))
+        return JSONResponse({"count": len(lib.col), "offset": offset, "per_clip": bool(lib.col.meta.get("per_clip")),
+                             "items": [lib.item(i) for i in rows]})
 
     def neighbours(request: Request):
         row = request.path_params["row"]

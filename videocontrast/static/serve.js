@@ -97,11 +97,17 @@ $("by-upload").addEventListener("submit", async (event) => {
   } catch (e) { $("status").textContent = e.message; }
 });
 
-(async () => {
+// The grid, a page of 200 at a time: a collection of millions of clips loads as fast as a small one.
+let loaded = 0;
+async function loadMore() {
   try {
-    const r = await getJSON("/api/items");
+    const r = await getJSON(`/api/items?offset=${loaded}&limit=200`);
     $("count").textContent = `${r.count} ${r.per_clip ? "clips" : "videos"}`;
-    $("grid").replaceChildren(...r.items.map((item) => tile(item, false)));
+    $("grid").append(...r.items.map((item) => tile(item, false)));
+    loaded += r.items.length;
+    $("more").hidden = loaded >= r.count;
     document.body.dataset.ready = "1";
   } catch (e) { $("status").textContent = e.message; }
-})();
+}
+$("more").addEventListener("click", loadMore);
+loadMore();
