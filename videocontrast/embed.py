@@ -12,7 +12,7 @@ Output folder (:func:`embed_collection`)::
                         (table.csv where pyarrow is not installed)
     meta.json           the encoder (checkpoint, fingerprint, config), clips, per_clip, roots, unreadable files
     index.faiss, index.json   the FAISS index (videocontrast.index) when faiss is installed
-    parts/              each rank's shards: rR-NNNNN.npy + .csv, written every few files (what makes resume work)
+    parts/              each rank's shards (videocontrast.shards), written every few files: what makes resume work
 
 Under ``torchrun --nproc_per_node=G`` rank r embeds every G-th file still to do and writes its own parts; rank 0
 merges them into the files above (in the input's order, so the result does not depend on G). A killed run
@@ -27,7 +27,6 @@ import csv
 import json
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +45,8 @@ from .engine.run import check_writable
 from .data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
 from .data.decode import VideoDecodeError, VideoInfo, read_frames
 from .index import build_index, save_index
+from .shards import TABLE_COLUMNS, fmt, part_key, read_parts, read_table, stat_key, write_part, write_table  # noqa: F401
 from .transforms.temporal import uniform_clips
-
-TABLE_COLUMNS = ("path", "label", "start", "end", "clip", "clip_start", "clip_end", "duration", "size", "mtime_ns",
-                 "fingerprint")
-PART_COLUMNS = ("path", "label", "start", "end", "clip", "clip_start", "clip_end", "duration", "size", "mtime_ns",
-                "status", "reason")
-
 
 @dataclass(frozen=True)
 class Item:
@@ -230,62 +224,7 @@ def embed_items(encoder, items: list[Item], clips: int = 4, batch_size: int = 32
         bar.close()
 
 
-# ----------------------------------------------------------------------------- parts (shards) and resume
-
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        return -1, -1
-
-
-def _fmt(v: float | None) -> str:
-    return "" if v is None else repr(float(v))
-
-
-def _read_parts(parts: Path) -> dict[tuple, tuple[list[dict[str, str]], np.ndarray | None]]:
-    """Every finished part's rows, grouped per (path, start, end, size, mtime_ns): the latest part wins."""
-    done: dict[tuple, tuple[list[dict[str, str]], np.ndarray | None]] = {}
-    for table in sorted(parts.glob("r*-*.csv"), key=lambda p: p.stat().st_mtime_ns):
-        emb_file = table.with_suffix(".npy")
-        with open(table, newline="") as f:
-            rows = list(csv.DictReader(f))
-        emb = np.load(emb_file, allow_pickle=False) if emb_file.is_file() else None
-        e = 0
-        groups: dict[tuple, list[dict[str, str]]] = {}
-        for row in rows:
-            key = (row["path"], row["start"], row["end"], int(row["size"]), int(row["mtime_ns"]))
-            if row["status"] == "ok":
-                row["_emb"] = e
-                e += 1
-            groups.setdefault(key, []).append(row)
-        if emb is not None and e != len(emb):
-            warnings.warn(f"ignoring damaged part {table} ({e} rows, {len(emb)} embeddings)", stacklevel=2)
-            continue
-        for key, group in groups.items():
-            done[key] = (group, None if emb is None else emb[[r["_emb"] for r in group if "_emb" in r]])
-    return done
-
-
-def _part_key(item: Item, size: int, mtime_ns: int) -> tuple:
-    return (item.path, _fmt(item.start), _fmt(item.end), size, mtime_ns)
-
-
-def _write_part(parts: Path, rank: int, seq: int, rows: list[dict[str, Any]], emb: list[np.ndarray]) -> None:
-    name = f"r{rank}-{seq:05d}-{time.time_ns()}"  # unique across runs: parts of earlier runs stay
-    if emb:
-        tmp = parts / f".{name}.npy"
-        with open(tmp, "wb") as f:
-            np.save(f, np.concatenate(emb).astype(np.float32))
-        tmp.replace(parts / f"{name}.npy")
-    tmp = parts / f".{name}.csv"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, PART_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(parts / f"{name}.csv")  # last: a part counts only once both files are there
-
+# ----------------------------------------------------------------------------- the whole collection
 
 def _settings(encoder, clips: int, per_clip: bool) -> dict[str, Any]:
     return {"fingerprint": encoder.fingerprint, "clips": clips, "per_clip": per_clip}
@@ -326,8 +265,8 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
                 p.unlink()
         stored.write_text(json.dumps(settings))
     dist.barrier()
-    done = _read_parts(parts)
-    todo = [it for it in items if _part_key(it, *_stat(it.path)) not in done]
+    done = read_parts(parts)
+    todo = [it for it in items if part_key(it, *stat_key(it.path)) not in done]
     mine = todo[info.rank::info.world_size]
     rows: list[dict[str, Any]] = []
     embs: list[np.ndarray] = []
@@ -335,7 +274,7 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     for record, z in embed_items(encoder, mine, clips, batch_size, num_workers, progress=progress if info.rank == 0
                                  else False, desc=f"embed{f' rank {info.rank}' if info.world_size > 1 else ''}"):
         item = mine[record["i"]]
-        base = {"path": item.path, "label": item.label, "start": _fmt(item.start), "end": _fmt(item.end),
+        base = {"path": item.path, "label": item.label, "start": fmt(item.start), "end": fmt(item.end),
                 "size": record["size"], "mtime_ns": record["mtime_ns"]}
         if z is None:
             rows.append({**base, "clip": -1, "clip_start": "", "clip_end": "", "duration": "", "status": "bad",
@@ -354,10 +293,10 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
                 embs.append((video / (np.linalg.norm(video) + 1e-12))[None])
         files += 1
         if files % flush_every == 0:
-            _write_part(parts, info.rank, seq, rows, embs)
+            write_part(parts, info.rank, seq, rows, embs)
             rows, embs, seq = [], [], seq + 1
     if rows:
-        _write_part(parts, info.rank, seq, rows, embs)
+        write_part(parts, info.rank, seq, rows, embs)
     dist.barrier()
     try:
         if info.rank == 0:
@@ -372,11 +311,11 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
 def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, str]], encoder, checkpoint,
            settings: dict[str, Any], dtype: str, index_kind: str | None) -> None:
     """Rank 0: the parts, in the input's order, as embeddings.npy + the table + meta.json (+ the FAISS index)."""
-    done = _read_parts(out / "parts")
+    done = read_parts(out / "parts")
     table: list[dict[str, Any]] = []
     chunks: list[np.ndarray] = []
     for item in items:
-        got = done.get(_part_key(item, *_stat(item.path)))
+        got = done.get(part_key(item, *stat_key(item.path)))
         if got is None:  # changed while this run went on: the next run embeds it
             bad.append({"path": item.path, "reason": "changed or vanished while embedding; run embed again"})
             continue
@@ -415,41 +354,3 @@ def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, s
             warnings.warn(f"no FAISS index written ({e}); search falls back to exact NumPy search", stacklevel=3)
             return
         save_index(index, params, out)
-
-
-def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
-    """``table.parquet`` (pyarrow) or else ``table.csv``, columns :data:`TABLE_COLUMNS`."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        pa = None
-    for stale in ("table.parquet", "table.csv"):
-        (out / stale).unlink(missing_ok=True)
-    if pa is not None:
-        t = pa.table({c: [r[c] for r in rows] for c in TABLE_COLUMNS})
-        pq.write_table(t, out / "table.parquet")
-        return out / "table.parquet"
-    with open(out / "table.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, TABLE_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return out / "table.csv"
-
-
-def read_table(folder: str | Path) -> dict[str, np.ndarray]:
-    """The table of an embedding folder as columns (NumPy arrays), from Parquet or CSV."""
-    folder = Path(folder)
-    if (folder / "table.parquet").is_file():
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(folder / "table.parquet")
-        return {c: np.asarray(t.column(c).to_pylist()) for c in t.column_names}
-    if (folder / "table.csv").is_file():
-        with open(folder / "table.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        num = {"start", "end", "clip_start", "clip_end", "duration"}
-        ints = {"clip", "size", "mtime_ns"}
-        return {c: np.asarray([float(r[c]) if c in num and r[c] else (math.nan if c in num else
-                               (int(r[c]) if c in ints else r[c])) for r in rows]) for c in TABLE_COLUMNS}
-    raise FileNotFoundError(f"'{folder}' holds no table.parquet or table.csv; build it with `videocontrast embed`")

@@ -20,7 +20,8 @@ import numpy as np
 from .api import check_device, load_encoder
 from .config import config_from_dict
 from .data.datasets import find_videos
-from .embed import Item, embed_items, read_table
+from .embed import Item, embed_items
+from .shards import read_table
 from .eval.features import weights_fingerprint
 from .eval.report import retrieval_report
 from .index import INDEX_FILE, load_index, search_index
