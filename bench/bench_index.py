@@ -16,7 +16,8 @@ rows of the database. Memory is the size of the serialised index (what it holds 
 Usage::
 
     PYTHONPATH=. python bench/bench_index.py                          # 10^4 and 10^5
-    PYTHONPATH=. python bench/bench_index.py --sizes 10000 100000 1000000 --kinds ivf
+    PYTHONPATH=. python bench/bench_index.py --sizes 1000000 --data features --queries 100 --repeats 1
+    PYTHONPATH=. python bench/bench_index.py --sizes 1000000 --data random --nprobe 64 256 --queries 100 --repeats 1
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nprobe", type=int, nargs="+", default=None,
+                    help="IVF: report these nprobe values (no tuning; default: the tuned one, x2 and x4)")
     ap.add_argument("--threads", type=int, default=0, help="FAISS threads (default: FAISS's own, all cores)")
     args = ap.parse_args()
     if args.threads:
@@ -99,15 +102,24 @@ def main() -> None:
             print(f"| {data} | {n:,} | flat (exact) | - | {p['build_seconds']:.2f} | "
                   f"{index_bytes(exact) / 2**20:.0f} | {exact_qps:,.0f} | 1.0x | 1.000 |", flush=True)
             for kind in args.kinds:
-                index, p = build_index(x, kind)
+                fixed = args.nprobe[0] if args.nprobe and kind != "hnsw" else None
+                index, p = build_index(x, kind, nprobe=fixed)
                 # side by side: the exact index again right before, so both see the same machine load
                 exact_again, _ = timed_search(exact, q, k, args.repeats)
-                qps, rows = timed_search(index, q, k, args.repeats)
-                knobs = ", ".join(f"{key}={p[key]}" for key in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
-                                  if key in p)
-                print(f"| {data} | {n:,} | {kind} | {knobs} | {p['build_seconds']:.2f} | "
-                      f"{index_bytes(index) / 2**20:.0f} | {qps:,.0f} | {qps / exact_again:.1f}x | "
-                      f"{recall_at(rows, truth, k):.3f} |", flush=True)
+                # the tuned nprobe (or --nprobe), then larger ones: the recall / speed trade-off
+                knob = "ef_search" if kind == "hnsw" else "nprobe"
+                values = (args.nprobe if fixed else [p[knob] * m for m in (1, 2, 4)]) if kind != "hnsw" else [p[knob]]
+                for value in values:
+                    if kind == "hnsw":
+                        index.hnsw.efSearch = value
+                    else:
+                        index.nprobe = min(value, index.nlist)
+                    qps, rows = timed_search(index, q, k, args.repeats)
+                    knobs = ", ".join(f"{key}={p[key]}" for key in ("nlist", "pq_m", "hnsw_m") if key in p)
+                    knobs += f", {knob}={value}" + (" (tuned)" if value == p.get(knob) and not fixed else "")
+                    print(f"| {data} | {n:,} | {kind} | {knobs} | {p['build_seconds']:.2f} | "
+                          f"{index_bytes(index) / 2**20:.0f} | {qps:,.0f} | {qps / exact_again:.1f}x | "
+                          f"{recall_at(rows, truth, k):.3f} |", flush=True)
                 del index
             del exact, x
 
