@@ -9,6 +9,7 @@ search; ``label`` and ``prefix`` restrict them to rows with that label or a path
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,12 +38,16 @@ class Collection:
     table: dict[str, np.ndarray]
     meta: dict[str, Any]
     index: Any = None
+    _real: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.emb)
 
-    def row(self, i: int) -> dict[str, Any]:
-        return {c: (v[i].item() if hasattr(v[i], "item") else v[i]) for c, v in self.table.items()}
+    def real_paths(self) -> list[str]:
+        """Each row's path with links resolved (computed once: prefix filters compare against these)."""
+        if self._real is None:
+            self._real = [os.path.realpath(str(p)) for p in self.table["path"]]
+        return self._real
 
 
 def load_collection(folder: str | Path, use_index: bool = True) -> Collection:
@@ -80,8 +85,8 @@ def nearest(col: Collection, queries: np.ndarray, k: int, label: str | None = No
         if label is not None:
             mask &= col.table["label"] == label
         if prefix is not None:
-            want = str(Path(prefix).resolve())
-            mask &= np.array([str(Path(p).resolve()).startswith(want) for p in col.table["path"]])
+            want = os.path.realpath(prefix)
+            mask &= np.array([p == want or p.startswith(want.rstrip(os.sep) + os.sep) for p in col.real_paths()])
         allowed = np.flatnonzero(mask)
     q = np.atleast_2d(np.asarray(queries, np.float32))
     if col.index is not None:
