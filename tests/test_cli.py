@@ -17,7 +17,7 @@ from videocontrast.cli import build_parser, main
 from videocontrast.embed import read_table
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "data", "ablate"]
+COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "serve", "data", "ablate"]
 # The demo preset shrunk so the whole demo runs in well under a minute on 2 CPU cores.
 TINY = ["data.synthetic_videos_per_class=6", "data.synthetic_frames=12", "data.synthetic_size=32",
         "data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
