@@ -109,11 +109,13 @@ def main() -> None:
                 # the tuned nprobe (or --nprobe), then larger ones: the recall / speed trade-off
                 knob = "ef_search" if kind == "hnsw" else "nprobe"
                 values = (args.nprobe if fixed else [p[knob] * m for m in (1, 2, 4)]) if kind != "hnsw" else [p[knob]]
+                if kind != "hnsw":  # nprobe past nlist is nlist again
+                    values = sorted({min(v, index.nlist) for v in values})
                 for value in values:
                     if kind == "hnsw":
                         index.hnsw.efSearch = value
                     else:
-                        index.nprobe = min(value, index.nlist)
+                        index.nprobe = value
                     qps, rows = timed_search(index, q, k, args.repeats)
                     knobs = ", ".join(f"{key}={p[key]}" for key in ("nlist", "pq_m", "hnsw_m") if key in p)
                     knobs += f", {knob}={value}" + (" (tuned)" if value == p.get(knob) and not fixed else "")
