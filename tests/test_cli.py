@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from videocontrast.cli import build_parser, main
+from videocontrast.embed import read_table
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "data", "ablate"]
+COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "serve", "data", "ablate"]
 # The demo preset shrunk so the whole demo runs in well under a minute on 2 CPU cores.
 TINY = ["data.synthetic_videos_per_class=6", "data.synthetic_frames=12", "data.synthetic_size=32",
         "data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
@@ -130,10 +131,10 @@ def test_embed_and_search_own_videos(demo_run, tmp_path, capsys):
     run, data = demo_run
     ckpt = run / "pretrain" / "checkpoints" / "last.pt"
     videos = data / "test"
-    index = tmp_path / "videos.npz"
+    index = tmp_path / "videos.emb"
     assert main(["embed", "--checkpoint", str(ckpt), "--root", str(videos), "--out", str(index)]) == 0
-    with np.load(index) as z:
-        emb, paths = z["embeddings"], list(z["paths"])
+    emb = np.load(index / "embeddings.npy", allow_pickle=False)
+    paths = [str(p) for p in read_table(index)["path"]]
     assert emb.shape[0] == len(paths) == len(list(videos.rglob("*.mp4")))
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     query = paths[3]
@@ -154,12 +155,11 @@ def test_embed_skips_a_corrupt_video(demo_run, tmp_path):
     for p in src:
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "broken.mp4").write_bytes(b"not a video at all")
-    index = tmp_path / "i.npz"
+    index = tmp_path / "i.emb"
     with pytest.warns(UserWarning, match="broken.mp4"):
         main(["embed", "--checkpoint", str(run / "pretrain" / "checkpoints" / "last.pt"), "--root", str(folder),
               "--out", str(index)])
-    with np.load(index) as z:
-        assert len(z["paths"]) == 2 and "broken.mp4" in str(z["meta"])
+    assert len(read_table(index)["path"]) == 2 and "broken.mp4" in (index / "meta.json").read_text()
 
 
 def test_ablate_grid_resumes_without_recomputing(demo_run, tmp_path):

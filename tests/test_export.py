@@ -26,6 +26,7 @@ import torchvision
 import videocontrast as vc
 from videocontrast.build import method_from_config
 from videocontrast.cli import main
+from videocontrast.embed import read_table
 from videocontrast.config import load_config
 from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.models import build_backbone
@@ -165,11 +166,10 @@ def _spec(kind: str, ckpt: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["checkpoint", "exported-pt", "exported-safetensors", "external", "random"])
 def test_embed_and_search_take_every_kind_of_checkpoint(kind, ckpt, videos, tmp_path, capsys):
-    index = tmp_path / "i.npz"
+    index = tmp_path / "i.emb"
     assert main(["embed", *_spec(kind, ckpt, tmp_path), "--root", str(videos), "--out", str(index)]) == 0
-    with np.load(index) as z:
-        meta = json.loads(str(z["meta"]))
-        paths = [str(p) for p in z["paths"]]
+    meta = json.loads((index / "meta.json").read_text())
+    paths = [str(p) for p in read_table(index)["path"]]
     assert meta["fingerprint"].startswith("random:" if kind == "random" else "sha1:")
     capsys.readouterr()
     assert main(["search", str(index), paths[1], "-k", "2"]) == 0
@@ -179,10 +179,9 @@ def test_embed_and_search_take_every_kind_of_checkpoint(kind, ckpt, videos, tmp_
 
 def test_index_stores_the_weights_fingerprint_and_follows_a_moved_checkpoint(videos, tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "run" / "last.pt")
-    index = tmp_path / "i.npz"
+    index = tmp_path / "i.emb"
     assert main(["embed", "--checkpoint", str(ckpt), "--root", str(videos), "--out", str(index)]) == 0
-    with np.load(index) as z:
-        meta = json.loads(str(z["meta"]))
+    meta = json.loads((index / "meta.json").read_text())
     assert meta["fingerprint"] == "sha1:" + hashlib.sha1(ckpt.read_bytes()).hexdigest()
     query = str(videos / "v0.mp4")
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from conftest import write_pattern_video
 from videocontrast.cli import main
+from videocontrast.embed import read_table
 from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset, dataset_info, find_videos
 from videocontrast.data.decode import probe_video, read_frames
 from videocontrast.transforms.spatial import ClipAugment, ClipEval
@@ -153,10 +154,9 @@ def test_pretrain_linear_and_embed_on_mixed_sizes(mixed_folder, tmp_path, capsys
                  *TINY]) == 0
     res = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert 0.0 <= res["top1"] <= 1.0
-    index = tmp_path / "mixed.npz"
+    index = tmp_path / "mixed.emb"
     assert main(["embed", "--checkpoint", str(ckpt), "--root", str(mixed_folder), "--out", str(index)]) == 0
-    with np.load(index) as z:
-        assert len(z["paths"]) == len(list(mixed_folder.rglob("*.mp4"))) == 10
+    assert len(read_table(index)["path"]) == len(list(mixed_folder.rglob("*.mp4"))) == 10
 
 
 # ----------------------------------------------------------------------------- runs of bad files

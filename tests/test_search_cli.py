@@ -1,9 +1,11 @@
-"""Issue 9, section 3 (search) and the embed/ablate items of section 4, as a user sees them.
+"""Issue 9, section 3 (search) and the embed/ablate items of section 4, as a user sees them (with issue 13's
+embedding folder).
 
-A bad query file, a missing one, a damaged index, ``-k 0`` and ``--device cuda`` on a machine without CUDA each
+A bad query file, a missing one, a damaged folder, ``-k 0`` and ``--device cuda`` on a machine without CUDA each
 end in one line (exit code 2), not a traceback; two ``--html`` pages in one folder keep their own frames;
-``embed --out`` writes exactly the path given; symbolic link loops, broken links and unreadable files are
-reported and listed in the index; ``embed`` and ``ablate`` show progress bars.
+``embed --out`` writes the folder given; symbolic link loops, broken links and unreadable files are reported and
+listed in meta.json; ``embed`` and ``ablate`` show progress bars; ``search`` takes a row or a folder of queries
+and filters by label and path prefix (checked against NumPy brute force).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import pytest
 import torch
 
 from videocontrast.cli import main
-from videocontrast.search import build_index, search
+from videocontrast.embed import embed_collection, read_table
+from videocontrast.search import search
 
-from conftest import write_pattern_video
+from test_embed import write_video
 from test_export import TINY, make_checkpoint, one_line_error
 
 
@@ -28,9 +31,9 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("search")
     videos = d / "videos"
     for i, n in enumerate((12, 16, 20)):
-        write_pattern_video(videos / f"v{i}.mp4", n)
+        write_video(videos / f"v{i}.mp4", n, seed=i)
     ckpt = make_checkpoint(d / "last.pt")
-    index = build_index(ckpt, videos, d / "videos.npz", clips=2)
+    index = embed_collection(ckpt, videos, d / "videos.emb", clips=2, progress=False)
     return {"dir": d, "videos": videos, "ckpt": ckpt, "index": index}
 
 
@@ -52,15 +55,19 @@ def test_a_bad_or_missing_query_is_one_line(case, setup, tmp_path, capsys):
     assert str(query) in line and "query" in line
 
 
-@pytest.mark.parametrize("case", ["garbage", "truncated", "not-an-index"])
+@pytest.mark.parametrize("case", ["missing", "garbage-npy", "truncated-table", "short-table"])
 def test_a_damaged_index_is_one_line(case, setup, tmp_path, capsys):
-    index = tmp_path / "bad.npz"
-    if case == "garbage":
-        index.write_bytes(b"definitely not a zip archive")
-    elif case == "truncated":
-        index.write_bytes(setup["index"].read_bytes()[:300])
-    else:
-        np.savez(index, something=np.zeros(3))
+    import shutil
+
+    index = tmp_path / "bad.emb"
+    if case != "missing":
+        shutil.copytree(setup["index"], index)
+    if case == "garbage-npy":
+        (index / "embeddings.npy").write_bytes(b"definitely not an array")
+    elif case == "truncated-table":
+        (index / "table.parquet").write_bytes((index / "table.parquet").read_bytes()[:100])
+    elif case == "short-table":
+        np.save(index / "embeddings.npy", np.zeros((7, 4), np.float32))
     assert main(["search", str(index), str(setup["videos"] / "v0.mp4")]) == 2
     line = one_line_error(capsys.readouterr().err, "search")
     assert str(index) in line and "videocontrast embed" in line
@@ -82,9 +89,9 @@ def test_device_cuda_without_cuda_is_one_line(setup, tmp_path, monkeypatch, caps
     assert main(_search(setup, "--device", "cuda")) == 2
     assert "CUDA is not available" in one_line_error(capsys.readouterr().err, "search")
     assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out",
-                 str(tmp_path / "i.npz"), "--device", "cuda"]) == 2
+                 str(tmp_path / "i.emb"), "--device", "cuda"]) == 2
     assert "CUDA is not available" in one_line_error(capsys.readouterr().err, "embed")
-    assert not (tmp_path / "i.npz").exists()
+    assert not (tmp_path / "i.emb" / "embeddings.npy").exists()
 
 
 def test_two_html_pages_in_one_folder_keep_their_own_frames(setup, tmp_path, capsys):
@@ -101,15 +108,49 @@ def test_two_html_pages_in_one_folder_keep_their_own_frames(setup, tmp_path, cap
 
 # --- embed ---------------------------------------------------------------------------------------------
 
-def test_embed_writes_exactly_the_out_path(setup, tmp_path, capsys):
-    out = tmp_path / "x.index"
+def test_embed_writes_the_out_folder(setup, tmp_path, capsys):
+    out = tmp_path / "x.emb"
     assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out", str(out)]) == 0
-    assert out.is_file() and not (tmp_path / "x.index.npz").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.index"]
-    with np.load(out, allow_pickle=False) as z:  # still an .npz archive inside
-        assert z["embeddings"].shape[0] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.emb"]
+    assert {"embeddings.npy", "table.parquet", "meta.json", "index.faiss", "index.json"} <= {p.name for p in
+                                                                                           out.iterdir()}
+    assert np.load(out / "embeddings.npy", allow_pickle=False).shape[0] == 3
     capsys.readouterr()
     assert main(["search", str(out), str(setup["videos"] / "v1.mp4"), "-k", "1"]) == 0
+
+
+def _brute(index: Path, q: np.ndarray, mask: np.ndarray, k: int) -> list[str]:
+    emb = np.load(index / "embeddings.npy")
+    paths = np.asarray(read_table(index)["path"])
+    sims = np.where(mask, emb @ q, -np.inf)
+    order = [i for i in np.argsort(-sims, kind="stable") if mask[i]][:k]
+    return [str(paths[i]) for i in order]
+
+
+def test_search_by_row_folder_label_and_prefix(setup, tmp_path, capsys):
+    videos = tmp_path / "v"
+    for i in range(6):
+        write_video(videos / ("cats" if i < 3 else "dogs") / f"c{i}.mp4", 12 + i, seed=10 + i)
+    index = embed_collection(setup["ckpt"], videos, tmp_path / "i.emb", clips=2, progress=False)
+    emb = np.load(index / "embeddings.npy")
+    table = read_table(index)
+    everything = np.ones(len(emb), bool)
+    [(name, hits)] = search(index, "row:4", k=3)
+    assert [h[0] for h in hits] == _brute(index, emb[4], everything, 3) and name.startswith("row:4")
+    [(_, hits)] = search(index, "4", k=2, label="cats")
+    assert [h[0] for h in hits] == _brute(index, emb[4], table["label"] == "cats", 2)
+    [(_, hits)] = search(index, "row:0", k=6, prefix=str(videos / "dogs"))
+    assert [h[0] for h in hits] == _brute(index, emb[0], table["label"] == "dogs", 6)  # only 3 qualify
+    assert len(hits) == 3
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    for name in ("c1.mp4", "c5.mp4"):
+        src = videos / ("cats" if name == "c1.mp4" else "dogs") / name
+        (queries / name).write_bytes(src.read_bytes())
+    results = search(index, queries, k=1)
+    assert [(Path(q).name, Path(h[0][0]).name) for q, h in results] == [("c1.mp4", "c1.mp4"), ("c5.mp4", "c5.mp4")]
+    assert main(["search", str(index), "row:99"]) == 2
+    assert "row 99" in one_line_error(capsys.readouterr().err, "search")
 
 
 def test_embed_reports_link_loops_broken_links_and_unreadable_files(setup, tmp_path, capsys):
@@ -122,27 +163,26 @@ def test_embed_reports_link_loops_broken_links_and_unreadable_files(setup, tmp_p
     os.symlink("loop_a.mp4", folder / "loop_b.mp4")
     os.symlink("gone.mp4", folder / "dangling.mp4")
     os.symlink("..", folder / "sub" / "up")  # a folder link back up: a loop for a walker that follows links
-    index = tmp_path / "i.npz"
+    index = tmp_path / "i.emb"
     with pytest.warns(UserWarning) as caught:
         assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(folder), "--out", str(index)]) == 0
     out = capsys.readouterr().out
     warned = "\n".join(str(w.message) for w in caught)
-    with np.load(index, allow_pickle=False) as z:
-        paths = sorted(Path(p).name for p in z["paths"])
-        bad = {Path(e["path"]).name: e["reason"] for e in json.loads(str(z["meta"]))["unreadable"]}
+    paths = sorted(Path(p).name for p in read_table(index)["path"])
+    bad = {Path(e["path"]).name: e["reason"] for e in json.loads((index / "meta.json").read_text())["unreadable"]}
     assert paths == ["also.mp4", "good.mp4"]
     assert set(bad) == {"broken.mp4", "loop_a.mp4", "loop_b.mp4", "dangling.mp4", "up"}
     assert "loop" in bad["loop_a.mp4"] and "loop" in bad["up"] and "broken symbolic link" in bad["dangling.mp4"]
     for name in bad:
         assert name in warned
-    assert "2 videos" in out and "5 entries skipped" in out
+    assert "2 rows (videos)" in out and "5 entries skipped" in out
 
 
 def test_embed_shows_a_progress_bar(setup, tmp_path, capsys):
     assert main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]), "--out",
-                 str(tmp_path / "i.npz")]) == 0
+                 str(tmp_path / "i.emb")]) == 0
     err = capsys.readouterr().err
-    assert "embed" in err and "3/3" in err and "video" in err
+    assert "embed" in err and "3/3" in err and "file/s" in err
 
 
 def test_ablate_shows_cells_done_out_of_total(tmp_path, capsys):
@@ -158,10 +198,10 @@ def test_ablate_shows_cells_done_out_of_total(tmp_path, capsys):
 
 def test_embed_into_an_unwritable_out_fails_before_any_work(setup, tmp_path, capsys, monkeypatch):
     # Before: embed computed every embedding, then lost them at the write. Now it checks --out first.
-    import videocontrast.search as search_mod
+    import videocontrast.embed as embed_mod
 
     calls = []
-    monkeypatch.setattr(search_mod, "load_encoder", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(embed_mod, "load_encoder", lambda *a, **k: calls.append(1))
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     code = main(["embed", "--checkpoint", str(setup["ckpt"]), "--root", str(setup["videos"]),

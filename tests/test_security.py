@@ -100,13 +100,17 @@ def _cli_args(entry: str, path: Path, data: Path, out: Path) -> tuple[list[str],
         planted.write_bytes(path.read_bytes())
         return ["knn", "--checkpoint", "supervised", "--out", str(out), *cfg], str(planted)
     if entry == "embed":
-        return ["embed", "--checkpoint", str(path), "--root", str(data / "test"), "--out", str(out / "i.npz")], \
+        return ["embed", "--checkpoint", str(path), "--root", str(data / "test"), "--out", str(out / "i.emb")], \
             str(path)
     if entry == "search":
-        index = out / "videos.npz"
-        out.mkdir(parents=True)
-        np.savez(index, embeddings=np.eye(2, dtype=np.float32), paths=np.array(["a.mp4", "b.mp4"]),
-                 meta=np.array(json.dumps({"checkpoint": str(path), "clips": 2, "unreadable": []})))
+        from videocontrast.embed import TABLE_COLUMNS, write_table
+
+        index = out / "videos.emb"  # an embedding folder whose meta.json points at the planted file
+        index.mkdir(parents=True)
+        np.save(index / "embeddings.npy", np.eye(2, dtype=np.float32))
+        write_table([{c: 0 for c in TABLE_COLUMNS} | {"path": p, "label": "", "fingerprint": ""}
+                     for p in ("a.mp4", "b.mp4")], index)
+        (index / "meta.json").write_text(json.dumps({"checkpoint": str(path), "clips": 2, "unreadable": []}))
         query = sorted((data / "test").rglob("*.mp4"))[0]
         return ["search", str(index), str(query)], str(path)
     if entry == "pretrain-weights":
@@ -239,7 +243,7 @@ def test_unreadable_checkpoint_is_one_line_not_a_traceback(case, real_run, tmp_p
     else:  # a plain state dict is external weights for `knn`, but `embed` needs a videocontrast checkpoint
         torch.save({"w": torch.zeros(1)}, path)
     code = main(["embed", "--checkpoint", str(path), "--root", str(real_run[1] / "test"),
-                 "--out", str(tmp_path / "i.npz")])
+                 "--out", str(tmp_path / "i.emb")])
     assert code == 2
     _one_line_error(capsys.readouterr().err, "embed", str(path))
 

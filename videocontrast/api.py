@@ -97,7 +97,7 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     Returns:
         float32 ``(len(paths), D)``; with ``per_clip=True`` ``(len(paths), clips_per_video, D)``.
         A video that cannot be decoded raises :class:`~videocontrast.data.decode.VideoDecodeError`
-        naming it (use :func:`videocontrast.search.build_index` to skip and report bad files instead).
+        naming it (`videocontrast embed`, :func:`videocontrast.embed.embed_collection`, skips and reports bad files instead).
     """
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     records = [VideoRecord(str(p), -1) for p in paths]

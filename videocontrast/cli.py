@@ -20,8 +20,10 @@ from .export import EXPORT_FORMATS, export_backbone
 from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
 from .methods import METHODS
 from .preview import preview
+from .embed import embed_collection
+from .index import INDEX_KINDS
 from .reproduce import SCALES, TABLE_NAMES, reproduce
-from .search import build_index, load_index, search
+from .search import load_collection, search
 
 EPILOG = {
     "demo": "example: videocontrast demo --quick\n"
@@ -37,12 +39,15 @@ EPILOG = {
     "retrieve": "example: videocontrast retrieve --checkpoint runs/simclr/checkpoints/last.pt --dataset ucf101 "
                 "--root UCF101/ --out runs/simclr/retrieval   (writes retrieval.html)",
     "embed": "example: videocontrast embed --checkpoint runs/mine/checkpoints/last.pt --root my_videos/ "
-             "--out my_videos.index\n"
-             "         videocontrast embed --checkpoint r3d_18_kinetics.pt --config ucf101-simclr --root my_videos/ "
-             "--out my_videos.index   (external weights: --config gives the architecture)",
-    "search": "example: videocontrast search my_videos.index query.mp4 -k 5 --html results.html\n"
-              "         videocontrast search my_videos.index query.mp4 --checkpoint moved/last.pt   "
-              "(the index's checkpoint moved)",
+             "--out my_videos.emb\n"
+             "         videocontrast embed --checkpoint last.pt --root manifest.csv --per-clip --out clips.emb   "
+             "(CSV: path[,label][,start,end])\n"
+             "         torchrun --nproc_per_node=2 -m videocontrast embed ... (same flags; run again to resume)",
+    "search": "example: videocontrast search my_videos.emb query.mp4 -k 5 --html results.html\n"
+              "         videocontrast search my_videos.emb row:17 --label Knitting   "
+              "(a row of the folder; only rows labelled Knitting)\n"
+              "         videocontrast search my_videos.emb queries/ --prefix /data/2024/   (a folder of queries)",
+    "serve": "example: videocontrast serve my_videos.emb   then open http://127.0.0.1:8000/",
     "export": "example: videocontrast export runs/simclr/checkpoints/last.pt --out r3d_18_simclr.safetensors\n"
               "         then: model = torchvision.models.video.r3d_18(); model.fc = torch.nn.Identity();\n"
               "               model.load_state_dict(safetensors.torch.load_file('r3d_18_simclr.safetensors'))",
@@ -157,24 +162,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output folder (results.json)")
         _config_flags(p)
 
-    p = add("embed", "embed every video of a folder into a searchable index")
+    p = add("embed", "embed a folder, list file or CSV manifest of videos into a searchable folder")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--root", required=True, help="folder of videos (searched recursively)")
-    p.add_argument("--out", required=True, help="index file to write, exactly this path (an .npz archive)")
+    p.add_argument("--root", required=True,
+                   help="folder of videos (searched recursively), a list file (path [label] a line) or a CSV "
+                        "manifest path[,label][,start,end]")
+    p.add_argument("--out", required=True, help="output folder (embeddings.npy, table.parquet, meta.json, "
+                                                "index.faiss); an unfinished one is resumed")
     p.add_argument("--clips", type=_positive_int, default=4, help="clips per video, mean-pooled (default: 4)")
-    p.add_argument("--per-clip", action="store_true", help="also store one embedding per clip")
+    p.add_argument("--per-clip", action="store_true", help="one row per clip, with its time span")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="of embeddings.npy")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per forward pass (default: 32)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes per rank (default: 0)")
+    p.add_argument("--index", choices=(*INDEX_KINDS, "none"), default="auto",
+                   help="FAISS index: auto (exact up to 50,000 rows, IVF above), flat, ivf, ivfpq, hnsw, none")
     p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto, the GPU if any)")
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. model.backbone=r3d_18")
 
-    p = add("search", "find the videos of an index nearest to a query video")
-    p.add_argument("index", help="index file written by `videocontrast embed`")
-    p.add_argument("query", help="query video file")
+    p = add("search", "find the rows of an embedding folder nearest to a query")
+    p.add_argument("index", help="folder written by `videocontrast embed`")
+    p.add_argument("query", help="a video file, a row of the folder (row:N), or a folder of query videos")
     p.add_argument("-k", type=_positive_int, default=5, help="number of results (default: 5)")
-    p.add_argument("--html", default=None, help="write an HTML page with frames of the results")
+    p.add_argument("--label", default=None, help="only rows with this label")
+    p.add_argument("--prefix", default=None, help="only rows whose path is under this folder")
+    p.add_argument("--html", default=None, help="write an HTML page with frames of the (first query's) results")
     p.add_argument("--checkpoint", default=None,
-                   help="the weights the index was built with, if they moved (default: the path stored in the "
-                        "index; the file's SHA-1 must match the index's)")
+                   help="the weights the folder was built with, if they moved (default: the path stored in "
+                        "meta.json; the file's SHA-1 must match)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+
+    p = add("serve", "a local web page to browse and search an embedding folder")
+    p.add_argument("index", help="folder written by `videocontrast embed`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--checkpoint", default=None, help="the folder's weights, if they moved (for uploaded queries)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
 
     p = add("export", "write the backbone alone (torchvision state dict or safetensors) plus a JSON of its input")
@@ -285,21 +307,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    path = build_index(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
-                       device=args.device, config=_optional_config(args))
-    index = load_index(path)
-    skipped = index["meta"].get("unreadable", [])
-    print(f"wrote {path}: {len(index['paths'])} videos"
-          + (f", {len(skipped)} entries skipped (warnings above; listed in the index)" if skipped else ""))
+    out = embed_collection(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
+                           device=args.device, batch_size=args.batch_size, dtype=args.dtype,
+                           config=_optional_config(args), num_workers=args.workers,
+                           index_kind=None if args.index == "none" else args.index, progress=True)
+    if out is not None:  # rank 0 merged the shards
+        col = load_collection(out, use_index=False)
+        skipped = col.meta.get("unreadable", [])
+        print(f"wrote {out}: {len(col)} rows ({'clips' if col.meta['per_clip'] else 'videos'})"
+              + (f", {len(skipped)} entries skipped (warnings above; listed in meta.json)" if skipped else ""))
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = search(args.index, args.query, k=args.k, html=args.html, device=args.device, checkpoint=args.checkpoint)
-    for rank, (path, sim) in enumerate(hits, 1):
-        print(f"{rank:3d}  {sim:+.4f}  {path}")
+    results = search(args.index, args.query, k=args.k, label=args.label, prefix=args.prefix, html=args.html,
+                     device=args.device, checkpoint=args.checkpoint)
+    for query, hits in results:
+        if len(results) > 1:
+            print(f"query {query}")
+        for rank, (path, sim, row) in enumerate(hits, 1):
+            print(f"{rank:3d}  {sim:+.4f}  row:{row:<6d} {path}")
     if args.html:
         print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import run_server  # starlette/uvicorn: optional dependencies
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("videocontrast serve: error: the page needs starlette and uvicorn: pip install 'videocontrast[search]'",
+              file=sys.stderr)
+        return 2
+    run_server(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device)
     return 0
 
 
@@ -346,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
-                "search": cmd_search, "export": cmd_export, "ablate": cmd_ablate, "reproduce": cmd_reproduce}
+                "search": cmd_search, "serve": cmd_serve, "export": cmd_export, "ablate": cmd_ablate,
+                "reproduce": cmd_reproduce}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

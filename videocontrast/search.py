@@ -1,166 +1,182 @@
-"""Search a video collection: ``videocontrast embed`` builds an index, ``videocontrast search`` queries it.
+"""Query an embedding folder written by ``videocontrast embed`` (see :mod:`videocontrast.embed`).
 
-The index is one ``.npz`` archive (written at exactly the path given, whatever its name): L2-normalised video
-embeddings ``(N, D)``, optional per-clip embeddings ``(N, n_clips, D)``, the video paths, and a JSON ``meta``
-with the weights it came from (``checkpoint``: their path or ``random``; ``fingerprint``: the SHA-1 of the file,
-so a moved checkpoint can be found again and other weights are refused; ``config``), the clips per video and the
-entries under the folder that could not be read.
+A query is a video file (embedded with the folder's encoder: the recorded weights, or ``--checkpoint`` when they
+moved, refused unless its SHA-1 matches), a row of the folder (``row:17`` or ``17``), or a folder of query videos.
+Neighbours come from the FAISS index beside the embeddings (``index.faiss``) or, without faiss, from exact NumPy
+search; ``label`` and ``prefix`` restrict them to rows with that label or a path under that prefix.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
-import warnings
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .api import check_device, embed_videos, load_encoder
-from .config import Config, config_from_dict
-from .data.datasets import find_videos, try_probe
-from .engine.run import check_writable
-from .data.decode import VideoDecodeError, probe_video
+from .api import check_device, load_encoder
+from .config import config_from_dict
+from .data.datasets import find_videos
+from .embed import Item, embed_items
+from .shards import read_table
 from .eval.features import weights_fingerprint
 from .eval.report import retrieval_report
+from .index import INDEX_FILE, load_index, search_index
 
 
-def _skip(entry: dict[str, str]) -> dict[str, str]:
-    warnings.warn(f"skipping unreadable video {entry['path']}: {entry['reason']}", stacklevel=3)
-    return entry
+@dataclass
+class Collection:
+    """An embedding folder in memory: ``emb`` ``(N, D)`` float32, ``table`` columns, ``meta``, the FAISS index
+    (None: exact NumPy search)."""
+
+    folder: Path
+    emb: np.ndarray
+    table: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    index: Any = None
+    _real: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.emb)
+
+    def real_paths(self) -> list[str]:
+        """Each row's path with links resolved (computed once: prefix filters compare against these)."""
+        if self._real is None:
+            self._real = [os.path.realpath(str(p)) for p in self.table["path"]]
+        return self._real
 
 
-def build_index(checkpoint: str | Path, root: str | Path, out: str | Path, clips: int = 4, per_clip: bool = False,
-                device: str | None = None, batch_size: int = 8, config: str | Path | Config | None = None,
-                progress: bool = True) -> Path:
-    """Embed every readable video under ``root`` into the index ``out`` (written at exactly that path).
-
-    ``checkpoint``: anything :func:`~videocontrast.api.load_encoder` takes (``config``: the architecture for
-    ``random`` and external weights). Unreadable files, symbolic link loops and broken links are reported (a
-    warning each) and listed in the index's ``meta["unreadable"]``, not fatal.
-    """
-    root = Path(root)
-    check_writable(out, folder=False)  # before the work, not after it: a full or read-only --out loses nothing
-    bad: list[dict[str, str]] = []  # symbolic link loops, broken links, unlistable folders, then unreadable files
-    videos = find_videos(root, skipped=bad)
-    encoder = load_encoder(checkpoint, device=check_device(device), config=config)
-    good = []
-    for p in tqdm(videos, desc="embed: checking", unit="video", dynamic_ncols=True, mininterval=1.0,
-                  disable=not progress):
-        result = try_probe(str(p))  # cached: the dataset that embeds these videos reuses the probe
-        if isinstance(result, VideoDecodeError):
-            bad.append({"path": str(p), "reason": result.reason})
-        else:
-            good.append(p)
-    for entry in bad:  # after the bar, so the lines do not interleave
-        _skip(entry)
-    if not good:
-        raise FileNotFoundError(f"none of the videos under '{root}' could be read")
-    dev = next(encoder.parameters()).device
-    emb = embed_videos(encoder, good, clips_per_video=clips, batch_size=batch_size, device=dev, per_clip=True,
-                       progress="embed" if progress else None)
-    video = emb.mean(1)
-    video /= np.linalg.norm(video, axis=1, keepdims=True) + 1e-12
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    spec = str(checkpoint)
-    meta = {"checkpoint": spec if spec == "random" else str(Path(spec).resolve()), "source": encoder.source,
-            "fingerprint": encoder.fingerprint, "config": encoder.config.to_dict(), "clips": clips,
-            "unreadable": bad}
-    arrays = {"embeddings": video.astype(np.float32), "paths": np.array([str(p) for p in good]),
-              "meta": np.array(json.dumps(meta))}
-    if per_clip:
-        arrays["clip_embeddings"] = emb.astype(np.float32)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-        np.savez(f, **arrays)
-    tmp.replace(out)
-    return out
-
-
-def load_index(path: str | Path) -> dict[str, Any]:
-    """An index written by :func:`build_index` (one line naming it when it is missing or damaged)."""
-    path = Path(path)
-    if not path.is_file() and Path(str(path) + ".npz").is_file():  # written by versions that appended .npz
-        path = Path(str(path) + ".npz")
-    if not path.is_file():
-        raise FileNotFoundError(f"index '{path}' does not exist; build it with `videocontrast embed`")
+def load_collection(folder: str | Path, use_index: bool = True) -> Collection:
+    """Read an embedding folder (one line naming it when it is missing or damaged)."""
+    folder = Path(folder)
+    if not (folder / "meta.json").is_file() or not (folder / "embeddings.npy").is_file():
+        raise FileNotFoundError(f"'{folder}' is not an embedding folder (no meta.json / embeddings.npy); build it "
+                                "with `videocontrast embed`")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            index = {"embeddings": z["embeddings"], "paths": [str(p) for p in z["paths"]],
-                     "meta": json.loads(str(z["meta"]))}
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
+        meta = json.loads((folder / "meta.json").read_text())
+        emb = np.load(folder / "embeddings.npy", allow_pickle=False).astype(np.float32)
+        table = read_table(folder)
+    except (ValueError, OSError, KeyError) as e:
         reason = " ".join(str(e).split())[:120]
-        raise ValueError(f"index '{path}' is damaged or not an index written by `videocontrast embed` "
-                         f"({type(e).__name__}: {reason}); build it again with `videocontrast embed`") from None
-    if index["embeddings"].ndim != 2 or len(index["embeddings"]) != len(index["paths"]):
-        raise ValueError(f"index '{path}' is damaged: {len(index['paths'])} paths for embeddings of shape "
-                         f"{index['embeddings'].shape}; build it again with `videocontrast embed`")
-    return index
+        raise ValueError(f"embedding folder '{folder}' is damaged ({type(e).__name__}: {reason}); build it again "
+                         "with `videocontrast embed`") from None
+    if emb.ndim != 2 or any(len(v) != len(emb) for v in table.values()):
+        raise ValueError(f"embedding folder '{folder}' is damaged: {len(table.get('path', []))} table rows for "
+                         f"embeddings of shape {emb.shape}; build it again with `videocontrast embed`")
+    index = None
+    if use_index and (folder / INDEX_FILE).is_file():
+        try:
+            index, _ = load_index(folder)
+        except ImportError:
+            index = None  # faiss not installed: exact search below
+    return Collection(folder, emb, table, meta, index)
 
 
-def _index_encoder(index: str | Path, meta: dict[str, Any], checkpoint: str | Path | None, device):
-    """The encoder an index was built with: the recorded weights, or ``checkpoint`` when they moved; refused
-    unless its fingerprint matches the index's."""
+def nearest(col: Collection, queries: np.ndarray, k: int, label: str | None = None,
+            prefix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities and rows ``(M, k)`` of the rows nearest each query (``-1`` pads when fewer qualify)."""
+    allowed = None
+    if label is not None or prefix is not None:
+        mask = np.ones(len(col), bool)
+        if label is not None:
+            mask &= col.table["label"] == label
+        if prefix is not None:
+            want = os.path.realpath(prefix)
+            mask &= np.array([p == want or p.startswith(want.rstrip(os.sep) + os.sep) for p in col.real_paths()])
+        allowed = np.flatnonzero(mask)
+    q = np.atleast_2d(np.asarray(queries, np.float32))
+    if col.index is not None:
+        return search_index(col.index, q, k, allowed)
+    sims = q @ col.emb.T  # (M, N) exact
+    if allowed is not None:
+        keep = np.full(len(col), -np.inf, np.float32)
+        keep[allowed] = 0
+        sims = sims + keep
+    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(sims, rows, 1)
+    return top, np.where(np.isfinite(top), rows, -1)
+
+
+def collection_encoder(col: Collection, checkpoint: str | Path | None, device):
+    """The encoder a folder was built with: the recorded weights, or ``checkpoint`` when they moved; refused
+    unless its fingerprint matches."""
+    meta, where = col.meta, col.folder
     spec = str(checkpoint) if checkpoint is not None else meta["checkpoint"]
     want = meta.get("fingerprint")
     if spec != "random":
         if not Path(spec).is_file():
             if checkpoint is None:
-                raise FileNotFoundError(f"index '{index}' was built with '{spec}', which does not exist any more; "
+                raise FileNotFoundError(f"'{where}' was built with '{spec}', which does not exist any more; "
                                         "if it moved, pass its new path with --checkpoint PATH")
             raise FileNotFoundError(f"--checkpoint '{spec}' does not exist")
         if want and (have := weights_fingerprint(spec)) != want:
-            raise ValueError(f"'{spec}' ({have}) is not the file index '{index}' was built with (fingerprint "
-                             f"{want}, from '{meta['checkpoint']}')"
-                             + ("; it changed since" if checkpoint is None else "")
-                             + "; pass those weights with --checkpoint PATH, or build the index again with "
-                               "`videocontrast embed`")
+            raise ValueError(f"'{spec}' ({have}) is not the file '{where}' was built with (fingerprint {want}, from "
+                             f"'{meta['checkpoint']}'); pass those weights with --checkpoint PATH, or embed again")
     cfg = config_from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
     encoder = load_encoder(spec, device=device, config=cfg)
-    if want and encoder.fingerprint != want:  # `random` with another architecture or seed
-        raise ValueError(f"'{spec}' gives weights with fingerprint {encoder.fingerprint}, not {want} as index "
-                         f"'{index}'; build the index again with `videocontrast embed`")
+    if want and encoder.fingerprint != want:
+        raise ValueError(f"'{spec}' gives weights with fingerprint {encoder.fingerprint}, not {want} as '{where}'; "
+                         "embed again with `videocontrast embed`")
     return encoder
 
 
-def search(index: str | Path, query: str | Path, k: int = 5, html: str | None = None,
-           device: str | None = None, checkpoint: str | Path | None = None) -> list[tuple[str, float]]:
-    """The ``k`` indexed videos most similar (cosine) to ``query``, as ``(path, similarity)`` pairs.
+def embed_queries(encoder, paths: list[str], clips: int) -> np.ndarray:
+    """``(M, D)`` float32 video embeddings of ``paths``; ValueError naming the first that cannot be read."""
+    out = []
+    for record, z in embed_items(encoder, [Item(str(p)) for p in paths], clips, progress=False):
+        if z is None:
+            raise ValueError(f"query video '{paths[record['i']]}' cannot be read: {record['error']}")
+        v = z.mean(0)
+        out.append(v / (np.linalg.norm(v) + 1e-12))
+    return np.stack(out)
 
-    ``checkpoint``: the weights the index was built with when they are no longer at the recorded path (their
-    SHA-1 must match the index's). Raises ValueError / FileNotFoundError with one line for a bad ``k``, device,
-    query, index or checkpoint.
+
+def _parse_row(query: str) -> int | None:
+    text = query[4:] if query.startswith("row:") else query
+    return int(text) if text.isdigit() and not Path(query).exists() else None
+
+
+def search(folder: str | Path, query: str | Path, k: int = 5, label: str | None = None, prefix: str | None = None,
+           html: str | None = None, device: str | None = None,
+           checkpoint: str | Path | None = None) -> list[tuple[str, list[tuple[str, float, int]]]]:
+    """The ``k`` rows most similar (cosine) to each query, as ``[(query, [(path, similarity, row), ...]), ...]``.
+
+    ``query``: a video file, a row (``row:N`` or ``N``), or a folder of query videos. Raises ValueError /
+    FileNotFoundError with one line for a bad ``k``, query, folder or checkpoint.
     """
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    idx = load_index(index)
-    meta = idx["meta"]
-    if not Path(query).is_file():
-        raise FileNotFoundError(f"query video '{query}' does not exist")
-    try:
-        probe_video(query)
-    except VideoDecodeError as e:
-        raise ValueError(f"query video '{query}' cannot be read: {e.reason}") from None
-    dev = check_device(device or "cpu")
-    encoder = _index_encoder(index, meta, checkpoint, dev)
-    try:
-        q = embed_videos(encoder, [query], clips_per_video=meta.get("clips", 4), device=dev)[0]
-    except VideoDecodeError as e:
-        raise ValueError(f"query video '{query}' cannot be read: {e.reason}") from None
-    if q.shape[0] != idx["embeddings"].shape[1]:
-        raise ValueError(f"the query's embedding has {q.shape[0]} dimensions, index '{index}' "
-                         f"{idx['embeddings'].shape[1]}: not the same encoder")
-    sims = idx["embeddings"] @ q
-    order = np.argsort(-sims)[:k]
-    hits = [(idx["paths"][i], float(sims[i])) for i in order]
+    col = load_collection(folder)
+    query = str(query)
+    row = _parse_row(query)
+    if row is not None:
+        if row >= len(col):
+            raise ValueError(f"row {row} is past the end of '{folder}' ({len(col)} rows)")
+        names, q = [f"row:{row} {col.table['path'][row]}"], col.emb[row][None]
+    else:
+        qpath = Path(query)
+        if qpath.is_dir():
+            paths = [str(p) for p in find_videos(qpath)]
+        elif qpath.is_file():
+            paths = [query]
+        else:
+            raise FileNotFoundError(f"query video '{query}' does not exist")
+        encoder = collection_encoder(col, checkpoint, check_device(device or "cpu"))
+        q = embed_queries(encoder, paths, col.meta.get("clips", 4))
+        names = paths
+    if q.shape[1] != col.emb.shape[1]:
+        raise ValueError(f"the query's embedding has {q.shape[1]} dimensions, '{folder}' {col.emb.shape[1]}: "
+                         "not the same encoder")
+    sims, rows = nearest(col, q, k, label, prefix)
+    results = [(name, [(str(col.table["path"][r]), float(s), int(r)) for s, r in zip(srow, rrow) if r >= 0])
+               for name, srow, rrow in zip(names, sims, rows)]
     if html:
-        _write_page(Path(html), query, hits)
-    return hits
+        _write_page(Path(html), names[0], [(p, s) for p, s, _ in results[0][1]])
+    return results
 
 
 def _write_page(html: Path, query: str | Path, hits: list[tuple[str, float]]) -> Path:
@@ -168,13 +184,14 @@ def _write_page(html: Path, query: str | Path, hits: list[tuple[str, float]]) ->
     share an image, and nothing else in the folder (e.g. a ``retrieval.html``) is overwritten."""
     out_dir = html.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    queries = [{"path": str(query), "label_name": "query",
+    queries = [{"path": str(query).split(" ", 1)[-1], "label_name": "query",
                 "neighbours": [{"path": p, "label_name": Path(p).parent.name, "sim": s, "hit": None}
                                for p, s in hits]}]
     image = f"{html.stem}.png"
     work = Path(tempfile.mkdtemp(prefix=".search-", dir=out_dir))
     try:
-        page = retrieval_report(work, queries, title=f"Search: {Path(query).name}", metrics={}, image_name=image)
+        page = retrieval_report(work, queries, title=f"Search: {Path(str(query)).name}", metrics={},
+                                image_name=image)
         (out_dir / "img").mkdir(exist_ok=True)
         (work / "img" / image).replace(out_dir / "img" / image)
         page.replace(html)
