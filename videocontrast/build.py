@@ -175,7 +175,8 @@ def build_augment(cfg: Config) -> nn.Module:
     a = cfg.aug
     spatial = ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
                           jitter_p=a.jitter_p, gray_p=a.gray_p, flip_p=a.flip_p, blur_p=a.blur_p,
-                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur)
+                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur,
+                          uint8_resize=True)  # the fast path for uint8 clips on a CPU (no effect elsewhere)
     return _with_input(cfg, spatial)
 
 
