@@ -216,7 +216,7 @@ def main() -> None:
           f"interleaved; {pv}")
     print(f"{'pipeline':<62}  {'items/s':>8}  {'vs peer':>7}")
     names = {"ours": "ours: VideoDataset + ClipAugment(uint8_resize=True)",
-             "ours_float": "ours, float path (ClipAugment default, as before issue 12)",
+             "ours_float": "ours, float resize (ClipAugment(uint8_resize=False))",
              "peer": "peer: same decoded frames + torchvision.transforms.v2 per view",
              "pytorchvideo": "pytorchvideo LabeledVideoDataset + transforms.v2"}
     for k, rate in rates.items():
