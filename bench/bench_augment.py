@@ -79,8 +79,10 @@ def main() -> None:
     methods = {
         "ClipAugment chunk": (lambda aug=ClipAugment(args.size, mode="chunk"): aug(dev_x), device),
         "ClipAugment frame": (lambda aug=ClipAugment(args.size, mode="frame"): aug(dev_x), device),
-        "ClipAugment chunk u8": (lambda aug=ClipAugment(args.size, mode="chunk", uint8_resize=True): aug(dev_x), device),
-        "ClipAugment frame u8": (lambda aug=ClipAugment(args.size, mode="frame", uint8_resize=True): aug(dev_x), device),
+        "ClipAugment chunk u8": (lambda aug=ClipAugment(args.size, mode="chunk", uint8_resize=True): aug(dev_x),
+                                 device),
+        "ClipAugment frame u8": (lambda aug=ClipAugment(args.size, mode="frame", uint8_resize=True): aug(dev_x),
+                                 device),
         "tv-loop (chunk)": (lambda run=torchvision_loop(args.size): run(cpu_x), torch.device("cpu")),
     }
     print(f"batch {tuple(cpu_x.shape)} uint8 -> {args.size}x{args.size}; ClipAugment on {device}; "
