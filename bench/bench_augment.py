@@ -4,7 +4,8 @@ Both sides do the same job: uint8 ``(B, T, 3, H, W)`` clips -> random resized cr
 colour jitter (0.8, 0.8, 0.8, 0.2; p=0.8), grayscale (p=0.2), Gaussian blur (kernel ~10% of size, sigma in
 [0.1, 2]; p=0.5), float + Kinetics normalisation, model layout ``(B, C, T, size, size)``.
 
-- ``ClipAugment`` chunk / frame: one call for the whole batch (videocontrast.transforms.spatial).
+- ``ClipAugment`` chunk / frame: one call for the whole batch (videocontrast.transforms.spatial); ``u8``: with
+  ``uint8_resize=True`` (crop + resize on uint8 first, then colour on the small float crop; CPU only).
 - ``tv-loop``: ``torchvision.transforms.v2.Compose`` called on each ``(T, C, H, W)`` clip (a ``tv_tensors.Video``,
   so one parameter draw per clip = chunk mode), on uint8 until the final ``ToDtype``, as a loader would.
 
@@ -78,6 +79,10 @@ def main() -> None:
     methods = {
         "ClipAugment chunk": (lambda aug=ClipAugment(args.size, mode="chunk"): aug(dev_x), device),
         "ClipAugment frame": (lambda aug=ClipAugment(args.size, mode="frame"): aug(dev_x), device),
+        "ClipAugment chunk u8": (lambda aug=ClipAugment(args.size, mode="chunk", uint8_resize=True): aug(dev_x),
+                                 device),
+        "ClipAugment frame u8": (lambda aug=ClipAugment(args.size, mode="frame", uint8_resize=True): aug(dev_x),
+                                 device),
         "tv-loop (chunk)": (lambda run=torchvision_loop(args.size): run(cpu_x), torch.device("cpu")),
     }
     print(f"batch {tuple(cpu_x.shape)} uint8 -> {args.size}x{args.size}; ClipAugment on {device}; "
@@ -93,7 +98,7 @@ def main() -> None:
         base = args.batch / statistics.median(times["tv-loop (chunk)"])
         for name, ts in times.items():
             rate = args.batch / statistics.median(ts)
-            print(f"threads={threads}  {name:18s} {rate:8.1f} clips/s  "
+            print(f"threads={threads}  {name:20s} {rate:8.1f} clips/s  "
                   f"(median {statistics.median(ts) * 1e3:7.1f} ms/batch)  x{rate / base:.2f} vs tv-loop")
 
 

@@ -259,3 +259,26 @@ def test_dataset_info_on_real_ucf101(shared_data):
     assert info["present_classes"] == ["BalanceBeam", "BaseballPitch", "Basketball"]
     assert 35 <= info["frames"]["min"] <= info["frames"]["median"] <= info["frames"]["max"] <= 528
     assert info["fps"]["min"] == pytest.approx(25.0) and info["fps"]["max"] == pytest.approx(29.97, abs=0.01)
+
+
+def test_bench_data_json_reports_the_two_view_cpu_rate():
+    """A tiny run of bench/bench_data.py --json prints one JSON object with our rate and the peer's (no timing
+    is asserted: benchmarks are for reading, not for tests)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "ucf101-mini" / "videos").is_dir():
+        pytest.skip(f"real UCF101 clips not found under {SHARED_DATA} (absent in a fresh clone)")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run([sys.executable, str(repo / "bench" / "bench_data.py"), "--json", "--only-side-by-side",
+                          "--seconds", "0.2", "--files", "2", "--data", str(SHARED_DATA)],
+                         capture_output=True, text=True, env=env, timeout=600, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["two_view_cpu_aug_per_core"] > 0 and result["peer_two_view_per_core"] > 0
+    assert result["ratio_vs_peer"] == pytest.approx(
+        result["two_view_cpu_aug_per_core"] / result["peer_two_view_per_core"], rel=1e-2)

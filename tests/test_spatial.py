@@ -412,3 +412,57 @@ def test_clip_eval_three_crops_hand_worked():
     torch.testing.assert_close(out[0, 0, 0, :, 0], torch.arange(2, 6).float().div(10))
     with pytest.raises(ValueError, match="position"):
         ClipEval(size=4, position="left")
+
+
+# ------------------------------------------------------------------- uint8 CPU path (uint8_resize=True)
+
+
+def _tv_uint8_chain(clip, box, flip, color, gray, sigma, size, k):
+    """torchvision's functional ops on one uint8 clip ``(T, C, H, W)``: uint8 resized_crop (rounded to uint8), then
+    float colour, grayscale, blur, normalise; ``(C, T, size_h, size_w)``."""
+    x0, y0, x1, y1 = box
+    r = TF.resized_crop(clip, y0, x0, y1 - y0, x1 - x0, list(size), antialias=True)  # uint8 in, uint8 out
+    r = TF.hflip(r) if flip else r
+    r = r.float() / 255
+    bri, con, sat, hue = color
+    r = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(r, bri), con), sat), hue)
+    r = TF.rgb_to_grayscale(r, num_output_channels=3) if gray else r
+    r = TF.gaussian_blur(r, list(k), [sigma, sigma]) if sigma > 0 else r
+    return TF.normalize(r, list(KINETICS_MEAN), list(KINETICS_STD)).permute(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize("size", [(20, 24), (40, 50), (112, 112)])
+def test_uint8_path_matches_torchvision_uint8_chain(size):
+    x = rand_clips(4, 3, 60, 80, seed=1)
+    aug = ClipAugment(size=size, jitter_p=0.75, gray_p=0.5, blur_p=0.5, flip_p=0.5, uint8_resize=True)
+    p = aug.sample_params(4, 60, 80, gen(12))
+    p.flip, p.gray = torch.tensor([True, False, True, False]), torch.tensor([False, True, False, False])
+    p.color[3] = torch.tensor([1.0, 1.0, 1.0, 0.0])  # one clip without jitter
+    y = aug.apply(x, p)
+    for b in range(4):
+        ref = _tv_uint8_chain(x[b], p.boxes[b].long().tolist(), bool(p.flip[b]), p.color[b].tolist(), bool(p.gray[b]),
+                              p.sigma[b].item(), size, (aug.kernel_size[0], aug.kernel_size[1]))
+        torch.testing.assert_close(y[b], ref, atol=2e-5, rtol=0)
+
+
+def test_uint8_path_frame_mode_is_per_frame_torchvision_chain():
+    x = rand_clips(2, 3, 30, 40, seed=2)
+    aug = ClipAugment(size=(18, 22), mode="frame", jitter_p=1.0, gray_p=0.3, blur_p=0.5, uint8_resize=True)
+    p = aug.sample_params(6, 30, 40, gen(4))
+    y = aug.apply(x, p)
+    for b in range(2):
+        for t in range(3):
+            k = b * 3 + t
+            ref = _tv_uint8_chain(x[b, t : t + 1], p.boxes[k].long().tolist(), bool(p.flip[k]), p.color[k].tolist(),
+                                  bool(p.gray[k]), p.sigma[k].item(), (18, 22), (3, 3))
+            torch.testing.assert_close(y[b, :, t], ref[:, 0], atol=2e-5, rtol=0)
+
+
+def test_uint8_path_is_within_rounding_of_the_float_path_and_ignores_float_input():
+    x = rand_clips(3, 4, 40, 50, seed=3)
+    fast, exact = ClipAugment(size=24, uint8_resize=True), ClipAugment(size=24)
+    # The only difference is the uint8 rounding of the resized crop: at most 0.5/255 before the colour ops,
+    # which contrast/saturation factors up to 1.8 and normalisation by std ~0.22 can stretch to ~0.02.
+    assert (fast(x, gen(5)) - exact(x, gen(5))).abs().max() < 0.05
+    xf = x.float() / 255
+    assert torch.equal(fast(xf, gen(5)), exact(xf, gen(5)))  # float input: the float path, unchanged

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from . import dist
 from .config import Config, config_from_dict
+from .data.cache import attach_cache
 from .data.datasets import VideoDataset, build_dataset
 from .data.synthetic import generate_synthetic
 from .methods import build_method, encoder_of
@@ -132,12 +133,22 @@ def sampler_from_config(cfg: Config, purpose: str):
     raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
 
 
-def dataset_from_config(cfg: Config, subset: str, purpose: str, transform=None) -> VideoDataset:
-    """The ``subset`` (``train`` | ``test`` | ``all``) of the configured dataset, sampled for ``purpose``."""
+def dataset_from_config(cfg: Config, subset: str, purpose: str, transform=None,
+                        run_dir: str | Path | None = None) -> VideoDataset:
+    """The ``subset`` (``train`` | ``test`` | ``all``) of the configured dataset, sampled for ``purpose``.
+
+    For training purposes with ``data.cache`` set, the frames are decoded once into a cache (in memory, or under
+    ``run_dir`` for ``disk``) that the items then read every epoch.
+    """
     d = cfg.data
-    return build_dataset(d.dataset, dataset_root(cfg), splits=d.splits, split=d.split, subset=subset,
-                         views_fn=sampler_from_config(cfg, purpose), decode_size=d.decode_size, transform=transform,
-                         seed=cfg.train.seed, strict=d.strict, require_complete=d.require_complete)
+    ds = build_dataset(d.dataset, dataset_root(cfg), splits=d.splits, split=d.split, subset=subset,
+                       views_fn=sampler_from_config(cfg, purpose), decode_size=d.decode_size, transform=transform,
+                       seed=cfg.train.seed, strict=d.strict, require_complete=d.require_complete)
+    if d.cache != "none" and purpose != "eval":
+        folder = None if run_dir is None else Path(run_dir) / (
+            f"cache-rank{dist.get_rank()}" if dist.get_world_size() > 1 else "")
+        attach_cache(ds, d.cache, folder, quiet=not dist.is_main_process())
+    return ds
 
 
 def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=None) -> VideoDataset:
@@ -184,7 +195,8 @@ def build_augment(cfg: Config) -> nn.Module:
     a = cfg.aug
     spatial = ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
                           jitter_p=a.jitter_p, gray_p=a.gray_p, flip_p=a.flip_p, blur_p=a.blur_p,
-                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur)
+                          mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur,
+                          uint8_resize=True)  # the fast path for uint8 clips on a CPU (no effect elsewhere)
     return _with_input(cfg, spatial)
 
 

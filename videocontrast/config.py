@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 import yaml
 
 # Every list of names is owned by the module that implements the concept; the config only checks against it.
+from .data.cache import CACHE_MODES
 from .data.datasets import DATASET_NAMES
 from .engine.device import PRECISIONS
 from .engine.optim import OPTIMIZERS
@@ -86,6 +87,9 @@ class DataConfig:
     synthetic_size: int = 64
     synthetic_seed: int = 0
     synthetic_appearances: int = 0  # 0: free appearance; K: one of K appearance bundles (class-independent)
+    # Decoded-frame cache for training (data/cache.py): none | memory | disk | auto (memory if it fits in half
+    # the available RAM, else disk under the run folder if it fits, else none).
+    cache: str = "none"
 
 
 @dataclass
@@ -328,6 +332,7 @@ def validate(cfg: Config) -> None:
     need(a.temporal in TEMPORAL_TRANSFORMS, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL_TRANSFORMS}")
     need(a.spatial_mode in SPATIAL_MODES, f"aug.spatial_mode='{a.spatial_mode}' is not one of {SPATIAL_MODES}")
     need(d.input in INPUT_MODES, f"data.input='{d.input}' is not one of {INPUT_MODES}")
+    need(d.cache in CACHE_MODES, f"data.cache='{d.cache}' is not one of {CACHE_MODES}")
     need(d.clip_len >= (2 if d.input == "residual" else 1),
          f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input=residual)")
     need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")

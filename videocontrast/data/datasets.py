@@ -221,6 +221,7 @@ class VideoDataset(Dataset):
         self._reasons: dict[int, str] = {}  # why, for those found in this process
         self._dropped: list[dict[str, str]] = []  # left out by drop_unreadable
         self._infos: dict[int, VideoInfo] = {}
+        self.frame_cache = None  # a data.cache.FrameCache: items index its decoded frames instead of the files
 
     @property
     def unreadable(self) -> list[dict[str, str]]:
@@ -410,7 +411,10 @@ class VideoDataset(Dataset):
         union = np.unique(np.concatenate(views))
         box = self.frame_box
         fit = "cover" if isinstance(self.decode_size, (int, np.integer)) else "stretch"
-        frames = read_frames(record.path, union, size=box, info=info, fit=fit)  # (U, C, H, W)
+        if self.frame_cache is not None and record.path in self.frame_cache:
+            frames = self.frame_cache.frames(record.path, union)  # the same frames, decoded once (data.cache)
+        else:
+            frames = read_frames(record.path, union, size=box, info=info, fit=fit)  # (U, C, H, W)
         video = torch.stack([frames[torch.from_numpy(np.searchsorted(union, v))] for v in views])  # (V, T, C, H, W)
         if self.transform is not None:
             video = self.transform(video)

@@ -457,6 +457,6 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         cfg, resumed = continue_run(out_dir, cfg, resume, quiet)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         dataset = dataset_from_config(cfg, "train", "pretrain",
-                                      transform=None if cfg.aug.on_device else build_augment(cfg))
+                                      transform=None if cfg.aug.on_device else build_augment(cfg), run_dir=out_dir)
         model = method_from_config(cfg, num_train_clips=len(dataset))
         return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)

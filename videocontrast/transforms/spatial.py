@@ -22,6 +22,13 @@ brightness, contrast, saturation, hue (torchvision's ``ColorJitter`` permutes th
 as a per-clip permutation would cost four evaluations of every op). Hue is shifted in HSV, as torchvision
 does (not a YIQ rotation), so a single clip can be checked against torchvision exactly.
 
+On the CPU with uint8 input and ``uint8_resize=True`` (what :func:`~videocontrast.build.build_augment` asks for),
+the geometric part runs first on uint8: each view is cropped and resized to the output size by torchvision's
+uint8 ``resized_crop`` kernel (several times faster than the float matrix products, and it reads a quarter of
+the bytes), then the colour operations run on the small float crop, only for the clips drawn for them. The
+parameters and their meaning are the same; the only difference is that the resized crop is rounded to uint8,
+exactly as torchvision's own uint8 pipeline does (within 0.5/255 of the float path).
+
 Random parameters are drawn on the generator's device (``x.device`` without a generator) and moved to
 ``x.device``, so a CPU generator gives the same augmentation on CPU and on GPU.
 """
@@ -32,6 +39,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
@@ -255,6 +263,31 @@ def gaussian_blur_matrix(sigma: Tensor, size: int, kernel_size: int) -> Tensor:
     return m.scatter_add_(2, idx.expand(n, -1, -1), taps[:, None, :].expand(-1, size, -1).contiguous())
 
 
+def resized_crop_uint8(x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int]) -> Tensor:
+    """Crop box ``i`` of clip ``i``, resize it to ``size`` (antialiased bilinear) and flip it, all on uint8.
+
+    Clip ``i`` gives torchvision's ``resized_crop(x[i], y0, x0, y1 - y0, x1 - x0, size, antialias=True)``
+    on uint8 (its fast integer kernel; values rounded to uint8), mirrored along W where ``flip[i]``.
+
+    Args:
+        x: ``(N, T, C, H, W)`` uint8.
+        boxes: ``(N, 4)`` integer-valued ``[x0, y0, x1, y1]``; flip: ``(N,)`` bool.
+        size: output ``(H', W')``.
+
+    Returns:
+        ``(N, T, C, H', W')`` uint8.
+    """
+    n, t, c, h, w = x.shape
+    # Channels-last (H, W, C) is the layout of decoded frames and the one torch's fast uint8 kernel wants.
+    frames = x.reshape(n * t, c, h, w).contiguous(memory_format=torch.channels_last).view(n, t, c, h, w)
+    out = torch.empty(n, t, c, *size, dtype=torch.uint8, device=x.device)
+    for i, ((x0, y0, x1, y1), f) in enumerate(zip(boxes.long().tolist(), flip.tolist())):
+        y = F.interpolate(frames[i, :, :, y0:y1, x0:x1], size=size, mode="bilinear", antialias=True,
+                          align_corners=False)
+        out[i] = y.flip(-1) if f else y
+    return out
+
+
 def _apply_separable(x: Tensor, my: Tensor, mx: Tensor) -> Tensor:
     """``my @ x @ mx^T`` per clip.
 
@@ -342,6 +375,41 @@ def adjust_color(x: Tensor, color: Tensor) -> Tensor:
     return torch.where(hue != 0, shifted, x)
 
 
+def adjust_color_clip_(x: Tensor, brightness: float, contrast: float, saturation: float, hue: float) -> Tensor:
+    """:func:`adjust_color` of one clip with Python-number factors, in place: the CPU form.
+
+    Same operations and order (and the same values up to float rounding), written as in-place passes over one
+    clip so that its planes stay in cache and no ``(N, ...)`` temporaries or final ``where`` are needed; hue
+    is skipped when it is exactly 0 (as :func:`adjust_color` keeps such clips unchanged).
+
+    Args:
+        x: ``(T, 3, H, W)`` contiguous float in [0, 1]; overwritten.
+        brightness, contrast, saturation, hue: the factors (``1, 1, 1, 0`` is the identity).
+
+    Returns:
+        ``x``.
+    """
+    x.mul_(brightness).clamp_(0.0, 1.0)
+    # factor * x + (1 - factor) * m == x + (1 - factor) * (m - x): torchvision's float _blend, one lerp pass.
+    x.lerp_(_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True).expand_as(x), 1.0 - contrast).clamp_(0.0, 1.0)
+    x.lerp_(_grayscale(x).expand_as(x), 1.0 - saturation).clamp_(0.0, 1.0)
+    if hue == 0:
+        return x
+    r, g, b = x.unbind(dim=-3)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    # The hue numerator of _shift_hue: by which channel is the maximum, ties resolved r, then g, then b.
+    num = torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0))
+    num = torch.where(maxc == r, g - b, num)
+    h6 = num.div_(chroma.masked_fill(chroma == 0, 1.0)).add_(6.0 * hue)
+    k = torch.empty_like(h6)
+    for i, n in enumerate((5.0, 3.0, 1.0)):
+        torch.remainder(h6 + n, 6.0, out=k)
+        torch.minimum(k, 4.0 - k, out=k).clamp_(0.0, 1.0)
+        torch.sub(maxc, k.mul_(chroma), out=x[:, i])
+    return x
+
+
 # ---------------------------------------------------------------------------------------------- normalise
 
 
@@ -394,6 +462,9 @@ class ClipAugment(nn.Module):
         mode: ``"chunk"`` one draw per clip for all its frames; ``"frame"`` an independent draw per frame.
         mean, std: normalisation statistics (RGB).
         crop, flip, jitter, gray, blur: switch each part on or off.
+        uint8_resize: for uint8 input on the CPU, crop + resize (+ flip) on uint8 first (torchvision's uint8
+            ``resized_crop``, rounded to uint8), then colour on the small float crop: the fast CPU path. Other
+            inputs and devices always take the batched float path.
 
     Shape:
         ``forward(x)``: ``x`` uint8 (0..255) or float in [0, 1] ``(B, T, C=3, H, W)`` -> float32
@@ -418,9 +489,11 @@ class ClipAugment(nn.Module):
         jitter: bool = True,
         gray: bool = True,
         blur: bool = True,
+        uint8_resize: bool = False,
     ) -> None:
         super().__init__()
         self.size = _pair(size, "size")
+        self.uint8_resize = bool(uint8_resize)
         self.scale = _check_range(scale, "scale", 0.0, 1.0)
         self.ratio = _check_range(ratio, "ratio", 0.0, None)
         self.flip_p = _check_prob(flip_p, "flip_p")
@@ -515,16 +588,30 @@ class ClipAugment(nn.Module):
         if len(params) != n:
             raise ValueError(f"params has {len(params)} sets, mode={self.mode!r} with x {tuple(x.shape)} needs {n}")
         p = params.to(x.device)
-        clips = _to_unit_float(x).reshape(n, -1, c, h, w)  # frame mode: B*T clips of one frame
         oh, ow = self.size
         box = p.boxes
-        ry = resize_matrix(box[:, 1], box[:, 3] - box[:, 1], h, oh)
-        rx = resize_matrix(box[:, 0], box[:, 2] - box[:, 0], w, ow, flip=p.flip)
-        y = _apply_separable(clips, ry, rx)  # crop + resize + flip
-        if self.jitter:
-            y = adjust_color(y, p.color)
-        if self.gray:
-            y = torch.where(p.gray.view(-1, 1, 1, 1, 1), _grayscale(y).expand_as(y), y)
+        on_cpu = x.device.type == "cpu"
+        if on_cpu and self.uint8_resize and x.dtype == torch.uint8:
+            y = resized_crop_uint8(x.reshape(n, -1, c, h, w), box, p.flip, self.size).float().div_(255.0)
+        else:
+            clips = _to_unit_float(x).reshape(n, -1, c, h, w)  # frame mode: B*T clips of one frame
+            ry = resize_matrix(box[:, 1], box[:, 3] - box[:, 1], h, oh)
+            rx = resize_matrix(box[:, 0], box[:, 2] - box[:, 0], w, ow, flip=p.flip)
+            y = _apply_separable(clips, ry, rx)  # crop + resize + flip
+        if on_cpu:
+            # On CPU, compute is the cost: colour in place, clip by clip, only the clips drawn for each part.
+            y = y.contiguous()
+            identity = [1.0, 1.0, 1.0, 0.0]
+            for i, (factors, gray) in enumerate(zip(p.color.tolist(), p.gray.tolist())):
+                if self.jitter and factors != identity:
+                    adjust_color_clip_(y[i], *factors)
+                if self.gray and gray:
+                    y[i] = _grayscale(y[i])
+        else:
+            if self.jitter:
+                y = adjust_color(y, p.color)
+            if self.gray:
+                y = torch.where(p.gray.view(-1, 1, 1, 1, 1), _grayscale(y).expand_as(y), y)
         if self.blur:
             y = self._blur(y, p.sigma)
         y = y.reshape(b, t, c, oh, ow)
