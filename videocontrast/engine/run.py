@@ -13,9 +13,9 @@ parent. Without ``fcntl`` (Windows) folders are not locked.
 
 * ``train.epochs`` may grow (never shrink). The per-iteration cosine schedule is recomputed over the new total, so
   after the resume point the learning rate differs from that of a run started with that many epochs.
-* ``train.log_every``, ``save_every``, ``keep_every``, ``knn_every``, ``time_limit_s``, ``device`` and
-  ``data.num_workers``: how and where the run is carried out, not what it computes (``device`` can change
-  numerics, not the run's definition).
+* ``train.log_every``, ``save_every``, ``keep_every``, ``knn_every``, ``time_limit_s``, ``device``,
+  ``data.num_workers`` and ``data.cache``: how and where the run is carried out, not what it computes (``device``
+  can change numerics, not the run's definition; the frame cache gives the frames decoding gives).
 * ``eval.*``, ``data.eval_clips`` and ``data.eval_crops``: evaluation settings, not read by training (the kNN
   monitor reads them: its numbers after the resume follow the new settings).
 
@@ -53,7 +53,7 @@ LOCK_NAME = ".videocontrast.lock"
 MIN_FREE_BYTES = 16 << 20
 # Settings that may differ on resume (see the module docstring); train.epochs may only grow.
 RESUME_SAFE = ("train.log_every", "train.save_every", "train.keep_every", "train.knn_every", "train.time_limit_s",
-               "train.device", "data.num_workers", "data.eval_clips", "data.eval_crops")
+               "train.device", "data.num_workers", "data.cache", "data.eval_clips", "data.eval_crops")
 RESUME_SAFE_SECTIONS = ("eval.",)
 IGNORED = ("preset",)  # a label of where the settings came from, not a setting
 
