@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -208,6 +210,34 @@ def test_model_selection_only_sees_train_rows(monkeypatch):
     np.testing.assert_array_equal(y, train["labels"])
     train_rows = {r.tobytes() for r in X.astype(np.float32)}
     assert not any(r.tobytes() in train_rows for r in test["feats"])  # no test row ever reached selection
+
+
+def test_test_set_given_as_a_function_is_fetched_during_the_fit_and_scores_the_same(monkeypatch):
+    """run_linear hands the test split over as a function so that its extraction overlaps the C search: the
+    function is called while the fit is still running, and the result is the one of the eager call."""
+    train, test = planted(seed=0, videos_per_class=8), planted(seed=1, first_id=1000, videos_per_class=4)
+    names = [str(c) for c in range(5)]
+    eager = linear_probe(train, test, names, Cs=(0.1, 1.0), cv_folds=3)
+    fitting, fetched, events = threading.Event(), threading.Event(), []
+    real = linear_mod._fit_select
+
+    def slow_fit(*args, **kwargs):
+        fitting.set()
+        fetched.wait(5)  # a fit that runs before (not during) the fetch waits in vain and finishes first
+        events.append("fit done")
+        return real(*args, **kwargs)
+
+    def fetch_test():
+        assert fitting.wait(5), "the fit had not started when the test features were asked for"
+        events.append("test fetched")
+        fetched.set()
+        return test
+
+    monkeypatch.setattr(linear_mod, "_fit_select", slow_fit)
+    lazy = linear_probe(train, fetch_test, names, Cs=(0.1, 1.0), cv_folds=3)
+    assert events == ["test fetched", "fit done"]
+    for key in ("top1", "top5", "video_top1", "per_class", "cv_accuracy"):
+        assert lazy[key] == eager[key], key
 
 
 def test_cv_folds_never_split_a_video():

@@ -12,7 +12,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def _check_split(split: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.nd
 
 def linear_probe(
     train: Mapping[str, Any],
-    test: Mapping[str, Any],
+    test: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     class_names: Sequence[str],
     Cs: Sequence[float] = LINEAR_CS,
     cv_folds: int = 5,
@@ -139,7 +139,9 @@ def linear_probe(
         train, test: feature sets from :func:`videocontrast.eval.features.extract_features`
             (``feats (N_clips, D)``, ``labels (N_clips,)``, ``video_ids (N_clips,)``). Labels may be any
             non-negative integers (e.g. a class subset 4, 7, 9); they are mapped to contiguous indices internally
-            and reported back in the original label space.
+            and reported back in the original label space. ``test`` may also be a function that returns the test
+            set: it is called while the C search runs in a thread, so extracting the test features (decode and
+            forward, which release the GIL) overlaps the classifier fit, which never sees them.
         class_names: name of each original label (``class_names[label]``).
         Cs: grid of inverse L2 strengths searched by CV.
         cv_folds: maximum number of CV folds (reduced when a class has fewer training videos).
@@ -153,20 +155,29 @@ def linear_probe(
         ``protocol``. Test clips whose class never occurs in train count as errors.
     """
     Xtr, ytr_orig, gtr = _check_split(train, "train")
-    Xte, yte_orig, gte = _check_split(test, "test")
-    if Xtr.shape[1] != Xte.shape[1]:
-        raise ValueError(f"linear_probe: train features have D={Xtr.shape[1]} but test features D={Xte.shape[1]}")
+    if not callable(test):
+        _check_split(test, "test")
     classes = np.unique(ytr_orig)  # original labels, sorted; column c of the classifier <-> classes[c]
     if len(classes) < 2:
         raise ValueError(f"linear_probe: the train split holds a single class ({classes.tolist()}); need >= 2")
     if classes.max() >= len(class_names):
         raise ValueError(f"linear_probe: label {classes.max()} has no entry in class_names (len {len(class_names)})")
     ytr = np.searchsorted(classes, ytr_orig)
+
+    fit_args = (Xtr, ytr, gtr, tuple(Cs), cv_folds, max_iter, seed)
+    if callable(test):
+        with ThreadPoolExecutor(1) as pool:
+            fitting = pool.submit(_fit_select, *fit_args)
+            test = test()
+            model, C, cv_scores, selection = fitting.result()
+    else:
+        model, C, cv_scores, selection = _fit_select(*fit_args)
+    Xte, yte_orig, gte = _check_split(test, "test")
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise ValueError(f"linear_probe: train features have D={Xtr.shape[1]} but test features D={Xte.shape[1]}")
     seen = np.isin(yte_orig, classes)
     # Classes absent from train can never be predicted; -1 makes every metric count them as misses.
     yte = np.where(seen, np.searchsorted(classes, yte_orig).clip(max=len(classes) - 1), -1)
-
-    model, C, cv_scores, selection = _fit_select(Xtr, ytr, gtr, tuple(Cs), cv_folds, max_iter, seed)
 
     proba = model.predict_proba(Xte)  # (N_test_clips, K), columns in contiguous class order
     pred = proba.argmax(axis=1)

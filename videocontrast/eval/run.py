@@ -249,8 +249,10 @@ def _protocol_common(enc: Encoder) -> dict[str, Any]:
 
 
 def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    train, test, names = _train_test(enc, device, cache_dir)
-    res = linear_probe(train, test, names, Cs=enc.cfg.eval.linear_cs,
+    # The test split is extracted while the C search on the train features runs (see linear_probe).
+    train = features(enc, "train", device, cache_dir)
+    res = linear_probe(train, lambda: features(enc, "test", device, cache_dir), class_names(enc.cfg),
+                       Cs=enc.cfg.eval.linear_cs,
                        cv_folds=enc.cfg.eval.cv_folds, seed=enc.cfg.train.seed, out_dir=out_dir)
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
     return res
