@@ -137,18 +137,25 @@ def dataset_from_config(cfg: Config, subset: str, purpose: str, transform=None,
                         run_dir: str | Path | None = None) -> VideoDataset:
     """The ``subset`` (``train`` | ``test`` | ``all``) of the configured dataset, sampled for ``purpose``.
 
-    For training purposes with ``data.cache`` set, the frames are decoded once into a cache (in memory, or under
-    ``run_dir`` for ``disk``) that the items then read every epoch.
+    With ``run_dir`` and a training ``purpose``, the frames are also cached (:func:`cache_frames`); the engine's
+    ``fit`` does that itself once it has checked the run folder, so commands leave ``run_dir`` out.
     """
     d = cfg.data
     ds = build_dataset(d.dataset, dataset_root(cfg), splits=d.splits, split=d.split, subset=subset,
                        views_fn=sampler_from_config(cfg, purpose), decode_size=d.decode_size, transform=transform,
                        seed=cfg.train.seed, strict=d.strict, require_complete=d.require_complete)
-    if d.cache != "none" and purpose != "eval":
-        folder = None if run_dir is None else Path(run_dir) / (
-            f"cache-rank{dist.get_rank()}" if dist.get_world_size() > 1 else "")
-        attach_cache(ds, d.cache, folder, quiet=not dist.is_main_process())
+    if run_dir is not None and purpose != "eval":
+        cache_frames(cfg, ds, run_dir)
     return ds
+
+
+def cache_frames(cfg: Config, ds: VideoDataset, run_dir: str | Path) -> None:
+    """``data.cache``: decode every video of ``ds`` once into a cache its items then read every epoch (in memory,
+    or under ``run_dir`` for ``disk``). Nothing when ``data.cache=none`` or ``ds`` has a cache already."""
+    if cfg.data.cache == "none" or ds.frame_cache is not None:
+        return
+    folder = Path(run_dir) / (f"cache-rank{dist.get_rank()}" if dist.get_world_size() > 1 else "")
+    attach_cache(ds, cfg.data.cache, folder, quiet=not dist.is_main_process())
 
 
 def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=None) -> VideoDataset:

@@ -111,7 +111,7 @@ class FrameCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.file is not None:
-            self._array = np.load(self.file, mmap_mode="r")
+            self._array = np.load(self.file, mmap_mode="r", allow_pickle=False)
         else:
             self._array = self._tensor.numpy()
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..build import build_augment, dataset_from_config, method_from_config
+from ..build import build_augment, cache_frames, dataset_from_config, method_from_config
 from ..config import Config, config_from_dict, dump_config
 from ..data.datasets import VideoDataset
 from ..methods import MoCo, encoder_of
@@ -325,6 +325,10 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     device = resolve_device(cfg.train.device, info)
     main = dist.is_main_process()
     ckpt_path = out / "checkpoints" / "last.pt"
+    # After the run folder and its checkpoint were checked (a refused file costs no decoding); a finished run
+    # reads no frames.
+    if resumed is None or resumed["epoch"] < cfg.train.epochs:
+        cache_frames(cfg, dataset, out)
     loader, sampler, steps = _train_loader(cfg, dataset, info, device)
     epochs = cfg.train.epochs
     model = model.to(device)
@@ -457,6 +461,6 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         cfg, resumed = continue_run(out_dir, cfg, resume, quiet)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         dataset = dataset_from_config(cfg, "train", "pretrain",
-                                      transform=None if cfg.aug.on_device else build_augment(cfg), run_dir=out_dir)
+                                      transform=None if cfg.aug.on_device else build_augment(cfg))
         model = method_from_config(cfg, num_train_clips=len(dataset))
         return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)
