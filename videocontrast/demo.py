@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .build import backbone_from_config, dataset_root, eval_loader, labeled_dataset
 from .config import Config, ConfigError
 from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
@@ -185,9 +187,7 @@ def _evaluate(name: str, enc, device, out: Path) -> dict[str, Any]:
     knn = run_knn(enc, device, edir, cache)
     retr = run_retrieve(enc, device, edir, cache)
     return {**_summary(lin, knn, retr), "encoder": enc.description,
-            "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]},
-            "_dataset": {"num_classes": lin["num_classes"], "train_videos": lin["num_train_videos"],
-                         "test_videos": lin["num_test_videos"]}}
+            "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]}}
 
 
 def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s: float,
@@ -234,12 +234,14 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
         if previous and (previous.get("fingerprints") or {}).get(name) == enc.fingerprint:
             reused.append(f"features of {name}")
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
-    ds = results["pretrained"].pop("_dataset")
-    for name in specs:
-        results[name].pop("_dataset", None)
-    results["dataset"] = {"name": pre_cfg.data.dataset, "split": pre_cfg.data.split if pre_cfg.data.dataset in
-                          ("ucf101", "hmdb51") else None, "classes": class_names(pre_cfg), **ds}
-    results["dataset"]["chance"] = 1.0 / max(1, int(ds["num_classes"]))
+    classes = class_names(pre_cfg)
+    train_feats = features(load_weights(run["checkpoint"], pre_cfg, device), "train", device, out / "cache")
+    results["dataset"] = {"name": pre_cfg.data.dataset,
+                          "split": pre_cfg.data.split if pre_cfg.data.dataset in ("ucf101", "hmdb51") else None,
+                          "classes": classes, "num_classes": len(classes),
+                          "train_videos": int(len(np.unique(train_feats["video_ids"]))),
+                          "test_videos": int(len(np.unique(feature_sets["pretrained"]["video_ids"]))),
+                          "chance": 1.0 / max(1, len(classes))}
     best = best_baseline(results)
     results["best_baseline"] = best
     results["margin_vs_best"] = results["pretrained"]["linear_top1"] - results[best]["linear_top1"]
@@ -252,7 +254,8 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     results["fingerprints"] = fingerprints
     results["protocol"] = results["pretrained"]["protocol"]["linear"]
     now["total"] = time.perf_counter() - t0
-    results["timings"], said = _timings(previous, now, reused, run, before)
+    continued = before is not None and before.checkpoint is not None and before.epochs_done < planned
+    results["timings"], said = _timings(previous, now, reused, run["epochs"] if continued else None)
     results["reruns"] = [*(previous or {}).get("reruns", []), *([{"timings": now, "reused": reused, "said": said}]
                                                                if previous else [])]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -265,25 +268,24 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     return results
 
 
-def _timings(previous: dict[str, Any] | None, now: dict[str, float], reused: list[str], run: dict[str, Any],
-             before) -> tuple[dict[str, float], str]:
+def _timings(previous: dict[str, Any] | None, now: dict[str, float], reused: list[str],
+             continued_to: int | None) -> tuple[dict[str, float], str]:
     """The timings to keep: a rerun keeps the first run's seconds for every step it reused and adds the seconds
-    of new work (continued pretraining adds to the first run's); returns them and the sentence that says so."""
+    of new work (pretraining continued to epoch ``continued_to`` adds to the first run's); returns them and the
+    sentence that says so ('' on a first run)."""
     if not previous or not isinstance(previous.get("timings"), dict):
         return dict(now), ""
     kept = dict(previous["timings"])
     new_work: list[str] = []
     added = 0.0
-    continued = before is not None and before.checkpoint is not None and not any(r.startswith("pretraining")
-                                                                                  for r in reused)
     for step, secs in now.items():
         if step in ("data", "total"):
             continue
         if step == "pretrain":
-            if continued:
+            if continued_to is not None:
                 kept[step] = kept.get(step, 0.0) + secs
                 added += secs
-                new_work.append(f"pretraining continued to epoch {run['epochs']} (+{secs:.0f}s)")
+                new_work.append(f"pretraining continued to epoch {continued_to} (+{secs:.0f}s)")
         elif step == "supervised_training":
             if not any(r.startswith("supervised") for r in reused):
                 kept[step] = kept.get(step, 0.0) + secs

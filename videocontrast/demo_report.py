@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .eval.metrics import video_labels
-from .eval.report import html_page, image_html, table_html
+from .eval.report import html_page, image_html, percent, table_html
 from .eval.retrieval import video_embeddings
 from .verdict import BASELINE_NAMES, baselines, best_baseline, verdict
 
@@ -23,7 +23,7 @@ COLUMNS = {"linear_top1": "linear probe top-1", "linear_video_top1": "linear pro
 
 def pct(x: Any) -> str:
     """A fraction as a percentage with one decimal ('-' when missing)."""
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
+    return percent(x) if isinstance(x, (int, float)) else "-"
 
 
 def encoder_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
