@@ -255,10 +255,11 @@ def test_real_ucf101_end_to_end(shared_data, tmp_path):
                  str(root / "ucfTrainTestlist"), "--split", "1", "--out", str(out), "data.clip_len=4",
                  "data.stride=4", "data.decode_size=24", "data.size=16", "data.eval_clips=1", "model.width=8",
                  "model.head_hidden=32", "train.epochs=1", "optim.batch_size=32", "eval.cv_folds=2",
-                 "data.num_workers=0"]) == 0
+                 "data.num_workers=0", "data.input=rgb"]) == 0
     res = json.loads((out / "results.json").read_text())
-    for name in ("pretrained", "random_init", "supervised"):  # the demo-real preset is on residual input
+    for name in ("pretrained", "random_init", "supervised"):
         fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
+    assert "random_init_rgb" not in res  # on RGB input random init on RGB is random_init itself
     assert res["pretrained"]["protocol"]["linear"]["dataset"] == "ucf101"
     # split 1 of the 3 classes on disk (shared/data/README.md): 77+107+99 training and 31+43+35 test videos
     assert {k: res["dataset"][k] for k in ("num_classes", "train_videos", "test_videos")} == \

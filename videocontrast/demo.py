@@ -234,8 +234,9 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
         if previous and (previous.get("fingerprints") or {}).get(name) == enc.fingerprint:
             reused.append(f"features of {name}")
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
-    classes = class_names(pre_cfg)
+    names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
     train_feats = features(load_weights(run["checkpoint"], pre_cfg, device), "train", device, out / "cache")
+    classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos
     results["dataset"] = {"name": pre_cfg.data.dataset,
                           "split": pre_cfg.data.split if pre_cfg.data.dataset in ("ucf101", "hmdb51") else None,
                           "classes": classes, "num_classes": len(classes),
@@ -260,8 +261,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
                                                                if previous else [])]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     loss_curve(run["history"], out / "loss.png")
-    embedding_plot({k: feature_sets[k] for k in ("pretrained", best)}, results["dataset"]["classes"],
-                   out / "embeddings.png")
+    embedding_plot({k: feature_sets[k] for k in ("pretrained", best)}, names, out / "embeddings.png")
     report = write_report(out, results)
     if not quiet:
         _print_summary(results, said, report, out)
