@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .build import backbone_from_config, dataset_root, eval_loader, labeled_dataset
 from .config import Config, ConfigError
@@ -31,7 +32,7 @@ from .engine.device import resolve_device
 from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .eval.finetune import finetune
-from .eval.run import class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
+from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
 from .verdict import BASELINES, best_baseline, margins, verdict
 
 # What a demo writes into its folder (and `--fresh` removes; nothing else there is touched).
@@ -144,7 +145,7 @@ def _history_seconds(history: list[dict[str, Any]]) -> float:
     return float(sum(h.get("time_s", 0.0) for h in history))
 
 
-def train_supervised_baseline(cfg: Config, device, run_dir: Path, budget_s: float,
+def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, budget_s: float,
                               quiet: bool = False) -> dict[str, Any]:
     """Supervised from scratch: ``cfg``'s backbone at random init trained with cross-entropy on the training labels
     (:class:`~videocontrast.methods.Supervised` on the engine's :func:`~videocontrast.engine.train.fit`, through
@@ -179,7 +180,8 @@ def train_supervised_baseline(cfg: Config, device, run_dir: Path, budget_s: floa
             "time_s": _history_seconds(res["history"]), "trained_now": True}
 
 
-def _evaluate(name: str, enc, device, out: Path) -> dict[str, Any]:
+def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[str, Any]:
+    """Linear probe, kNN and retrieval of ``enc`` (outputs in ``out/name``, features cached in ``out/cache``)."""
     edir = out / name
     edir.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
