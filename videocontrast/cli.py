@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_flags(p)
     _config_flags(p)
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
+    p.add_argument("--quick", action="store_true", help="a short version: 24 videos per class, at most 60 epochs or 90 s of pretraining (and as "
+                        "long for the supervised baseline)")
     p.add_argument("--fresh", action="store_true",
                    help="start over in OUT: remove a previous demo there (a rerun without it reuses that demo's "
                         "pretraining; a demo with other settings is refused)")

@@ -51,7 +51,8 @@ def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
 
 
 def quick_config(cfg: Config) -> Config:
-    """The ``--quick`` variant: fewer synthetic clips and epochs (about 2 minutes on 2 cores)."""
+    """The ``--quick`` variant: fewer synthetic clips and epochs, at most 90 s of pretraining (and so of the
+    supervised baseline's training)."""
     cfg.data.synthetic_videos_per_class = min(cfg.data.synthetic_videos_per_class, 24)
     cfg.train.epochs = min(cfg.train.epochs, 60)
     cfg.train.time_limit_s = cfg.train.time_limit_s or 90.0
