@@ -46,7 +46,11 @@ def test_demo_and_retrieval_reports_render_in_chromium(tmp_path):
 
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), f"data.root={tmp_path / 'data'}", *TINY]) == 0
-    pages = [out / "report.html", out / "pretrained" / "retrieval.html", out / "random_init" / "retrieval.html"]
+    res = json.loads((out / "results.json").read_text())
+    pages = [out / "report.html", *(out / name / "retrieval.html" for name in ("pretrained", "random_init",
+                                                                                "random_init_rgb", "supervised"))]
+    assert pages[0].read_text().count("<img") >= 4  # loss, embeddings, retrieval of pretrained and the best baseline
+    assert f'src="{res["best_baseline"]}/img/retrieval.png"' in pages[0].read_text()
     for page in pages:
         n, broken, console = open_in_chromium(page, tmp_path)
         assert n >= 1, f"{page} shows no image"

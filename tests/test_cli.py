@@ -49,13 +49,32 @@ def test_every_command_has_help_with_an_example(capsys):
 def test_demo_writes_results_and_report(demo_run):
     run, _ = demo_run
     res = json.loads((run / "results.json").read_text())
-    for name in ("pretrained", "random_init"):
+    # the demo preset is on residual input: random init on RGB is a baseline too, and supervised from scratch
+    encoders = ("pretrained", "random_init", "random_init_rgb", "supervised")
+    for name in encoders:
         fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
         assert res[name]["R@1"] <= res[name]["R@5"]
+    assert res["random_init_rgb"]["protocol"]["linear"]["clip_len"] == 3  # as many frames as 4-frame residual clips
+    best = res["best_baseline"]
+    assert best in encoders[1:] and all(res[best]["linear_top1"] >= res[b]["linear_top1"] for b in encoders[1:])
+    assert res["margin_vs_best"] == pytest.approx(res["pretrained"]["linear_top1"] - res[best]["linear_top1"])
+    # the supervised baseline: the same backbone trained on the labels, a checkpoint of kind "supervised"
+    from videocontrast.engine.checkpoint import load_checkpoint
+
+    sup = load_checkpoint(res["supervised"]["training"]["checkpoint"])
+    assert sup["kind"] == "supervised" and sup["config"]["model"] == res["config"]["model"]
+    assert res["supervised"]["training"]["budget_s"] == pytest.approx(
+        sum(h["time_s"] for h in res["pretrain"]["history"]))
+    # TINY: 8 synthetic classes of 6 videos
+    assert res["dataset"]["num_classes"] == 8 and res["dataset"]["chance"] == 0.125
+    assert res["dataset"]["train_videos"] + res["dataset"]["test_videos"] == 48
+    assert res["pretrain"] | {"history": None} == res["pretrain"] | {"history": None, "epochs": 2,
+                                                                     "epochs_planned": 2, "cut_by_time_limit": False}
     assert "config" in res and res["timings"]["total"] > 0
-    assert res["verdict"].startswith("Pretraining")
+    assert res["verdict"].startswith("Pretraining") and "chance level 12.5%" in res["verdict"]
     html = (run / "report.html").read_text()
-    for img in ("loss.png", "embeddings.png", "pretrained/img/retrieval.png"):
+    for img in ("loss.png", "embeddings.png", "pretrained/img/retrieval.png", f"{best}/img/retrieval.png",
+                f"{best}/confusion_linear.png"):
         assert img in html and (run / img).exists(), img
     assert (run / "pretrain" / "checkpoints" / "last.pt").exists()
 
@@ -76,7 +95,10 @@ def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run
     assert main(["demo", "--out", str(out), f"data.root={data}", *TINY]) == 0
     said = capsys.readouterr().out
     assert f"reusing the finished pretraining run in {out / 'pretrain'} (2 epochs)" in said
+    assert "rerun into the same folder: reused pretraining (2 epochs), supervised training" in said
     assert ckpt.stat().st_mtime_ns == stamp
+    first = json.loads((run / "results.json").read_text())["timings"]
+    assert json.loads((out / "results.json").read_text())["timings"] == first  # the first run's, not the rerun's
     # a demo with other settings into it: refused before any work, naming the difference and the way out
     results = (out / "results.json").read_text()
     assert main(["demo", "--quick", "--out", str(out), f"data.root={data}", *TINY, "aug.temporal=none"]) == 2
@@ -84,11 +106,18 @@ def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run
     assert err.count("\n") == 1 and "holds a demo run with different settings" in err
     assert "aug.temporal: stored shift, requested none" in err and "--fresh" in err and "another --out" in err
     assert (out / "results.json").read_text() == results and ckpt.stat().st_mtime_ns == stamp
-    # --fresh starts over in that folder with the requested settings
+    # --fresh starts over in that folder with the requested settings; here the time limit cuts it after epoch 1
     assert main(["demo", "--quick", "--fresh", "--out", str(out), f"data.root={data}", *TINY,
-                 "aug.temporal=none"]) == 0
-    assert "--fresh" in capsys.readouterr().out
-    assert json.loads((out / "results.json").read_text())["config"]["aug"]["temporal"] == "none"
+                 "aug.temporal=none", "train.epochs=3", "train.time_limit_s=0.01"]) == 0
+    said = capsys.readouterr().out
+    assert "--fresh" in said and "--resume" not in said
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["aug"]["temporal"] == "none"
+    again = (f"videocontrast demo --out {out} --quick data.root={data} {' '.join(TINY)} aug.temporal=none "
+             "train.epochs=3 train.time_limit_s=0.01")
+    assert res["pretrain"]["cut_by_time_limit"] is True and res["pretrain"]["continue_command"] == again
+    for text in (res["verdict"], said, (out / "report.html").read_text()):
+        assert "cut by the time limit (train.time_limit_s=0.01) at epoch 1 of 3" in text
     from videocontrast.engine.checkpoint import load_checkpoint
 
     assert load_checkpoint(ckpt)["config"]["aug"]["temporal"] == "none"
@@ -226,11 +255,16 @@ def test_real_ucf101_end_to_end(shared_data, tmp_path):
                  str(root / "ucfTrainTestlist"), "--split", "1", "--out", str(out), "data.clip_len=4",
                  "data.stride=4", "data.decode_size=24", "data.size=16", "data.eval_clips=1", "model.width=8",
                  "model.head_hidden=32", "train.epochs=1", "optim.batch_size=32", "eval.cv_folds=2",
-                 "data.num_workers=0"]) == 0
+                 "data.num_workers=0", "data.input=rgb"]) == 0
     res = json.loads((out / "results.json").read_text())
-    for name in ("pretrained", "random_init"):
+    for name in ("pretrained", "random_init", "supervised"):
         fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
+    assert "random_init_rgb" not in res  # on RGB input random init on RGB is random_init itself
     assert res["pretrained"]["protocol"]["linear"]["dataset"] == "ucf101"
+    # split 1 of the 3 classes on disk (shared/data/README.md): 77+107+99 training and 31+43+35 test videos
+    assert {k: res["dataset"][k] for k in ("num_classes", "train_videos", "test_videos")} == \
+        {"num_classes": 3, "train_videos": 283, "test_videos": 109}
+    assert "3 classes, 283 training / 109 test videos; chance level 33.3%" in res["verdict"]
     assert (out / "report.html").exists() and (out / "pretrained" / "retrieval.html").exists()
 
 

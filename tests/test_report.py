@@ -62,7 +62,8 @@ def test_retrieval_report_writes_html_and_png(tmp_path):
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     assert (tmp_path / "out" / "img" / "retrieval.png").is_file()
     assert "Boxing &lt;ring&gt;" in text and "<ring>" not in text  # names escaped
-    assert "0.5000" in text and "cosine" in text
+    assert "<td>50.0%</td>" in text and "<th>retrieval R@5</th>" in text and "0.5000" not in text
+    assert "cosine" in text and "<td>0.910</td>" in text
     assert text.count("<td>yes</td>") == 2 and text.count("<td>no</td>") == 2 and text.count("<td>?</td>") == 1
 
 

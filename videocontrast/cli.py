@@ -127,11 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(name),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("demo", "the main job: pretrain videoSimCLR, evaluate against random init, write an HTML report")
+    p = add("demo", "the main job: pretrain videoSimCLR, evaluate it against random init (same input and RGB) and "
+                    "supervised training from scratch, write an HTML report")
     _dataset_flags(p)
     _config_flags(p)
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a ~2 minute version (fewer clips and epochs)")
+    p.add_argument("--quick", action="store_true", help="a short version: 24 videos per class, at most 60 epochs or 90 s of pretraining (and as "
+                        "long for the supervised baseline)")
     p.add_argument("--fresh", action="store_true",
                    help="start over in OUT: remove a previous demo there (a rerun without it reuses that demo's "
                         "pretraining; a demo with other settings is refused)")
@@ -302,8 +304,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.dataset and args.dataset != "synthetic" and not args.config:
         preset = "demo-real"
     cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides])
-    run_demo(cfg, Path(args.out), quick=args.quick, fresh=args.fresh)
+    run_demo(cfg, Path(args.out), quick=args.quick, fresh=args.fresh, command=_demo_command(args))
     return 0
+
+
+def _demo_command(args: argparse.Namespace) -> str:
+    """The command line that reruns this demo, and so continues its pretraining (never with --fresh)."""
+    words = ["videocontrast", "demo"]
+    for flag in ("dataset", "root", "splits", "split", "config", "device"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            words += [f"--{flag}", str(value)]
+    words += ["--out", str(args.out), *(["--quick"] if args.quick else []), *args.overrides]
+    return shlex.join(words)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

@@ -1,16 +1,20 @@
 """``videocontrast demo``: the whole system end to end in one command.
 
-Generate (or read) a dataset, pretrain videoSimCLR, then evaluate the pretrained encoder and the same
-architecture at random initialisation with the linear probe, kNN and retrieval, and write
-``OUT/results.json`` plus ``OUT/report.html``. It says plainly when pretraining did not beat random init.
+Generate (or read) a dataset, pretrain videoSimCLR, then evaluate side by side, with the same linear probe, kNN and
+retrieval: the pretrained encoder; the same architecture at random initialisation on the same input (and on RGB
+when the demo's input is not RGB); and the same backbone trained supervised from scratch (cross-entropy on the
+training labels, which pretraining never saw) for the same wall-clock budget as pretraining. It writes
+``OUT/results.json`` plus ``OUT/report.html`` and says plainly how pretraining did against the strongest baseline.
 
-A demo folder holds one demo: rerunning the same command reuses (or continues) its pretraining and says so; a
-demo with other settings is refused (``--fresh`` starts over in the folder, or choose another ``--out``).
+A demo folder holds one demo: rerunning the same command reuses (or continues) its pretraining and says so, and
+keeps the first run's timings; a demo with other settings is refused (``--fresh`` starts over in the folder, or
+choose another ``--out``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import shutil
 import time
@@ -18,22 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from .build import dataset_root, eval_loader
+from .build import backbone_from_config, dataset_root, eval_loader, labeled_dataset
 from .config import Config, ConfigError
+from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
+from .engine.checkpoint import load_checkpoint
 from .engine.device import resolve_device
 from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
-from .eval.metrics import video_labels
-from .eval.report import html_page, image_html, table_html
-from .eval.retrieval import video_embeddings
-from .eval.run import class_names, features, knn_monitor, resolve_encoder, run_knn, run_linear, run_retrieve
+from .eval.finetune import finetune
+from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
+from .verdict import BASELINES, best_baseline, margins, verdict
 
 # What a demo writes into its folder (and `--fresh` removes; nothing else there is touched).
-DEMO_OUTPUTS = ("pretrain", "pretrained", "random_init", "cache", "results.json", "report.html", "loss.png",
+DEMO_OUTPUTS = ("pretrain", "pretrained", *BASELINES, "cache", "results.json", "report.html", "loss.png",
                 "embeddings.png")
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
+RESUME_HINT = "re-run the same command to continue"
 
 
 def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
@@ -44,88 +51,14 @@ def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
 
 
 def quick_config(cfg: Config) -> Config:
-    """The ``--quick`` variant: fewer synthetic clips and epochs (about 2 minutes on 2 cores)."""
+    """The ``--quick`` variant: fewer synthetic clips and epochs, at most 90 s of pretraining (and so of the
+    supervised baseline's training)."""
     cfg.data.synthetic_videos_per_class = min(cfg.data.synthetic_videos_per_class, 24)
     cfg.train.epochs = min(cfg.train.epochs, 60)
     cfg.train.time_limit_s = cfg.train.time_limit_s or 90.0
     cfg.optim.batch_size = min(cfg.optim.batch_size, 32)
     cfg.eval.cv_folds = min(cfg.eval.cv_folds, 3)
     return cfg
-
-
-def _loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("contrastive loss")
-    ax.set_title("pretraining loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _embedding_plot(sets: dict[str, dict[str, Any]], classes: list[str], path: Path) -> Path:
-    """2-D PCA of the test videos' embeddings, coloured by class, one panel per encoder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA  # heavy, and only the report needs it
-
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), dpi=110, squeeze=False)
-    for ax, (name, feats) in zip(axes[0], sets.items()):
-        emb = video_embeddings(feats["feats"], feats["video_ids"])
-        labels = video_labels(np.asarray(feats["labels"]), np.asarray(feats["video_ids"]))
-        xy = PCA(n_components=2, random_state=0).fit_transform(emb)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for c in np.unique(labels):
-            m = labels == c
-            ax.scatter(xy[m, 0], xy[m, 1], s=14, color=cmap(int(c) % cmap.N), label=classes[int(c)])
-        ax.set_title(f"{name}: test videos (PCA)")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def verdict(results: dict[str, Any]) -> str:
-    p, r = results["pretrained"], results["random_init"]
-    margin = 100 * (p["linear_top1"] - r["linear_top1"])
-    if margin > 2:
-        return (f"Pretraining helped: linear-probe top-1 {100 * p['linear_top1']:.1f}% vs "
-                f"{100 * r['linear_top1']:.1f}% for random init (+{margin:.1f} points).")
-    return (f"Pretraining did NOT clearly beat random init here: linear-probe top-1 {100 * p['linear_top1']:.1f}% "
-            f"vs {100 * r['linear_top1']:.1f}% ({margin:+.1f} points). Train longer (train.epochs) or on more data.")
-
-
-def write_report(out: Path, results: dict[str, Any]) -> Path:
-    rows = [{"encoder": name, **{k: (f"{100 * v:.1f}%" if isinstance(v, float) else "-")
-                                 for k, v in results[name].items() if k in SUMMARY_KEYS}}
-            for name in ("pretrained", "random_init")]
-    t = results["timings"]
-    sections = [
-        ("Result", f"<p><b>{verdict(results)}</b></p>" + table_html(rows)),
-        ("Pretraining loss", image_html("loss.png", "pretraining loss per epoch")),
-        ("Embeddings", image_html("embeddings.png", "PCA of test-video embeddings")),
-        ("Retrieval (pretrained encoder)",
-         '<p><a href="pretrained/retrieval.html">full retrieval page</a></p>'
-         + image_html("pretrained/img/retrieval.png", "nearest training videos of test queries")),
-        ("How these numbers were obtained",
-         "<pre>" + json.dumps({"protocol": results.get("protocol"), "timings_s": t}, indent=2) + "</pre>"),
-    ]
-    path = out / "report.html"
-    path.write_text(html_page("videocontrast demo", sections))
-    return path
 
 
 def clear_demo(out: Path) -> list[str]:
@@ -144,8 +77,12 @@ def clear_demo(out: Path) -> list[str]:
     return removed
 
 
-def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, fresh: bool = False) -> dict[str, Any]:
+def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, fresh: bool = False,
+             command: str | None = None) -> dict[str, Any]:
     """The demo into ``out``; ``fresh`` first removes a previous demo there.
+
+    ``command`` is the command line that reruns this demo (without ``--fresh``): printed and stored when the time
+    limit cut pretraining, since running it again continues the pretraining.
 
     Raises:
         ConfigError: ``out`` holds a demo run with other settings (and ``fresh`` is False).
@@ -174,53 +111,211 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
             removed = clear_demo(out)
             if removed and not quiet:
                 print(f"--fresh: removed the previous demo in {out} ({', '.join(removed)})", flush=True)
-        elif previous is not None and previous.checkpoint is not None and not quiet:
+        previous_results = None if fresh else _read_results(out)
+        if not fresh and previous is not None and previous.checkpoint is not None and not quiet:
             where, done = out / "pretrain", previous.epochs_done
             print(f"reusing the finished pretraining run in {where} ({done} epochs)" if done >= cfg.train.epochs
                   else f"continuing the pretraining run in {where} from epoch {done} of {cfg.train.epochs}",
                   flush=True)
-        return _run_demo(cfg, out, quiet, root, t0, data_s)
+        return _run_demo(cfg, out, quiet, root, t0, data_s, previous_results,
+                         command or "the same `videocontrast demo` command (without --fresh)")
 
 
-def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s: float) -> dict[str, Any]:
-    timings: dict[str, float] = {"data": data_s}
+
+
+def _read_results(out: Path) -> dict[str, Any] | None:
+    """The previous run's ``results.json`` in ``out`` (None when absent or unreadable)."""
+    try:
+        res = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) else None
+
+
+def rgb_config(cfg: Config) -> Config:
+    """``cfg`` on RGB input with as many frames as the network sees in ``cfg`` (residual clips of T frames are
+    T - 1 frame differences)."""
+    rgb = copy.deepcopy(cfg)
+    if cfg.data.input == "residual":
+        rgb.data.clip_len = cfg.data.clip_len - 1
+    rgb.data.input = "rgb"
+    return rgb
+
+
+def _history_seconds(history: list[dict[str, Any]]) -> float:
+    return float(sum(h.get("time_s", 0.0) for h in history))
+
+
+def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, budget_s: float,
+                              quiet: bool = False) -> dict[str, Any]:
+    """Supervised from scratch: ``cfg``'s backbone at random init trained with cross-entropy on the training labels
+    (:class:`~videocontrast.methods.Supervised` on the engine's :func:`~videocontrast.engine.train.fit`, through
+    :func:`~videocontrast.eval.finetune.finetune` with the backbone at the classifier's lr) for as many epochs as
+    pretraining, stopped by the same wall-clock budget as pretraining took (``budget_s``, seconds of training
+    epochs). A run already in ``run_dir`` continues with the budget left, or is reused when finished or out of budget.
+
+    Returns:
+        ``checkpoint`` (path), ``epochs``, ``epochs_planned``, ``time_s`` (training seconds, all runs), ``budget_s``,
+        ``optimizer``, ``lr``, ``trained_now`` (False when reused).
+    """
+    sup = copy.deepcopy(cfg)
+    sup.eval.finetune_epochs = cfg.train.epochs
+    sup.train.knn_every = 0
+    stored = stored_run(run_dir)
+    spent = 0.0
+    if stored is not None and stored.checkpoint is not None:
+        spent = _history_seconds(load_checkpoint(stored.checkpoint).get("history", []))
+    left = budget_s - spent
+    info = {"epochs_planned": sup.eval.finetune_epochs, "budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer,
+            "lr": sup.eval.finetune_lr}
+    if stored is not None and stored.checkpoint is not None and (stored.final or left <= 0):
+        state = load_checkpoint(stored.checkpoint)
+        return {**info, "checkpoint": str(stored.checkpoint), "epochs": int(state.get("epoch", 0)),
+                "time_s": spent, "trained_now": False}
+    sup.train.time_limit_s = max(left, 1e-3)
+    backbone = backbone_from_config(sup, seed=sup.train.seed).to(device)
+    res = finetune(backbone, sup, run_dir, labeled_dataset(sup, "train", "finetune"), None, backbone_lr_ratio=1.0,
+                   kind="supervised", quiet=quiet,
+                   resume_hint="re-run the same demo command to continue it")
+    return {**info, "checkpoint": res["checkpoint"], "epochs": len(res["history"]),
+            "time_s": _history_seconds(res["history"]), "trained_now": True}
+
+
+def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[str, Any]:
+    """Linear probe, kNN and retrieval of ``enc`` (outputs in ``out/name``, features cached in ``out/cache``)."""
+    edir = out / name
+    edir.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+    lin = run_linear(enc, device, edir, cache)
+    knn = run_knn(enc, device, edir, cache)
+    retr = run_retrieve(enc, device, edir, cache)
+    return {**_summary(lin, knn, retr), "encoder": enc.description,
+            "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]}}
+
+
+def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s: float,
+              previous: dict[str, Any] | None, command: str) -> dict[str, Any]:
+    now: dict[str, float] = {"data": data_s}  # this run's seconds per step
+    reused: list[str] = []
     device = resolve_device(cfg.train.device)
     t = time.perf_counter()
-    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=knn_monitor(cfg, device))
-    timings["pretrain"] = time.perf_counter() - t
+    before = stored_run(out / "pretrain")
+    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=knn_monitor(cfg, device),
+                   resume_hint=RESUME_HINT)
+    now["pretrain"] = time.perf_counter() - t
+    pre_cfg: Config = run["config"]
+    planned = pre_cfg.train.epochs
+    if before is not None and before.checkpoint is not None and before.epochs_done >= planned:
+        reused.append(f"pretraining ({run['epochs']} epochs)")
+    cut = run["epochs"] < planned
+    pretrain_info = {"epochs": run["epochs"], "epochs_planned": planned, "steps": run["steps"],
+                     "time_s": _history_seconds(run["history"]), "cut_by_time_limit": cut,
+                     "time_limit_s": pre_cfg.train.time_limit_s, "history": run["history"]}
+    if cut:
+        pretrain_info["continue_command"] = command
+
+    # -- the encoders, evaluated the same way
+    t = time.perf_counter()
+    sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet)
+    now["supervised_training"] = time.perf_counter() - t
+    if not sup["trained_now"]:
+        reused.append(f"supervised training ({sup['epochs']} epochs)")
+    specs = {"pretrained": (run["checkpoint"], pre_cfg), "random_init": ("random", pre_cfg)}
+    if pre_cfg.data.input != "rgb":
+        specs["random_init_rgb"] = ("random", rgb_config(pre_cfg))
+    specs["supervised"] = (sup["checkpoint"], pre_cfg)
     results: dict[str, Any] = {}
     feature_sets: dict[str, dict] = {}
-    cache = out / "cache"
-    for name, spec in (("pretrained", run["checkpoint"]), ("random_init", "random")):
+    fingerprints: dict[str, str] = {}
+    for name, (spec, enc_cfg) in specs.items():
         t = time.perf_counter()
-        enc = resolve_encoder(spec, run["config"], device, out / name)
-        edir = out / name
-        edir.mkdir(parents=True, exist_ok=True)
-        lin = run_linear(enc, device, edir, cache)
-        knn = run_knn(enc, device, edir, cache)
-        retr = run_retrieve(enc, device, edir, cache)
-        results[name] = {**_summary(lin, knn, retr), "protocol": {"linear": lin["protocol"], "knn": knn["protocol"],
-                                                                  "retrieval": retr["protocol"]}}
-        feature_sets[name] = features(enc, "test", device, cache)
-        timings[f"eval_{name}"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
+        enc = load_weights(spec, enc_cfg, device)
+        fingerprints[name] = enc.fingerprint
+        results[name] = _evaluate(name, enc, device, out)
+        feature_sets[name] = features(enc, "test", device, out / "cache")
+        now[f"eval_{name}"] = time.perf_counter() - t
+        if previous and (previous.get("fingerprints") or {}).get(name) == enc.fingerprint:
+            reused.append(f"features of {name}")
+    results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
+    names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
+    train_feats = features(load_weights(run["checkpoint"], pre_cfg, device), "train", device, out / "cache")
+    classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos
+    results["dataset"] = {"name": pre_cfg.data.dataset,
+                          "split": pre_cfg.data.split if pre_cfg.data.dataset in ("ucf101", "hmdb51") else None,
+                          "classes": classes, "num_classes": len(classes),
+                          "train_videos": int(len(np.unique(train_feats["video_ids"]))),
+                          "test_videos": int(len(np.unique(feature_sets["pretrained"]["video_ids"]))),
+                          "chance": 1.0 / max(1, len(classes))}
+    best = best_baseline(results)
+    results["best_baseline"] = best
+    results["margin_vs_best"] = results["pretrained"]["linear_top1"] - results[best]["linear_top1"]
+    results["margins_by_metric"] = margins(results)
     results["margin_linear_top1"] = results["pretrained"]["linear_top1"] - results["random_init"]["linear_top1"]
+    results["pretrain"] = pretrain_info
     results["verdict"] = verdict(results)
-    results["config"] = run["config"].to_dict()
+    results["config"] = pre_cfg.to_dict()
     results["dataset_root"] = str(root)
-    results["pretrain"] = {"epochs": run["epochs"], "steps": run["steps"], "history": run["history"]}
-    results["timings"] = timings
+    results["fingerprints"] = fingerprints
     results["protocol"] = results["pretrained"]["protocol"]["linear"]
+    now["total"] = time.perf_counter() - t0
+    continued = before is not None and before.checkpoint is not None and before.epochs_done < planned
+    results["timings"], said = _timings(previous, now, reused, run["epochs"] if continued else None)
+    results["reruns"] = [*(previous or {}).get("reruns", []), *([{"timings": now, "reused": reused, "said": said}]
+                                                               if previous else [])]
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    _loss_curve(run["history"], out / "loss.png")
-    _embedding_plot(feature_sets, class_names(run["config"]), out / "embeddings.png")
+    loss_curve(run["history"], out / "loss.png")
+    embedding_plot({k: feature_sets[k] for k in ("pretrained", best)}, names, out / "embeddings.png")
     report = write_report(out, results)
     if not quiet:
-        rows = [f"{'':12} " + " ".join(f"{k:>12}" for k in ("linear_top1", "knn_top1", "R@1", "R@5"))]
-        for name in ("pretrained", "random_init"):
-            rows.append(f"{name:12} " + " ".join(f"{100 * results[name][k]:11.1f}%"
-                                                  for k in ("linear_top1", "knn_top1", "R@1", "R@5")))
-        print("\n".join(rows))
-        print(results["verdict"])
-        print(f"total {timings['total']:.0f}s; report: {report}; results: {out / 'results.json'}")
+        _print_summary(results, said, report, out)
     return results
+
+
+def _timings(previous: dict[str, Any] | None, now: dict[str, float], reused: list[str],
+             continued_to: int | None) -> tuple[dict[str, float], str]:
+    """The timings to keep: a rerun keeps the first run's seconds for every step it reused and adds the seconds
+    of new work (pretraining continued to epoch ``continued_to`` adds to the first run's); returns them and the
+    sentence that says so ('' on a first run)."""
+    if not previous or not isinstance(previous.get("timings"), dict):
+        return dict(now), ""
+    kept = dict(previous["timings"])
+    new_work: list[str] = []
+    added = 0.0
+    for step, secs in now.items():
+        if step in ("data", "total"):
+            continue
+        if step == "pretrain":
+            if continued_to is not None:
+                kept[step] = kept.get(step, 0.0) + secs
+                added += secs
+                new_work.append(f"pretraining continued to epoch {continued_to} (+{secs:.0f}s)")
+        elif step == "supervised_training":
+            if not any(r.startswith("supervised") for r in reused):
+                kept[step] = kept.get(step, 0.0) + secs
+                added += secs
+                new_work.append(f"supervised training (+{secs:.0f}s)")
+        elif not any(r == f"features of {step[len('eval_'):]}" for r in reused) or step not in kept:
+            added += secs - kept.get(step, 0.0)
+            kept[step] = secs
+            new_work.append(f"evaluation of {step[len('eval_'):]} ({secs:.0f}s)")
+    kept["total"] = kept.get("total", 0.0) + added
+    said = (f"rerun into the same folder: reused {', '.join(reused) or 'nothing'}"
+            + (f"; new work: {', '.join(new_work)}" if new_work else "")
+            + f"; timings kept from the first run{' plus the new work' if new_work else ''} (this rerun took "
+              f"{now['total']:.0f}s)")
+    return kept, said
+
+
+def _print_summary(results: dict[str, Any], said: str, report: Path, out: Path) -> None:
+    rows = encoder_rows(results)
+    cols = ["encoder", "linear probe top-1", "kNN top-1", "retrieval R@1", "retrieval R@5",
+            "pretrained ahead by (linear top-1)"]
+    heads = ["encoder", "linear top-1", "kNN top-1", "R@1", "R@5", "pretrained ahead by"]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in zip(cols, heads)]
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths))))
+    for r in rows:
+        print("  ".join(r[c].ljust(w) if i == 0 else r[c].rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
+    print(results["verdict"])
+    if said:
+        print(said)
+    print(f"total {results['timings']['total']:.0f}s; report: {report}; results: {out / 'results.json'}")

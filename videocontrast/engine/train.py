@@ -289,7 +289,8 @@ def _train_loader(cfg: Config, dataset: VideoDataset, info: dist.DistInfo,
 
 def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
         resumed: dict[str, Any] | None = None, lr_scales: Mapping[str, float] | None = None,
-        quiet: bool = False, monitor: Monitor | None = None) -> dict[str, Any]:
+        quiet: bool = False, monitor: Monitor | None = None,
+        resume_hint: str = "continue with --resume") -> dict[str, Any]:
     """Train ``model`` on ``dataset`` as ``cfg`` says, writing ``out_dir/{config.yaml, metrics.jsonl,
     checkpoints/last.pt}``, holding the folder's lock (:func:`~videocontrast.engine.run.run_lock`).
 
@@ -304,6 +305,8 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
         resumed: the run folder's checkpoint (from :func:`open_run`) to continue from.
         lr_scales: parameter-name prefix -> lr multiplier (fine-tuning: ``{"backbone.": 0.1}``).
         monitor: see :data:`Monitor`; called every ``train.knn_every`` epochs.
+        resume_hint: how the caller's user continues the run, in the messages about a time limit or a full disk
+            (``demo`` continues when the same command is run again; ``pretrain`` needs ``--resume``).
 
     Returns:
         dict with ``checkpoint`` (path of last.pt), ``epochs``, ``steps``, ``history`` (per-epoch loss, time,
@@ -314,12 +317,12 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
     """
     with run_lock(out_dir):
         return _fit(cfg, Path(out_dir), model, dataset, kind=kind, resumed=resumed, lr_scales=lr_scales,
-                    quiet=quiet, monitor=monitor)
+                    quiet=quiet, monitor=monitor, resume_hint=resume_hint)
 
 
 def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
          resumed: dict[str, Any] | None, lr_scales: Mapping[str, float] | None, quiet: bool,
-         monitor: Monitor | None) -> dict[str, Any]:
+         monitor: Monitor | None, resume_hint: str) -> dict[str, Any]:
     # -- set up
     info = dist.init_distributed()
     device = resolve_device(cfg.train.device, info)
@@ -391,7 +394,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
         need = ckpt_path.stat().st_size if ckpt_path.exists() else ckpt_need
         with deferred_interrupt():  # Ctrl-C during the write: finish it first
             try:
-                check_free_space(out, need, what, "free some space and continue with --resume")
+                check_free_space(out, need, what, f"free some space and {resume_hint}")
                 save_checkpoint(ckpt_path, payload)
                 saved_epoch = state.epoch
                 if cfg.train.keep_every and state.epoch % cfg.train.keep_every == 0:
@@ -399,7 +402,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
             except OSError as e:
                 raise RunFolderError(f"could not write the checkpoint of epoch {state.epoch} to '{ckpt_path}' "
                                      f"({e.strerror or e}); {kept()}: free some space (or fix the folder) and "
-                                     "continue with --resume") from None
+                                     f"{resume_hint}") from None
 
     # -- loop
     t_start = time.perf_counter()
@@ -425,8 +428,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
             # Stop before an epoch that would overrun the budget, not after it.
             if limit and state.epoch < epochs and elapsed + stats["time_s"] > limit:
                 if main and not quiet:
-                    print(f"[videocontrast] time limit {limit:.0f}s reached after epoch {state.epoch}; "
-                          "checkpoint saved, continue with --resume", flush=True)
+                    print(f"[videocontrast] time limit {limit:.0f}s reached after epoch {state.epoch} of {epochs}; "
+                          f"checkpoint saved, {resume_hint}", flush=True)
                 save(final=False)
                 break
     except KeyboardInterrupt:
@@ -445,7 +448,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False,
-             monitor: Monitor | None = None) -> dict[str, Any]:
+             monitor: Monitor | None = None, resume_hint: str = "continue with --resume") -> dict[str, Any]:
     """Run (or continue) contrastive pretraining of ``cfg.method`` into ``out_dir`` (see :func:`fit`).
 
     A continued run keeps the settings it started with (those stored in its checkpoint): ``cfg`` may differ from
@@ -463,4 +466,5 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         dataset = dataset_from_config(cfg, "train", "pretrain",
                                       transform=None if cfg.aug.on_device else build_augment(cfg))
         model = method_from_config(cfg, num_train_clips=len(dataset))
-        return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor)
+        return fit(cfg, out_dir, model, dataset, kind="pretrain", resumed=resumed, quiet=quiet, monitor=monitor,
+                   resume_hint=resume_hint)

@@ -76,7 +76,8 @@ def evaluate_classifier(
 
 def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: VideoDataset,
              test_loader: DataLoader | None = None, *, backbone_lr_ratio: float | None = None,
-             kind: str = "finetune", quiet: bool = False) -> dict[str, Any]:
+             kind: str = "finetune", quiet: bool = False,
+             resume_hint: str = "rerun the same command to continue") -> dict[str, Any]:
     """Fine-tune ``backbone`` + a new linear classifier on ``train_set``, then evaluate on ``test_loader``.
 
     Args:
@@ -91,6 +92,8 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
             training the supervised baseline's backbone).
         backbone_lr_ratio: backbone lr / classifier lr; default ``eval.finetune_backbone_lr_ratio`` (1/10).
         kind: recorded in the checkpoint: ``finetune`` or ``supervised``.
+        resume_hint: how the user continues a run cut by ``train.time_limit_s`` (see
+            :func:`~videocontrast.engine.train.fit`).
 
     Returns:
         ``top1``, ``top5``, ``video_top1``, ``video_top5`` on the test split (absent without ``test_loader``),
@@ -103,7 +106,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         seed_everything(run_cfg.train.seed, run_cfg.train.deterministic)
         model = Supervised(backbone, len(train_set.classes))
         run = fit(run_cfg, out, model, train_set, kind=kind, resumed=resumed, lr_scales={"backbone.": ratio},
-                  quiet=quiet)
+                  quiet=quiet, resume_hint=resume_hint)
     result: dict[str, Any] = {}
     if test_loader is not None:
         device = next(backbone.parameters()).device

@@ -65,6 +65,19 @@ def table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 
 
+def percent(x: Any) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal: 0.5 -> '50.0%'."""
+    return f"{100 * float(x):.1f}%"
+
+
+def _metric_header(key: str) -> str:
+    return f"retrieval {key}" if key.startswith("R@") else key.replace("_", " ")
+
+
+def _metric_value(key: str, value: Any) -> Any:
+    return percent(value) if key.startswith("R@") and isinstance(value, (int, float)) else value
+
+
 def image_html(rel_path: str, alt: str) -> str:
     """``<img>`` for a file path relative to the HTML page (so the folder can be moved or zipped as a whole)."""
     return f'<p><img src="{html.escape(rel_path, quote=True)}" alt="{html.escape(alt, quote=True)}"></p>'
@@ -186,20 +199,26 @@ def retrieval_report(
     if metrics:
         scalars = {k: v for k, v in metrics.items() if not isinstance(v, (Mapping, list, tuple))}
         if scalars:
-            sections.append(("Metrics", table_html([scalars])))
+            sections.append(("Metrics", "<p>R@k is the share of test videos that have a training video of their "
+                                        "own class among their k nearest; higher is better.</p>"
+                             + table_html([{_metric_header(k): _metric_value(k, v) for k, v in scalars.items()}])))
         if isinstance(metrics.get("protocol"), Mapping):
-            rows = [{"field": k, "value": v} for k, v in metrics["protocol"].items()]
-            sections.append(("Protocol", table_html(rows)))
-    sections.append(("Queries and nearest neighbours", image_html(png.relative_to(out_dir).as_posix(),
-                                                                  "retrieval grid: query then nearest neighbours")))
+            rows = [{"setting": k, "value": v} for k, v in metrics["protocol"].items()]
+            sections.append(("Protocol", "<p>How the neighbours were found.</p>" + table_html(rows)))
+    sections.append(("Queries and nearest neighbours",
+                     "<p>Each row is a test video (left, blue) and its nearest training videos, most similar first; "
+                     "a green border means the same class, red another class.</p>"
+                     + image_html(png.relative_to(out_dir).as_posix(), "retrieval grid: query then nearest neighbours")))
     rows = []
     for q in queries:
         for rank, n in enumerate(q.get("neighbours", []), start=1):
             rows.append({"query": Path(str(q.get("path", ""))).name, "query class": q.get("label_name", ""),
                          "rank": rank, "neighbour": Path(str(n.get("path", ""))).name,
-                         "neighbour class": n.get("label_name", ""), "cosine sim": float(n.get("sim", float("nan"))),
+                         "neighbour class": n.get("label_name", ""),
+                         "cosine similarity": f"{float(n.get('sim', float('nan'))):.3f}",
                          "same class": {True: "yes", False: "no", None: "?"}[_hit(n)]})
-    sections.append(("Neighbour list", table_html(rows)))
+    sections.append(("Neighbour list", "<p>The same neighbours as a list (rank 1 is the most similar).</p>"
+                     + table_html(rows)))
     page = out_dir / "retrieval.html"
     page.write_text(html_page(title, sections), encoding="utf-8")
     return page

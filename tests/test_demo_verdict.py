@@ -1,0 +1,143 @@
+"""The demo's verdict, results keys and report on hand-built results (issue 11): the strongest baseline and the
+margin worked out by hand, disagreeing metrics named, the dataset and chance level stated, a time-limit cut said
+with the command that continues it, and a rerun's timings kept from the first run."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from videocontrast.demo import _timings
+from videocontrast.demo_report import encoder_rows, write_report
+from videocontrast.verdict import best_baseline, margins, verdict
+
+
+def enc(linear, knn, r1, r5):
+    return {"linear_top1": linear, "knn_top1": knn, "R@1": r1, "R@5": r5}
+
+
+def results(**encoders):
+    return {"dataset": {"name": "ucf101", "split": 1, "num_classes": 3, "train_videos": 283, "test_videos": 109,
+                        "classes": ["BalanceBeam", "BaseballPitch", "Basketball"]},
+            "pretrain": {"epochs": 80, "epochs_planned": 80, "cut_by_time_limit": False}, **encoders}
+
+
+def test_the_strongest_baseline_by_linear_top1_is_the_one_compared():
+    # residual pretraining beats residual random init but not RGB random init (the README's weak spot)
+    res = results(pretrained=enc(0.590, 0.55, 0.50, 0.872), random_init=enc(0.401, 0.36, 0.42, 0.80),
+                  random_init_rgb=enc(0.706, 0.60, 0.55, 0.890), supervised=enc(0.55, 0.50, 0.48, 0.85))
+    assert best_baseline(res) == "random_init_rgb"
+    text = verdict(res)
+    assert text.startswith("Pretraining did NOT beat the strongest baseline: linear-probe top-1 59.0% vs 70.6% for "
+                           "the strongest baseline, random init on RGB (-11.6 points).")
+    # behind on everything: the metrics agree, each against its own strongest baseline
+    assert "The metrics agree: pretrained is behind on" in text and "disagree" not in text
+    assert "kNN top-1 (55.0% vs 60.0% for random init on RGB)" in text
+    assert "Dataset: ucf101 split 1, 3 classes, 283 training / 109 test videos; chance level 33.3%." in text
+    assert "labels, which pretraining never saw" in text
+
+
+def test_a_clear_win_on_every_metric():
+    res = results(pretrained=enc(0.80, 0.75, 0.70, 0.95), random_init=enc(0.40, 0.38, 0.35, 0.80),
+                  supervised=enc(0.68, 0.60, 0.55, 0.90))
+    assert best_baseline(res) == "supervised"
+    text = verdict(res)
+    assert text.startswith("Pretraining helped: linear-probe top-1 80.0% vs 68.0% for the strongest baseline, "
+                           "supervised from scratch (+12.0 points).")
+    assert "The metrics agree: pretrained is ahead of every baseline on" in text
+    assert margins(res)["R@5"] == {"best": "supervised", "margin": pytest.approx(0.05)}
+
+
+def test_disagreeing_metrics_are_named_with_their_numbers():
+    # the issue's case: ahead on linear top-1 by 19.6 points but behind on R@5 (87.2% vs 89.0%)
+    res = results(pretrained=enc(0.596, 0.50, 0.45, 0.872), random_init=enc(0.40, 0.45, 0.40, 0.890))
+    text = verdict(res)
+    assert text.startswith("Pretraining helped: linear-probe top-1 59.6% vs 40.0%")
+    assert "(+19.6 points)" in text
+    m = re.search(r"The metrics disagree: pretrained is ahead of every baseline on (.*) but behind on (.*?)\.(?: |$)", text)
+    assert m, text
+    assert "linear-probe top-1" in m.group(1) and "kNN top-1" in m.group(1) and "retrieval R@1" in m.group(1)
+    assert m.group(2) == "retrieval R@5 (87.2% vs 89.0% for random init)"
+
+
+def test_within_two_points_is_not_called_a_win_and_ties_go_to_the_first_baseline():
+    res = results(pretrained=enc(0.51, 0.5, 0.5, 0.9), random_init=enc(0.50, 0.5, 0.5, 0.9),
+                  supervised=enc(0.50, 0.4, 0.4, 0.8))
+    assert best_baseline(res) == "random_init"  # tie on linear top-1: the first in the listed order
+    text = verdict(res)
+    assert text.startswith("Pretraining did NOT clearly beat the strongest baseline:") and "(+1.0 points)" in text
+    assert "Level on kNN top-1 (50.0%), retrieval R@1 (50.0%), retrieval R@5 (90.0%)." in text
+
+
+def test_a_time_limit_cut_is_said_with_the_command_that_continues_it():
+    res = results(pretrained=enc(0.6, 0.6, 0.6, 0.9), random_init=enc(0.3, 0.3, 0.3, 0.8))
+    cmd = "videocontrast demo --quick --out runs/quick"
+    res["pretrain"] = {"epochs": 23, "epochs_planned": 60, "cut_by_time_limit": True, "time_limit_s": 90.0,
+                       "continue_command": cmd}
+    text = verdict(res)
+    assert "cut by the time limit (train.time_limit_s=90) at epoch 23 of 60" in text
+    assert text.endswith(f"Re-running the same command continues it: {cmd}")
+    assert "--resume" not in text
+    res["pretrain"]["cut_by_time_limit"] = False
+    assert "cut by the time limit" not in verdict(res)
+
+
+def test_no_baseline_is_a_clear_error():
+    with pytest.raises(ValueError, match="no baseline"):
+        best_baseline({"pretrained": enc(0.5, 0.5, 0.5, 0.5)})
+
+
+def test_a_rerun_keeps_the_first_runs_timings_and_says_what_it_reused():
+    first = {"timings": {"data": 2.0, "pretrain": 400.0, "supervised_training": 390.0, "eval_pretrained": 60.0,
+                         "eval_random_init": 50.0, "total": 905.0}}
+    now = {"data": 1.0, "pretrain": 3.0, "supervised_training": 1.0, "eval_pretrained": 5.0,
+           "eval_random_init": 4.0, "total": 15.0}
+    reused = ["pretraining (80 epochs)", "supervised training (80 epochs)", "features of pretrained",
+              "features of random_init"]
+    kept, said = _timings(first, now, reused, continued_to=None)
+    assert kept == first["timings"]
+    assert said.startswith("rerun into the same folder: reused pretraining (80 epochs)") and "(this rerun took 15s)" in said
+    # a first run: this run's timings as they are
+    assert _timings(None, now, [], continued_to=None) == (now, "")
+    # a rerun that continued a cut pretraining: its seconds add to the first run's, the rest is kept
+    kept, said = _timings(first, now, reused[1:], continued_to=46)
+    assert kept["pretrain"] == 403.0 and kept["eval_pretrained"] == 60.0 and kept["total"] == 908.0
+    assert "new work: pretraining continued to epoch 46 (+3s)" in said
+
+
+def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tmp_path):
+    res = results(pretrained=enc(0.596, 0.50, 0.45, 0.872), random_init=enc(0.40, 0.45, 0.40, 0.890),
+                  random_init_rgb=enc(0.706, 0.60, 0.55, 0.95), supervised=enc(0.5, 0.5, 0.5, 0.9))
+    res["supervised"]["training"] = {"epochs": 31, "epochs_planned": 80, "time_s": 410.0, "budget_s": 415.0,
+                                     "optimizer": "sgd", "lr": 0.01}
+    res["config"] = {"data": {"input": "residual", "clip_len": 9, "stride": 2, "size": 32},
+                     "model": {"backbone": "r3d_small", "width": 32, "layers": [1, 1, 1, 1]},
+                     "method": {"name": "simclr", "temperature": 0.1}, "optim": {"batch_size": 32}}
+    res["timings"] = {"pretrain": 420.0, "total": 900.0}
+    rows = encoder_rows(res)
+    assert [r["encoder"] for r in rows] == ["pretrained (videoSimCLR)", "random init", "random init on RGB",
+                                            "supervised from scratch"]
+    assert rows[2]["linear probe top-1"] == "70.6%" and rows[2]["pretrained ahead by (linear top-1)"] == "-11.0 points"
+    page = write_report(tmp_path, res).read_text()
+
+    class Links(HTMLParser):
+        hrefs: list[str] = []
+        srcs: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            (self.hrefs if tag == "a" else self.srcs if tag == "img" else []).append(a.get("href") or a.get("src"))
+
+    p = Links()
+    p.feed(page)
+    # pretrained vs the strongest baseline (random init on RGB): retrieval grids and confusion matrices linked
+    for name in ("pretrained", "random_init_rgb"):
+        assert f"{name}/img/retrieval.png" in p.srcs and f"{name}/retrieval.html" in p.hrefs
+        assert f"{name}/confusion_linear.png" in p.hrefs
+    assert "supervised/img/retrieval.png" not in p.srcs
+    assert "<th>linear probe top-1</th>" in page and "<th>retrieval R@5</th>" in page and "linear_top1" not in page
+    assert "<pre>" not in page  # the protocol is a table, not a JSON dump
+    assert "which pretraining never saw" in page and "31 of 80 epochs" in page
+    assert not re.search(r"\b0\.\d{4}\b", page)  # no raw fractions

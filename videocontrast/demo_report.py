@@ -1,0 +1,170 @@
+"""The demo's HTML report and figures: the verdict, every encoder side by side (percentages), the retrieval grids
+of the pretrained encoder and the strongest baseline, the loss curve, an embedding plot and the protocol as a
+short table. Every section starts with one sentence on how to read it.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .eval.metrics import video_labels
+from .eval.report import html_page, image_html, percent, table_html
+from .eval.retrieval import video_embeddings
+from .verdict import BASELINE_NAMES, baselines, best_baseline, verdict
+
+# results.json metric key -> column header
+COLUMNS = {"linear_top1": "linear probe top-1", "linear_video_top1": "linear probe top-1 (video)",
+           "knn_top1": "kNN top-1", "R@1": "retrieval R@1", "R@5": "retrieval R@5", "R@10": "retrieval R@10"}
+
+
+def pct(x: Any) -> str:
+    """A fraction as a percentage with one decimal ('-' when missing)."""
+    return percent(x) if isinstance(x, (int, float)) else "-"
+
+
+def encoder_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One row per encoder (pretrained first), metrics as percentages, margins vs pretrained in points."""
+    names = ["pretrained", *baselines(results)]
+    rows = []
+    for name in names:
+        r = results[name]
+        row = {"encoder": BASELINE_NAMES.get(name, name)}
+        row.update({head: pct(r.get(k)) for k, head in COLUMNS.items()})
+        if name != "pretrained":
+            d = results["pretrained"]["linear_top1"] - r["linear_top1"]
+            row["pretrained ahead by (linear top-1)"] = f"{100 * d:+.1f} points"
+        else:
+            row["pretrained ahead by (linear top-1)"] = ""
+        rows.append(row)
+    return rows
+
+
+def loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("contrastive loss")
+    ax.set_title("pretraining loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def embedding_plot(sets: Mapping[str, Mapping[str, Any]], classes: list[str], path: Path) -> Path:
+    """2-D PCA of the test videos' embeddings, coloured by class, one panel per encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA  # heavy, and only the report needs it
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), dpi=110, squeeze=False)
+    for ax, (name, feats) in zip(axes[0], sets.items()):
+        emb = video_embeddings(feats["feats"], feats["video_ids"])
+        labels = video_labels(np.asarray(feats["labels"]), np.asarray(feats["video_ids"]))
+        xy = PCA(n_components=2, random_state=0).fit_transform(emb)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for c in np.unique(labels):
+            m = labels == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=14, color=cmap(int(c) % cmap.N), label=classes[int(c)])
+        ax.set_title(f"{BASELINE_NAMES.get(name, name)}: test videos (PCA)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The protocol as a short table: what was trained and how each number was measured."""
+    cfg = results.get("config") or {}
+    d, m, o, mt = (cfg.get(k, {}) for k in ("data", "model", "optim", "method"))
+    ds = results.get("dataset") or {}
+    pre = results.get("pretrain") or {}
+    prot = (results.get("pretrained") or {}).get("protocol") or {}
+    lin, knn, retr = (prot.get(k) or {} for k in ("linear", "knn", "retrieval"))
+    rows = [
+        ("dataset", f"{ds.get('name', d.get('dataset', '?'))}"
+                    + (f" split {ds['split']}" if ds.get("split") else "")
+                    + (f", {ds.get('num_classes')} classes ({', '.join(ds.get('classes', [])[:10])}), "
+                       f"{ds.get('train_videos')} training / {ds.get('test_videos')} test videos" if ds else "")),
+        ("input", f"{d.get('input', 'rgb')} clips of {d.get('clip_len')} frames at stride {d.get('stride')}, "
+                  f"{d.get('size')}x{d.get('size')} pixels"),
+        ("encoder", f"{m.get('backbone')} width {m.get('width')} layers {m.get('layers')}"),
+        ("pretraining", f"{mt.get('name')} (temperature {mt.get('temperature')}), batch {o.get('batch_size')}, "
+                        f"{pre.get('epochs')} of {pre.get('epochs_planned')} epochs in {pre.get('time_s', 0):.0f}s"
+                        + (" (cut by the time limit)" if pre.get("cut_by_time_limit") else "")),
+        ("features", "frozen backbone output (before the projection head); "
+                     f"{lin.get('clips_per_video', d.get('eval_clips'))} evenly spaced clips per video, centre crop"),
+        ("linear probe", f"{lin.get('classifier', 'logistic regression')}; C={lin.get('C')} chosen by "
+                         f"{lin.get('selection', 'cross-validation on the training set')}"),
+        ("kNN", f"k={knn.get('k')}, temperature {knn.get('temperature')}, cosine similarity"),
+        ("retrieval", "each test video queries all training videos (mean clip feature, cosine); R@k: one of the "
+                      "k nearest has the query's class"),
+    ]
+    if "random_init_rgb" in results:
+        rows.append(("random init on RGB", "the same backbone at random init on RGB clips with as many frames as "
+                                           "the pretrained encoder sees"))
+    sup = results.get("supervised") or {}
+    if sup:
+        tr = sup.get("training") or {}
+        rows.append(("supervised from scratch",
+                     f"the same backbone trained with cross-entropy on the training labels (which pretraining never "
+                     f"saw): {tr.get('epochs')} of {tr.get('epochs_planned')} epochs in {tr.get('time_s', 0):.0f}s "
+                     f"of a {tr.get('budget_s', 0):.0f}s budget (pretraining's); {tr.get('optimizer')} "
+                     f"lr {tr.get('lr')}"))
+    return [{"what": k, "how": v} for k, v in rows]
+
+
+def _pair(results: Mapping[str, Any], best: str) -> str:
+    cells = []
+    for name in ("pretrained", best):
+        cells.append(f'<td style="vertical-align:top"><p><b>{html.escape(BASELINE_NAMES.get(name, name))}</b> — '
+                     f'<a href="{name}/retrieval.html">full retrieval page</a> · '
+                     f'<a href="{name}/confusion_linear.png">linear-probe confusion matrix</a></p>'
+                     + image_html(f"{name}/img/retrieval.png", f"nearest training videos of test queries ({name})")
+                     + "</td>")
+    return f"<table><tr>{''.join(cells)}</tr></table>"
+
+
+def write_report(out: Path, results: Mapping[str, Any]) -> Path:
+    """``out/report.html`` from the demo's results (figures already written next to it)."""
+    best = best_baseline(results)
+    t = results.get("timings") or {}
+    timing_rows = [{"step": k.replace("_", " "), "seconds": f"{v:.0f}"} for k, v in t.items()]
+    reruns = results.get("reruns") or []
+    rerun_note = (f"<p>{html.escape(reruns[-1]['said'])}</p>" if reruns and reruns[-1].get("said") else "")
+    sections = [
+        ("Result", f"<p><b>{html.escape(verdict(results))}</b></p>"
+                   "<p>Each row is one encoder measured the same way on the test split; higher is better, and the "
+                   "last column is how far the pretrained encoder is ahead of that row.</p>"
+                   + table_html(encoder_rows(results))),
+        (f"Retrieval: pretrained vs the strongest baseline ({BASELINE_NAMES.get(best, best)})",
+         "<p>Each row is a test video (left) and its nearest training videos; a green border means the same class, "
+         "red another class.</p>" + _pair(results, best)),
+        ("Pretraining loss", "<p>The contrastive loss should fall; a curve still falling steeply means more epochs "
+                             "would help.</p>" + image_html("loss.png", "pretraining loss per epoch")),
+        ("Embeddings", "<p>Test videos projected to 2-D (PCA), one colour per class: separated clusters mean the "
+                       "features tell the classes apart without labels.</p>"
+                       + image_html("embeddings.png", "PCA of test-video embeddings")),
+        ("How these numbers were obtained", "<p>What was trained and how each number was measured.</p>"
+                                            + table_html(protocol_rows(results))),
+        ("Timings", "<p>Seconds per step of the demo (from its first run when a rerun reused the work).</p>"
+                    + rerun_note + table_html(timing_rows)),
+    ]
+    path = out / "report.html"
+    path.write_text(html_page("videocontrast demo", sections))
+    return path

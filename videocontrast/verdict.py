@@ -1,0 +1,120 @@
+"""The demo's verdict: the pretrained encoder against the strongest baseline, in plain sentences.
+
+Pure functions of a results dict (the demo's ``results.json``), so the wording is tested on hand-built numbers.
+Every metric is a fraction in ``[0, 1]``; margins are fractions too and printed as percentage points.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# The baselines a demo may evaluate, in the order they are shown; the first one present wins a tie.
+BASELINES = ("random_init", "random_init_rgb", "supervised")
+BASELINE_NAMES = {
+    "pretrained": "pretrained (videoSimCLR)",
+    "random_init": "random init",
+    "random_init_rgb": "random init on RGB",
+    "supervised": "supervised from scratch",
+}
+# The metrics the verdict weighs, with the words it uses for them.
+METRICS = {"linear_top1": "linear-probe top-1", "knn_top1": "kNN top-1", "R@1": "retrieval R@1",
+           "R@5": "retrieval R@5"}
+CLEAR_MARGIN = 0.02  # a win by less than 2 points of linear top-1 is not called a win
+_TIE = 1e-9
+
+
+def baselines(results: Mapping[str, Any]) -> list[str]:
+    """The baseline keys present in ``results``, in :data:`BASELINES` order."""
+    return [b for b in BASELINES if isinstance(results.get(b), Mapping)]
+
+
+def best_baseline(results: Mapping[str, Any], metric: str = "linear_top1") -> str:
+    """The key of the strongest baseline by ``metric`` (ties: the first in :data:`BASELINES` order)."""
+    present = [b for b in baselines(results) if results[b].get(metric) is not None]
+    if not present:
+        raise ValueError(f"results: no baseline with '{metric}' (expected one of {', '.join(BASELINES)})")
+    return max(present, key=lambda b: (results[b][metric], -present.index(b)))
+
+
+def margins(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{metric: {"best": baseline key, "margin": pretrained - that baseline}}`` for each metric in :data:`METRICS`
+    that the pretrained encoder and at least one baseline have; each metric against its own strongest baseline."""
+    p = results["pretrained"]
+    out = {}
+    for m in METRICS:
+        if p.get(m) is None or not any(results[b].get(m) is not None for b in baselines(results)):
+            continue
+        b = best_baseline(results, m)
+        out[m] = {"best": b, "margin": float(p[m] - results[b][m])}
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def dataset_sentence(dataset: Mapping[str, Any]) -> str:
+    """'Dataset: ucf101 split 1, 3 classes, 283 training / 109 test videos; chance level 33.3%.'"""
+    k = int(dataset["num_classes"])
+    name = str(dataset.get("name", "?")) + (f" split {dataset['split']}" if dataset.get("split") else "")
+    return (f"Dataset: {name}, {k} classes, {dataset['train_videos']} training / {dataset['test_videos']} test "
+            f"videos; chance level {_pct(1 / k)}.")
+
+
+def cut_sentence(pretrain: Mapping[str, Any]) -> str:
+    """What to say when the time limit stopped pretraining early; '' when it ran all its epochs."""
+    if not pretrain.get("cut_by_time_limit"):
+        return ""
+    again = pretrain.get("continue_command") or "the same command"
+    return (f"Pretraining was cut by the time limit (train.time_limit_s={pretrain.get('time_limit_s', 0):g}) at "
+            f"epoch {pretrain['epochs']} of {pretrain['epochs_planned']}: these numbers are for a partly trained "
+            f"encoder. Re-running the same command continues it: {again}")
+
+
+def verdict(results: Mapping[str, Any]) -> str:
+    """The plain-language verdict: pretrained vs the strongest baseline by linear top-1 (with the margin), whether
+    kNN and retrieval agree, the dataset and chance level, and a note when pretraining was cut short."""
+    p = results["pretrained"]
+    best = best_baseline(results)
+    b = results[best]
+    margin = float(p["linear_top1"] - b["linear_top1"])
+    versus = (f"linear-probe top-1 {_pct(p['linear_top1'])} vs {_pct(b['linear_top1'])} for the strongest baseline, "
+              f"{BASELINE_NAMES.get(best, best)} ({_pts(margin)})")
+    if margin > CLEAR_MARGIN:
+        head = f"Pretraining helped: {versus}."
+    elif margin >= -CLEAR_MARGIN:
+        head = f"Pretraining did NOT clearly beat the strongest baseline: {versus}, within 2 points."
+    else:
+        head = f"Pretraining did NOT beat the strongest baseline: {versus}."
+    sentences = [head]
+
+    by_metric = margins(results)
+    ahead = [m for m, v in by_metric.items() if v["margin"] > _TIE]
+    behind = [m for m, v in by_metric.items() if v["margin"] < -_TIE]
+
+    def listed(ms: list[str]) -> str:
+        return "; ".join(f"{METRICS[m]} ({_pct(p[m])} vs {_pct(results[by_metric[m]['best']][m])} for "
+                         f"{BASELINE_NAMES.get(by_metric[m]['best'], by_metric[m]['best'])})" for m in ms)
+
+    level = [m for m in by_metric if m not in ahead and m not in behind]
+    if ahead and behind:
+        sentences.append(f"The metrics disagree: pretrained is ahead of every baseline on {listed(ahead)} but "
+                         f"behind on {listed(behind)}.")
+    elif ahead or behind:
+        sentences.append(f"The metrics agree: pretrained is {'ahead of every baseline' if ahead else 'behind'} on "
+                         f"{listed(ahead or behind)}.")
+    if level:
+        sentences.append(f"Level on {', '.join(f'{METRICS[m]} ({_pct(p[m])})' for m in level)}.")
+    if "supervised" in results:
+        sentences.append("Supervised from scratch trains the same backbone with cross-entropy on the training "
+                         "labels, which pretraining never saw, for the same wall-clock budget.")
+    if isinstance(results.get("dataset"), Mapping):
+        sentences.append(dataset_sentence(results["dataset"]))
+    cut = cut_sentence(results.get("pretrain") or {})
+    if cut:
+        sentences.append(cut)
+    return " ".join(sentences)
