@@ -23,7 +23,6 @@ from .data.datasets import VideoDataset, build_dataset
 from .data.synthetic import generate_synthetic
 from .methods import build_method, encoder_of
 from .models import build_backbone
-from .transforms.resize import FrameResize
 from .transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
 from .transforms.temporal import RandomClip, TwoViews, UniformClips
 
@@ -214,10 +213,7 @@ def build_eval_transform(cfg: Config, position: str = "center") -> nn.Module:
     ``eval.linear_input=resize`` (thesis sec. 4): the whole frame resized to ``data.size x data.size`` (aspect
     not kept), normalised; ``position`` does not apply (config validation allows only one crop position).
     """
-    if cfg.eval.linear_input == "resize":
-        size = cfg.data.size
-        return _with_input(cfg, nn.Sequential(FrameResize(size), ClipEval(size=size)))
-    return _with_input(cfg, ClipEval(size=cfg.data.size, position=position))
+    return _with_input(cfg, ClipEval(size=cfg.data.size, position=position, squash=cfg.eval.linear_input == "resize"))
 
 
 def eval_crop_positions(cfg: Config) -> tuple[str, ...]:

@@ -647,6 +647,9 @@ class ClipEval(nn.Module):
         mean, std: normalisation statistics (RGB).
         position: ``center``, or ``start`` / ``end`` of the frame's long axis (centred on the short axis):
             the three crops of the usual multi-crop video-level protocol.
+        squash: instead of cropping, resize the whole frame to ``size`` (aspect ratio not kept, antialiased
+            bilinear): the thesis's evaluation input (section 4: "we resize the video frames from 320x240 to ...
+            224x224"); ``resize`` and ``position`` do not apply.
 
     Shape:
         ``(B, T, 3, H, W)`` uint8 or float in [0, 1] -> float32 ``(B, 3, T, size_h, size_w)``.
@@ -659,9 +662,11 @@ class ClipEval(nn.Module):
         mean: tuple[float, ...] = KINETICS_MEAN,
         std: tuple[float, ...] = KINETICS_STD,
         position: str = "center",
+        squash: bool = False,
     ) -> None:
         super().__init__()
         self.size = _pair(size, "size")
+        self.squash = squash
         if position not in CROP_POSITIONS:
             raise ValueError(f"position must be one of {CROP_POSITIONS}, got {position!r}")
         self.position = position
@@ -675,6 +680,11 @@ class ClipEval(nn.Module):
         _check_clip(x)
         b, t, c, h, w = x.shape
         frames = _to_unit_float(x).reshape(b * t, c, h, w)
+        if self.squash:
+            if (h, w) != self.size:
+                frames = F.interpolate(frames, size=self.size, mode="bilinear", align_corners=False,
+                                       antialias=True).clamp_(0.0, 1.0)
+            return _normalize_to_model(frames.reshape(b, t, c, *self.size), self.mean, self.std)
         if self.resize is not None:
             frames = TF.resize(frames, [self.resize], antialias=True)
         fh, fw = frames.shape[-2:]
