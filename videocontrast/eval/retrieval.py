@@ -139,6 +139,31 @@ def recall_at_k(
     return _recall_from_neighbours(gl[idx], ql, ks)
 
 
+def _neighbour_lists(queries: tuple, gallery: tuple, sims: np.ndarray, idx: np.ndarray, report_k: int,
+                     class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The ``neighbours`` list of a retrieval result: per query video its ``report_k`` nearest gallery videos.
+
+    ``queries`` and ``gallery`` are ``(video ids, paths, labels)`` aligned with the rows of ``sims``/``idx``
+    ``(Q, >= report_k)`` (similarities and gallery row indices, nearest first).
+    """
+    (q_ids, q_paths, ql), (g_ids, g_paths, gl) = queries, gallery
+
+    def name(label: int) -> str:
+        return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+
+    return [
+        {
+            "video_id": int(q_ids[i]), "path": q_paths[i], "label": int(ql[i]), "label_name": name(int(ql[i])),
+            "neighbours": [
+                {"video_id": int(g_ids[j]), "path": g_paths[j], "label": int(gl[j]), "label_name": name(int(gl[j])),
+                 "sim": float(s), "hit": bool(gl[j] == ql[i])}
+                for s, j in zip(sims[i, :report_k], idx[i, :report_k])
+            ],
+        }
+        for i in range(len(q_ids))
+    ]
+
+
 def retrieve(
     train: Mapping[str, Any],
     test: Mapping[str, Any],
@@ -174,21 +199,8 @@ def retrieve(
 
     q_paths = list(test.get("paths") or [""] * len(q_ids))
     g_paths = list(train.get("paths") or [""] * len(g_ids))
-
-    def name(label: int) -> str:
-        return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
-
-    result["neighbours"] = [
-        {
-            "video_id": int(q_ids[i]), "path": q_paths[i], "label": int(ql[i]), "label_name": name(int(ql[i])),
-            "neighbours": [
-                {"video_id": int(g_ids[j]), "path": g_paths[j], "label": int(gl[j]), "label_name": name(int(gl[j])),
-                 "sim": float(s), "hit": bool(gl[j] == ql[i])}
-                for s, j in zip(sims[i, :report_k], idx[i, :report_k])
-            ],
-        }
-        for i in range(len(q_ids))
-    ]
+    result["neighbours"] = _neighbour_lists((q_ids, q_paths, ql), (g_ids, g_paths, gl), sims, idx, report_k,
+                                            class_names)
     result["num_queries"] = int(len(q_ids))
     result["gallery_size"] = int(len(g_ids))
     result["protocol"] = {
@@ -243,18 +255,8 @@ def retrieve_within(
     sims = sims[keep].reshape(v, want - 1)
     idx = idx[keep].reshape(v, want - 1)
     result: dict[str, Any] = _recall_from_neighbours(labels[idx], labels, ks)
-    paths = list(test.get("paths") or [""] * v)
-
-    def name(label: int) -> str:
-        return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
-
-    result["neighbours"] = [
-        {"video_id": int(ids[i]), "path": paths[i], "label": int(labels[i]), "label_name": name(int(labels[i])),
-         "neighbours": [{"video_id": int(ids[j]), "path": paths[j], "label": int(labels[j]),
-                         "label_name": name(int(labels[j])), "sim": float(s), "hit": bool(labels[j] == labels[i])}
-                        for s, j in zip(sims[i, :report_k], idx[i, :report_k])]}
-        for i in range(v)
-    ]
+    videos = (ids, list(test.get("paths") or [""] * v), labels)
+    result["neighbours"] = _neighbour_lists(videos, videos, sims, idx, report_k, class_names)
     result["num_queries"] = v
     result["gallery_size"] = v - 1
     result["protocol"] = {
