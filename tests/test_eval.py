@@ -327,13 +327,14 @@ class BrightnessVideos(torch.utils.data.Dataset):
 
     classes = ["dark", "bright"]
 
-    def __init__(self, n: int, views: int, seed: int):
+    def __init__(self, n: int, views: int, seed: int, size: int = 8):
         g = torch.Generator().manual_seed(seed)
         self.labels = [i % 2 for i in range(n)]
         self.videos = []
         for y in self.labels:
             base = 60 if y == 0 else 190
-            self.videos.append((base + torch.randint(-40, 40, (views, 4, 3, 8, 8), generator=g)).to(torch.uint8))
+            noise = torch.randint(-40, 40, (views, 4, 3, size, size), generator=g)
+            self.videos.append((base + noise).to(torch.uint8))
 
     def __len__(self):
         return len(self.labels)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_eval import BrightnessVideos
 from videocontrast.build import build_eval_transform, model_from_checkpoint
 from videocontrast.config import ConfigError, load_config
 from videocontrast.engine.checkpoint import load_checkpoint
@@ -91,27 +92,6 @@ def test_thesis_retrieval_leaves_out_the_query_even_with_duplicates():
 # ---------------------------------------------------------------- fine-tuning keeps finetuned.pt
 
 
-class TwoShades(torch.utils.data.Dataset):
-    """Class 0 dark clips, class 1 bright clips: (1, 4, 3, 16, 16) uint8 per item."""
-
-    classes = ["dark", "bright"]
-
-    def __init__(self, n: int):
-        g = torch.Generator().manual_seed(n)
-        self.labels = [i % 2 for i in range(n)]
-        self.videos = [(60 + 130 * y + torch.randint(-30, 30, (1, 4, 3, 16, 16), generator=g)).to(torch.uint8)
-                       for y in self.labels]
-
-    def __len__(self):
-        return len(self.labels)
-
-    def set_epoch(self, epoch):
-        pass
-
-    def __getitem__(self, i):
-        return {"video": self.videos[i], "label": self.labels[i], "index": i, "path": f"{i}.mp4"}
-
-
 def test_finetune_saves_a_loadable_finetuned_model(tmp_path):
     from videocontrast.build import backbone_from_config
 
@@ -119,8 +99,9 @@ def test_finetune_saves_a_loadable_finetuned_model(tmp_path):
                              "data.clip_len=4", "data.num_workers=0", "optim.batch_size=4", "train.device=cpu",
                              "aug.jitter=false", "aug.gray=false", "aug.blur=false", "eval.finetune_epochs=2",
                              "train.precision=fp32"])
-    test = torch.utils.data.DataLoader(TwoShades(4), batch_size=4)
-    res = finetune(backbone_from_config(cfg), cfg, tmp_path / "ft", TwoShades(8), test, quiet=True)
+    test = torch.utils.data.DataLoader(BrightnessVideos(4, 1, seed=4, size=16), batch_size=4)
+    res = finetune(backbone_from_config(cfg), cfg, tmp_path / "ft", BrightnessVideos(8, 1, seed=8, size=16), test,
+                   quiet=True)
     path = tmp_path / "ft" / "finetuned.pt"
     assert res["model"] == str(path) and path.is_file()
     state = load_checkpoint(path)
