@@ -27,7 +27,6 @@ import torch
 from .build import backbone_from_config, dataset_root, eval_loader, labeled_dataset
 from .config import Config, ConfigError
 from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
-from .engine.checkpoint import load_checkpoint
 from .engine.device import resolve_device
 from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
@@ -162,15 +161,12 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
     sup.eval.finetune_epochs = cfg.train.epochs
     sup.train.knn_every = 0
     stored = stored_run(run_dir)
-    spent = 0.0
-    if stored is not None and stored.checkpoint is not None:
-        spent = _history_seconds(load_checkpoint(stored.checkpoint).get("history", []))
+    spent = _history_seconds(stored.history) if stored is not None else 0.0
     left = budget_s - spent
     info = {"epochs_planned": sup.eval.finetune_epochs, "budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer,
             "lr": sup.eval.finetune_lr}
     if stored is not None and stored.checkpoint is not None and (stored.final or left <= 0):
-        state = load_checkpoint(stored.checkpoint)
-        return {**info, "checkpoint": str(stored.checkpoint), "epochs": int(state.get("epoch", 0)),
+        return {**info, "checkpoint": str(stored.checkpoint), "epochs": stored.epochs_done,
                 "time_s": spent, "trained_now": False}
     sup.train.time_limit_s = max(left, 1e-3)
     backbone = backbone_from_config(sup, seed=sup.train.seed).to(device)

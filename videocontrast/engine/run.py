@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -154,6 +154,7 @@ class StoredRun:
     epochs_done: int
     final: bool
     checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the checkpoint's per-epoch records
 
 
 def stored_run(out_dir: str | Path) -> StoredRun | None:
@@ -164,7 +165,7 @@ def stored_run(out_dir: str | Path) -> StoredRun | None:
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
         return StoredRun(config_from_dict(state["config"]), int(state.get("epoch", 0)), bool(state.get("final")),
-                         ckpt)
+                         ckpt, list(state.get("history", [])))
     if (out / "config.yaml").is_file():
         return StoredRun(load_config(str(out / "config.yaml")), 0, False, None)
     return None
