@@ -141,3 +141,11 @@ def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tm
     assert "<pre>" not in page  # the protocol is a table, not a JSON dump
     assert "which pretraining never saw" in page and "31 of 80 epochs" in page
     assert not re.search(r"\b0\.\d{4}\b", page)  # no raw fractions
+
+
+def test_supervised_baseline_plans_as_many_epochs_as_fit_its_budget():
+    from videocontrast.demo import plan_supervised_epochs
+
+    assert plan_supervised_epochs(420.0, 3.5) == 114  # 0.95 x 420 / 3.5 = 114.0
+    assert plan_supervised_epochs(420.0, 3.6) == 110  # 110.8: whole epochs only, never over the budget
+    assert plan_supervised_epochs(10.0, 30.0) == 1  # the first epoch alone overran it: that epoch is the run

@@ -112,3 +112,43 @@ def test_gradient_accumulation_runs_and_counts_optimizer_steps(tmp_path):
     assert res["steps"] == epoch["step"] >= 1
     n_train = len(list((tmp_path / "synthetic" / "train").rglob("*.mp4")))
     assert res["steps"] == n_train // 8
+
+
+def _fit_tiny(tmp_path, name, epochs, plan=None):
+    from videocontrast.build import dataset_from_config, method_from_config
+    from videocontrast.engine.train import fit, seed_everything
+
+    cfg = tiny(tmp_path, f"train.epochs={epochs}", "optim.warmup_epochs=1")
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    ds = dataset_from_config(cfg, "train", "pretrain")
+    return fit(cfg, tmp_path / name, method_from_config(cfg, num_train_clips=len(ds)), ds, kind="pretrain",
+               quiet=True, plan_epochs=plan)
+
+
+def test_epochs_planned_after_the_first_epoch_train_what_that_plan_would_have_from_the_start(tmp_path):
+    # The demo's supervised baseline plans its epochs from the first epoch's time. With a 1-epoch warm-up the
+    # first epoch does not depend on the total, so re-planning 2 -> 3 epochs must give the 3-epoch run bit for bit.
+    seen = []
+    planned = _fit_tiny(tmp_path, "planned", 2, plan=lambda s: seen.append(s) or 3)
+    ref = _fit_tiny(tmp_path, "ref", 3)
+    assert len(seen) == 1 and seen[0] > 0  # called once, with the first epoch's seconds
+    assert planned["epochs"] == 3 and len(planned["history"]) == 3
+    a, b = _weights(ref["checkpoint"]), _weights(planned["checkpoint"])
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs between the re-planned and the 3-epoch run"
+    # the plan is what the folder says: config.yaml and a final checkpoint of 3 epochs (a rerun resumes nothing)
+    assert load_config(str(tmp_path / "planned" / "config.yaml")).train.epochs == 3
+    state = load_checkpoint(planned["checkpoint"])
+    assert state["config"]["train"]["epochs"] == 3 and state["final"] and state["epoch"] == 3
+
+
+def test_planning_epochs_needs_a_warm_up_that_spans_the_first_epoch(tmp_path):
+    from videocontrast.build import dataset_from_config, method_from_config
+    from videocontrast.engine.train import fit
+
+    cfg = tiny(tmp_path, "train.epochs=2", "optim.warmup_epochs=0.5")
+    ds = dataset_from_config(cfg, "train", "pretrain")
+    with pytest.raises(ValueError, match="warmup_epochs >= 1"):
+        fit(cfg, tmp_path / "run", method_from_config(cfg, num_train_clips=len(ds)), ds, kind="pretrain",
+            quiet=True, plan_epochs=lambda s: 3)
+    assert not (tmp_path / "run" / "checkpoints").exists()

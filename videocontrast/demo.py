@@ -149,32 +149,48 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
                               quiet: bool = False) -> dict[str, Any]:
     """Supervised from scratch: ``cfg``'s backbone at random init trained with cross-entropy on the training labels
     (:class:`~videocontrast.methods.Supervised` on the engine's :func:`~videocontrast.engine.train.fit`, through
-    :func:`~videocontrast.eval.finetune.finetune` with the backbone at the classifier's lr) for as many epochs as
-    pretraining, stopped by the same wall-clock budget as pretraining took (``budget_s``, seconds of training
-    epochs). A run already in ``run_dir`` continues with the budget left, or is reused when finished or out of budget.
+    :func:`~videocontrast.eval.finetune.finetune` with the backbone at the classifier's lr) within the wall-clock
+    budget pretraining took (``budget_s``, seconds of training epochs).
+
+    A supervised epoch costs about half a contrastive one (one view, no projection head), so the run uses its whole
+    budget: after the first epoch it plans as many epochs as fit (:func:`plan_supervised_epochs`) and trains them
+    with a complete cosine schedule; the time limit stays as a guard. A run already in ``run_dir`` continues with
+    its planned epochs and the budget left, or is reused when finished or out of budget.
 
     Returns:
         ``checkpoint`` (path), ``epochs``, ``epochs_planned``, ``time_s`` (training seconds, all runs), ``budget_s``,
         ``optimizer``, ``lr``, ``trained_now`` (False when reused).
     """
     sup = copy.deepcopy(cfg)
-    sup.eval.finetune_epochs = cfg.train.epochs
     sup.train.knn_every = 0
     stored = stored_run(run_dir)
     spent = _history_seconds(stored.history) if stored is not None else 0.0
     left = budget_s - spent
-    info = {"epochs_planned": sup.eval.finetune_epochs, "budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer,
-            "lr": sup.eval.finetune_lr}
-    if stored is not None and stored.checkpoint is not None and (stored.final or left <= 0):
+    # a new run starts planned as long as pretraining (>= 2, so the 1-epoch warm-up spans the first epoch) and
+    # re-plans after its first epoch; a stored run keeps the epochs it planned
+    planning = stored is None or stored.checkpoint is None
+    sup.eval.finetune_epochs = max(cfg.train.epochs, 2) if planning else stored.config.train.epochs
+    info = {"budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer, "lr": sup.eval.finetune_lr}
+    # out of budget: less left than its last epoch took (the time limit would stop it before another)
+    last_epoch_s = stored.history[-1].get("time_s", 0.0) if stored is not None and stored.history else 0.0
+    if stored is not None and stored.checkpoint is not None and (stored.final or left <= last_epoch_s):
         return {**info, "checkpoint": str(stored.checkpoint), "epochs": stored.epochs_done,
-                "time_s": spent, "trained_now": False}
+                "epochs_planned": sup.eval.finetune_epochs, "time_s": spent, "trained_now": False}
     sup.train.time_limit_s = max(left, 1e-3)
     backbone = backbone_from_config(sup, seed=sup.train.seed).to(device)
     res = finetune(backbone, sup, run_dir, labeled_dataset(sup, "train", "finetune"), None, backbone_lr_ratio=1.0,
-                   kind="supervised", quiet=quiet,
-                   resume_hint="re-run the same demo command to continue it")
+                   kind="supervised", quiet=quiet, resume_hint="re-run the same demo command to continue it",
+                   plan_epochs=(lambda first_s: plan_supervised_epochs(budget_s, first_s)) if planning else None)
     return {**info, "checkpoint": res["checkpoint"], "epochs": len(res["history"]),
-            "time_s": _history_seconds(res["history"]), "trained_now": True}
+            "epochs_planned": res["epochs_planned"], "time_s": _history_seconds(res["history"]),
+            "trained_now": True}
+
+
+def plan_supervised_epochs(budget_s: float, first_epoch_s: float) -> int:
+    """As many epochs as fit in 95% of ``budget_s`` at the first epoch's pace (at least 1). The 5% are for what
+    the time limit counts besides epochs (checkpoint writes), so that the plan runs to its end instead of being cut
+    one epoch short; the first epoch is usually the slowest, which errs the same way."""
+    return max(1, int(0.95 * budget_s // max(first_epoch_s, 1e-6)))
 
 
 def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[str, Any]:

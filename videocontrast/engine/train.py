@@ -290,7 +290,8 @@ def _train_loader(cfg: Config, dataset: VideoDataset, info: dist.DistInfo,
 def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
         resumed: dict[str, Any] | None = None, lr_scales: Mapping[str, float] | None = None,
         quiet: bool = False, monitor: Monitor | None = None,
-        resume_hint: str = "continue with --resume") -> dict[str, Any]:
+        resume_hint: str = "continue with --resume",
+        plan_epochs: Callable[[float], int] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``dataset`` as ``cfg`` says, writing ``out_dir/{config.yaml, metrics.jsonl,
     checkpoints/last.pt}``, holding the folder's lock (:func:`~videocontrast.engine.run.run_lock`).
 
@@ -307,6 +308,12 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
         monitor: see :data:`Monitor`; called every ``train.knn_every`` epochs.
         resume_hint: how the caller's user continues the run, in the messages about a time limit or a full disk
             (``demo`` continues when the same command is run again; ``pretrain`` needs ``--resume``).
+        plan_epochs: for a new run, called once after its first epoch with that epoch's seconds (mean over ranks);
+            returns the run's total epochs, which replace ``train.epochs`` (stored in config.yaml and the
+            checkpoint; the lr schedule is rebuilt over the new total). Used to fill a wall-clock budget with a
+            whole cosine schedule instead of cutting one short. Needs ``optim.warmup_epochs >= 1``: the first
+            epoch is then warm-up, whose lr does not depend on the total, so it is the epoch the new plan would
+            have trained.
 
     Returns:
         dict with ``checkpoint`` (path of last.pt), ``epochs``, ``steps``, ``history`` (per-epoch loss, time,
@@ -315,14 +322,18 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
     Raises:
         TrainingInterrupted: on Ctrl-C; RunFolderError: the folder is in use, not writable or full.
     """
+    if plan_epochs is not None and cfg.optim.warmup_epochs < 1:
+        raise ValueError(f"planning the epochs after the first needs optim.warmup_epochs >= 1 "
+                         f"(got {cfg.optim.warmup_epochs:g}): the first epoch must be warm-up")
     with run_lock(out_dir):
         return _fit(cfg, Path(out_dir), model, dataset, kind=kind, resumed=resumed, lr_scales=lr_scales,
-                    quiet=quiet, monitor=monitor, resume_hint=resume_hint)
+                    quiet=quiet, monitor=monitor, resume_hint=resume_hint,
+                    plan_epochs=plan_epochs if resumed is None else None)
 
 
 def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
          resumed: dict[str, Any] | None, lr_scales: Mapping[str, float] | None, quiet: bool,
-         monitor: Monitor | None, resume_hint: str) -> dict[str, Any]:
+         monitor: Monitor | None, resume_hint: str, plan_epochs: Callable[[float], int] | None) -> dict[str, Any]:
     # -- set up
     info = dist.init_distributed()
     device = resolve_device(cfg.train.device, info)
@@ -412,6 +423,10 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
             sampler.set_epoch(state.epoch)
             stats = train_one_epoch(state, loader)
             state.epoch += 1
+            if plan_epochs is not None and state.epoch == 1:
+                # the mean over ranks, so that every rank plans the same total
+                first_s = float(dist.all_reduce_mean(torch.tensor(stats["time_s"], device=state.device)).item())
+                epochs = _replan(cfg, state, plan_epochs(first_s), steps, out, main, quiet)
             record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, **stats}
             state.history.append(record)
             state.log.log(record)
@@ -445,6 +460,27 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     # -- result
     return {"checkpoint": str(ckpt_path), "epochs": state.epoch, "steps": state.step, "history": state.history,
             "time_s": time.perf_counter() - t_start, "config": cfg, "model": core}
+
+
+def _replan(cfg: Config, state: TrainState, planned: int, steps: int, out: Path, main: bool, quiet: bool) -> int:
+    """Make ``planned`` (at least 1) the run's total epochs after its first: config, lr schedule, progress bar."""
+    planned = max(1, int(planned))
+    if planned == cfg.train.epochs:
+        return planned
+    o = cfg.optim
+    cfg.train.epochs = planned
+    state.lr_schedule = cosine_schedule(o.lr, o.lr * o.min_lr_ratio, planned, steps, o.warmup_epochs,
+                                        hold_epochs=o.hold_epochs)
+    if state.momentum_schedule is not None:
+        state.momentum_schedule = momentum_schedule(cfg.method.momentum, planned, steps, cfg.method.momentum_schedule)
+    if main:
+        dump_config(cfg, out / "config.yaml")
+        if state.progress is not None:
+            state.progress.total = planned * steps
+            state.progress.refresh()
+        if not quiet:
+            print(f"[videocontrast] {planned} epochs planned from the first epoch's time", flush=True)
+    return planned
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False,

@@ -77,7 +77,8 @@ def evaluate_classifier(
 def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: VideoDataset,
              test_loader: DataLoader | None = None, *, backbone_lr_ratio: float | None = None,
              kind: str = "finetune", quiet: bool = False,
-             resume_hint: str = "rerun the same command to continue") -> dict[str, Any]:
+             resume_hint: str = "rerun the same command to continue",
+             plan_epochs: Callable[[float], int] | None = None) -> dict[str, Any]:
     """Fine-tune ``backbone`` + a new linear classifier on ``train_set``, then evaluate on ``test_loader``.
 
     Args:
@@ -94,6 +95,9 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         kind: recorded in the checkpoint: ``finetune`` or ``supervised``.
         resume_hint: how the user continues a run cut by ``train.time_limit_s`` (see
             :func:`~videocontrast.engine.train.fit`).
+        plan_epochs: a new run's total epochs from its first epoch's seconds (see
+            :func:`~videocontrast.engine.train.fit`); ``eval.finetune_epochs`` must then be at least 2, so that
+            the warm-up spans the first epoch.
 
     Returns:
         ``top1``, ``top5``, ``video_top1``, ``video_top5`` on the test split (absent without ``test_loader``),
@@ -106,7 +110,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         seed_everything(run_cfg.train.seed, run_cfg.train.deterministic)
         model = Supervised(backbone, len(train_set.classes))
         run = fit(run_cfg, out, model, train_set, kind=kind, resumed=resumed, lr_scales={"backbone.": ratio},
-                  quiet=quiet, resume_hint=resume_hint)
+                  quiet=quiet, resume_hint=resume_hint, plan_epochs=plan_epochs)
     result: dict[str, Any] = {}
     if test_loader is not None:
         device = next(backbone.parameters()).device
@@ -116,6 +120,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     o = run_cfg.optim
     result["history"] = run["history"]
     result["selected_epoch"] = run["epochs"] - 1
+    result["epochs_planned"] = run_cfg.train.epochs
     result["checkpoint"] = run["checkpoint"]
     result["model"] = str(out / FINETUNED)
     result["protocol"] = {
