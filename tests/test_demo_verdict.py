@@ -146,6 +146,7 @@ def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tm
 def test_supervised_baseline_plans_as_many_epochs_as_fit_its_budget():
     from videocontrast.demo import plan_supervised_epochs
 
-    assert plan_supervised_epochs(420.0, 3.5) == 114  # 0.95 x 420 / 3.5 = 114.0
-    assert plan_supervised_epochs(420.0, 3.6) == 110  # 110.8: whole epochs only, never over the budget
+    assert plan_supervised_epochs(420.0, 3.4) == 111  # 0.9 x 420 / 3.4 = 111.2
+    assert plan_supervised_epochs(420.0, 4.0) == 94  # 94.5
+    assert plan_supervised_epochs(420.0, 3.7) == 102  # 102.2: whole epochs only, never over the budget
     assert plan_supervised_epochs(10.0, 30.0) == 1  # the first epoch alone overran it: that epoch is the run
