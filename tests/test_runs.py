@@ -108,7 +108,10 @@ def test_impossible_values_are_errors_not_defaults(tmp_path, capsys, args, expec
 def _start(tmp_path, run, *extra):
     cmd = [sys.executable, "-m", "videocontrast", *_cli(tmp_path, run, "train.epochs=500", *extra)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child, as in a terminal: a test session started in the background
+    # (`.ci/run &`) ignores SIGINT, the child inherits that, and Python then installs no Ctrl-C handler at all
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
