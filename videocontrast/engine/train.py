@@ -365,10 +365,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
         model = torch.compile(model)
     state = TrainState(
         model=model, optimizer=optimizer, scaler=scaler, augment=build_augment(cfg).to(device), device=device,
-        amp=amp, lr_schedule=cosine_schedule(o.lr, o.lr * o.min_lr_ratio, epochs, steps, o.warmup_epochs,
-                                                hold_epochs=o.hold_epochs),
-        momentum_schedule=(momentum_schedule(cfg.method.momentum, epochs, steps, cfg.method.momentum_schedule)
-                           if isinstance(core, MoCo) else None),
+        amp=amp, lr_schedule=_lr_schedule(cfg, steps),
+        momentum_schedule=_momentum_schedule(cfg, steps) if isinstance(core, MoCo) else None,
         steps_per_epoch=steps, accum_steps=o.accum_steps, labels=kind != "pretrain", seed=cfg.train.seed,
         channels_last=cfg.train.channels_last, log_every=cfg.train.log_every, log=MetricsLog(out, main))
     if resumed is not None:
@@ -462,17 +460,27 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
             "time_s": time.perf_counter() - t_start, "config": cfg, "model": core}
 
 
+def _lr_schedule(cfg: Config, steps: int) -> np.ndarray:
+    """The lr per iteration over ``cfg.train.epochs`` epochs of ``steps`` steps (``cfg.optim``'s schedule)."""
+    o = cfg.optim
+    return cosine_schedule(o.lr, o.lr * o.min_lr_ratio, cfg.train.epochs, steps, o.warmup_epochs,
+                           hold_epochs=o.hold_epochs)
+
+
+def _momentum_schedule(cfg: Config, steps: int) -> np.ndarray:
+    """MoCo's key-encoder momentum per iteration over ``cfg.train.epochs`` epochs."""
+    return momentum_schedule(cfg.method.momentum, cfg.train.epochs, steps, cfg.method.momentum_schedule)
+
+
 def _replan(cfg: Config, state: TrainState, planned: int, steps: int, out: Path, main: bool, quiet: bool) -> int:
     """Make ``planned`` (at least 1) the run's total epochs after its first: config, lr schedule, progress bar."""
     planned = max(1, int(planned))
     if planned == cfg.train.epochs:
         return planned
-    o = cfg.optim
     cfg.train.epochs = planned
-    state.lr_schedule = cosine_schedule(o.lr, o.lr * o.min_lr_ratio, planned, steps, o.warmup_epochs,
-                                        hold_epochs=o.hold_epochs)
+    state.lr_schedule = _lr_schedule(cfg, steps)
     if state.momentum_schedule is not None:
-        state.momentum_schedule = momentum_schedule(cfg.method.momentum, planned, steps, cfg.method.momentum_schedule)
+        state.momentum_schedule = _momentum_schedule(cfg, steps)
     if main:
         dump_config(cfg, out / "config.yaml")
         if state.progress is not None:
