@@ -172,8 +172,8 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
     sup.eval.finetune_epochs = max(cfg.train.epochs, 2) if planning else stored.config.train.epochs
     info = {"budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer, "lr": sup.eval.finetune_lr}
     # out of budget: less left than its last epoch took (the time limit would stop it before another)
-    last_epoch_s = stored.history[-1].get("time_s", 0.0) if stored is not None and stored.history else 0.0
-    if stored is not None and stored.checkpoint is not None and (stored.final or left <= last_epoch_s):
+    last_epoch_s = stored.history[-1].get("time_s", 0.0) if not planning and stored.history else 0.0
+    if not planning and (stored.final or left <= last_epoch_s):
         return {**info, "checkpoint": str(stored.checkpoint), "epochs": stored.epochs_done,
                 "epochs_planned": sup.eval.finetune_epochs, "time_s": spent, "trained_now": False}
     sup.train.time_limit_s = max(left, 1e-3)
@@ -240,9 +240,10 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     results: dict[str, Any] = {}
     feature_sets: dict[str, dict] = {}
     fingerprints: dict[str, str] = {}
+    encoders: dict[str, Encoder] = {}
     for name, (spec, enc_cfg) in specs.items():
         t = time.perf_counter()
-        enc = load_weights(spec, enc_cfg, device)
+        enc = encoders[name] = load_weights(spec, enc_cfg, device)
         fingerprints[name] = enc.fingerprint
         results[name] = _evaluate(name, enc, device, out)
         feature_sets[name] = features(enc, "test", device, out / "cache")
@@ -251,7 +252,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
             reused.append(f"features of {name}")
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
     names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
-    train_feats = features(load_weights(run["checkpoint"], pre_cfg, device), "train", device, out / "cache")
+    train_feats = features(encoders["pretrained"], "train", device, out / "cache")
     classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos
     results["dataset"] = {"name": pre_cfg.data.dataset,
                           "split": pre_cfg.data.split if pre_cfg.data.dataset in ("ucf101", "hmdb51") else None,
