@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENCODERS = {"pretrained": "videoSimCLR pretrained", "random_init": "random init (same input)",
-            "random_init_rgb": "random init on RGB", "supervised": "supervised from scratch"}
+from videocontrast.verdict import BASELINE_NAMES, BASELINES
+
 METRICS = ("linear_top1", "knn_top1", "R@1", "R@5")
 
 
@@ -34,9 +34,9 @@ def cell(values: list[float]) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["| encoder | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for key, name in ENCODERS.items():
+    for key in ("pretrained", *BASELINES):
         if all(key in r for r in results):
-            lines.append(f"| {name} | " + " | ".join(cell([r[key][m] for r in results]) for m in METRICS) + " |")
+            lines.append(f"| {BASELINE_NAMES[key]} | " + " | ".join(cell([r[key][m] for r in results]) for m in METRICS) + " |")
     margins = [100 * r["margin_vs_best"] for r in results]
     lines.append("")
     lines.append("pretrained minus the strongest baseline (linear top-1, points), per seed: "
