@@ -32,6 +32,12 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(pct):.1f} ({min(pct):.1f}-{max(pct):.1f})"
 
 
+def interval(result: dict) -> str:
+    """', 95% -4.6..+11.2' from the demo's ``margin_ci95`` (absent in results of demos before it existed)."""
+    ci = result.get("margin_ci95")
+    return f", 95% {100 * ci[0]:+.1f}..{100 * ci[1]:+.1f}" if ci else ""
+
+
 def table(results: list[dict]) -> str:
     lines = ["| encoder | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for key in ("pretrained", *BASELINES):
@@ -40,7 +46,7 @@ def table(results: list[dict]) -> str:
     margins = [100 * r["margin_vs_best"] for r in results]
     lines.append("")
     lines.append("pretrained minus the strongest baseline (linear top-1, points), per seed: "
-                 + ", ".join(f"{m:+.1f} ({r['best_baseline']})" for m, r in zip(margins, results))
+                 + ", ".join(f"{m:+.1f} ({r['best_baseline']}{interval(r)})" for m, r in zip(margins, results))
                  + f"; mean {statistics.mean(margins):+.1f}")
     sup = [r["supervised"].get("training", {}) for r in results]
     pre = [r.get("pretrain", {}) for r in results]

@@ -58,6 +58,10 @@ def test_demo_writes_results_and_report(demo_run):
     best = res["best_baseline"]
     assert best in encoders[1:] and all(res[best]["linear_top1"] >= res[b]["linear_top1"] for b in encoders[1:])
     assert res["margin_vs_best"] == pytest.approx(res["pretrained"]["linear_top1"] - res[best]["linear_top1"])
+    # its 95% interval from the two encoders' saved test predictions brackets it, and the verdict states it
+    low, high = res["margin_ci95"]
+    assert -1 <= low <= res["margin_vs_best"] <= high <= 1
+    assert f"The 95% interval of that margin is {100 * low:+.1f} to {100 * high:+.1f} points" in res["verdict"]
     # the supervised baseline: the same backbone trained on the labels, a checkpoint of kind "supervised"
     from videocontrast.engine.checkpoint import load_checkpoint
 

@@ -71,6 +71,24 @@ def test_within_two_points_is_not_called_a_win_and_ties_go_to_the_first_baseline
     assert "Level on kNN top-1 (50.0%), retrieval R@1 (50.0%), retrieval R@5 (90.0%)." in text
 
 
+def test_a_margin_whose_interval_contains_zero_is_not_called_a_win():
+    # seed 0 of the real-clip demo: +3.4 points over supervised, but 109 test videos cannot separate them
+    res = results(pretrained=enc(0.893, 0.80, 0.78, 0.93), random_init=enc(0.70, 0.68, 0.60, 0.85),
+                  supervised=enc(0.859, 0.85, 0.86, 0.92), margin_ci95=[-0.046, 0.112])
+    text = verdict(res)
+    assert text.startswith("Pretraining did NOT clearly beat the strongest baseline: linear-probe top-1 89.3% vs "
+                           "85.9% for the strongest baseline, supervised from scratch (+3.4 points), within the test "
+                           "set's noise.")
+    assert ("The 95% interval of that margin is -4.6 to +11.2 points (paired bootstrap over the 109 test videos): "
+            "it contains 0, so this test set cannot tell the two apart.") in text
+    # the same margin with an interval above 0 is a win, and says so
+    text = verdict({**res, "margin_ci95": [0.005, 0.07]})
+    assert text.startswith("Pretraining helped:") and "+0.5 to +7.0 points" in text and "lies above 0" in text
+    # a loss whose interval lies below 0
+    res = results(pretrained=enc(0.50, 0.5, 0.5, 0.9), supervised=enc(0.70, 0.5, 0.5, 0.9), margin_ci95=[-0.3, -0.1])
+    assert verdict(res).startswith("Pretraining did NOT beat") and "lies below 0" in verdict(res)
+
+
 def test_a_time_limit_cut_is_said_with_the_command_that_continues_it():
     res = results(pretrained=enc(0.6, 0.6, 0.6, 0.9), random_init=enc(0.3, 0.3, 0.3, 0.8))
     cmd = "videocontrast demo --quick --out runs/quick"

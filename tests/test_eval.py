@@ -113,6 +113,44 @@ def test_video_level_hand_worked():
         video_labels(np.array([1, 0, 0, 0, 1, 0]), ids)
 
 
+def test_paired_bootstrap_interval_hand_worked_and_against_the_normal_approximation():
+    from videocontrast.eval.metrics import paired_bootstrap_interval
+
+    ids = np.repeat(np.arange(5), 2)  # 5 videos of 2 clips
+    same = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 1], bool)
+    assert paired_bootstrap_interval(same, same, ids) == (0.0, 0.0)  # identical answers: no difference at all
+    ones, zeros = np.ones(10, bool), np.zeros(10, bool)
+    assert paired_bootstrap_interval(ones, zeros, ids) == (1.0, 1.0)
+    assert paired_bootstrap_interval(zeros, ones, ids) == (-1.0, -1.0)
+    # one video where only a is right, the rest agree: every resample's margin lies in [0, 1], and 0 is inside
+    # (a resample without video 0 has probability (4/5)^5 = 33%)
+    a = same.copy()
+    a[[1]] = True  # video 0 now has a right on both clips, b on one
+    low, high = paired_bootstrap_interval(a, same, ids, n_boot=4000)
+    assert low == 0.0 and 0.1 <= high <= 0.3
+
+    # 1 clip per video, 600 videos, a right on 20% more of them with some discordance both ways: the percentile
+    # interval matches the paired normal interval margin +- 1.96 sd(d) / sqrt(V) within a few tenths of a point
+    rng = np.random.default_rng(1)
+    b = rng.random(600) < 0.6
+    a = b.copy()
+    flip = rng.random(600)
+    a[(~b) & (flip < 0.6)] = True  # a right where b was wrong on ~60% of them
+    a[b & (flip < 0.1)] = False  # and wrong where b was right on ~10%
+    d = a.astype(float) - b.astype(float)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    low, high = paired_bootstrap_interval(a, b, np.arange(600), n_boot=20000, seed=3)
+    assert low == pytest.approx(d.mean() - half, abs=0.004) and high == pytest.approx(d.mean() + half, abs=0.004)
+    # resampling videos, not clips: 10 clips per video that all agree widen the interval to the per-video one
+    low10, high10 = paired_bootstrap_interval(np.repeat(a, 10), np.repeat(b, 10), np.repeat(np.arange(600), 10),
+                                              n_boot=20000, seed=3)
+    assert (low10, high10) == pytest.approx((low, high), abs=0.004)
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap_interval(a, b, np.arange(600), level=1.0)
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        paired_bootstrap_interval(a, b[:5], np.arange(600))
+
+
 def test_per_class_accuracy_hand_worked():
     acc = per_class_accuracy(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 4)
     np.testing.assert_allclose(acc[:2], [1.0, 1 / 3])
@@ -186,6 +224,11 @@ def test_linear_probe_recovers_planted_classes_and_shuffled_is_chance(tmp_path):
     assert set(res["per_class"]) == set(names) and all(0 <= a <= 1 for a in res["per_class"].values())
     assert res["protocol"]["C"] in (0.01, 0.1, 1.0) and "train only" in res["protocol"]["selection"]
     assert (tmp_path / "confusion_linear.png").is_file()
+    # the test predictions, one row per clip in the original labels, load without pickle and give top1 back
+    with np.load(res["predictions"], allow_pickle=False) as f:
+        np.testing.assert_array_equal(f["video_ids"], test["video_ids"])
+        np.testing.assert_array_equal(f["labels"], test["labels"])
+        assert float(np.mean(f["pred"] == f["labels"])) == pytest.approx(res["top1"])
 
     shuffled = dict(train, labels=np.random.default_rng(0).permutation(train["labels"]))
     chance = linear_probe(shuffled, test, names, Cs=(0.01, 1.0), cv_folds=3)

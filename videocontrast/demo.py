@@ -31,6 +31,7 @@ from .engine.device import resolve_device
 from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .eval.finetune import finetune
+from .eval.metrics import paired_bootstrap_interval
 from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
 from .verdict import BASELINES, best_baseline, margins, verdict
 
@@ -202,8 +203,23 @@ def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[
     lin = run_linear(enc, device, edir, cache)
     knn = run_knn(enc, device, edir, cache)
     retr = run_retrieve(enc, device, edir, cache)
-    return {**_summary(lin, knn, retr), "encoder": enc.description,
+    return {**_summary(lin, knn, retr), "encoder": enc.description, "predictions": lin.get("predictions"),
             "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]}}
+
+
+def margin_interval(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> list[float] | None:
+    """95% paired bootstrap interval (test videos resampled) of encoder ``a``'s linear top-1 minus ``b``'s, from
+    their ``predictions_linear.npz``; None when a file is missing or the two answered different test clips."""
+    try:
+        with np.load(a["predictions"], allow_pickle=False) as fa, np.load(b["predictions"], allow_pickle=False) as fb:
+            pa, pb = ({k: f[k] for k in ("video_ids", "labels", "pred")} for f in (fa, fb))
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    if not (np.array_equal(pa["video_ids"], pb["video_ids"]) and np.array_equal(pa["labels"], pb["labels"])):
+        return None
+    low, high = paired_bootstrap_interval(pa["pred"] == pa["labels"], pb["pred"] == pb["labels"], pa["video_ids"],
+                                          seed=seed)
+    return [low, high]
 
 
 def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s: float,
@@ -263,6 +279,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     best = best_baseline(results)
     results["best_baseline"] = best
     results["margin_vs_best"] = results["pretrained"]["linear_top1"] - results[best]["linear_top1"]
+    results["margin_ci95"] = margin_interval(results["pretrained"], results[best], seed=pre_cfg.train.seed)
     results["margins_by_metric"] = margins(results)
     results["margin_linear_top1"] = results["pretrained"]["linear_top1"] - results["random_init"]["linear_top1"]
     results["pretrain"] = pretrain_info

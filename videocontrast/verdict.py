@@ -75,22 +75,43 @@ def cut_sentence(pretrain: Mapping[str, Any]) -> str:
             f"encoder. Re-running the same command continues it: {again}")
 
 
+def interval_sentence(interval: tuple[float, float] | list[float], test_videos: int | None = None) -> str:
+    """'The 95% interval of that margin is -4.6 to +8.7 points (paired bootstrap over the 109 test videos): ...'"""
+    low, high = interval
+    over = f"the {test_videos} test videos" if test_videos else "the test videos"
+    if low > 0:
+        reading = "it lies above 0, so the lead is larger than this test set's noise"
+    elif high < 0:
+        reading = "it lies below 0, so the gap is larger than this test set's noise"
+    else:
+        reading = "it contains 0, so this test set cannot tell the two apart"
+    return (f"The 95% interval of that margin is {100 * low:+.1f} to {100 * high:+.1f} points (paired bootstrap "
+            f"over {over}): {reading}. Training seeds add their own spread, which this interval does not include.")
+
+
 def verdict(results: Mapping[str, Any]) -> str:
-    """The plain-language verdict: pretrained vs the strongest baseline by linear top-1 (with the margin), whether
-    kNN and retrieval agree, the dataset and chance level, and a note when pretraining was cut short."""
+    """The plain-language verdict: pretrained vs the strongest baseline by linear top-1 (with the margin and, when
+    ``margin_ci95`` is there, its interval: a margin whose interval reaches 0 is not called a win), whether kNN and
+    retrieval agree, the dataset and chance level, and a note when pretraining was cut short."""
     p = results["pretrained"]
     best = best_baseline(results)
     b = results[best]
     margin = float(p["linear_top1"] - b["linear_top1"])
     versus = (f"linear-probe top-1 {_pct(p['linear_top1'])} vs {_pct(b['linear_top1'])} for the strongest baseline, "
               f"{BASELINE_NAMES.get(best, best)} ({_pts(margin)})")
-    if margin > CLEAR_MARGIN:
+    interval = results.get("margin_ci95")
+    noisy = interval is not None and interval[0] <= 0.0  # the test set cannot rule out no gain
+    if margin > CLEAR_MARGIN and not noisy:
         head = f"Pretraining helped: {versus}."
+    elif margin > CLEAR_MARGIN:
+        head = f"Pretraining did NOT clearly beat the strongest baseline: {versus}, within the test set's noise."
     elif margin >= -CLEAR_MARGIN:
         head = f"Pretraining did NOT clearly beat the strongest baseline: {versus}, within 2 points."
     else:
         head = f"Pretraining did NOT beat the strongest baseline: {versus}."
     sentences = [head]
+    if interval is not None:
+        sentences.append(interval_sentence(interval, (results.get("dataset") or {}).get("test_videos")))
 
     by_metric = margins(results)
     ahead = [m for m, v in by_metric.items() if v["margin"] > _TIE]

@@ -147,7 +147,8 @@ def linear_probe(
         cv_folds: maximum number of CV folds (reduced when a class has fewer training videos).
         max_iter: lbfgs iteration limit.
         seed: fold shuffling seed.
-        out_dir: if given, writes ``confusion_linear.png`` (clip level) there.
+        out_dir: if given, writes ``confusion_linear.png`` (clip level) and ``predictions_linear.npz``
+            (``video_ids``, ``labels``, ``pred``: one row per test clip, original labels) there.
 
     Returns:
         ``top1``, ``top5`` (clip level), ``video_top1``, ``video_top5`` (mean of clip probabilities per video),
@@ -206,6 +207,11 @@ def linear_probe(
         path = confusion_matrix_png(pred[seen], yte[seen], names, Path(out_dir) / "confusion_linear.png",
                                     title=f"Linear probe, clip level (top-1 {result['top1']:.3f})")
         result["confusion_png"] = str(path)
+        # One row per test clip, labels in the original label space (-1 never occurs: a class unseen in train
+        # keeps its true label and its clips are misses), so two encoders' answers can be compared clip by clip.
+        pred_path = Path(out_dir) / "predictions_linear.npz"
+        np.savez(pred_path, video_ids=gte, labels=yte_orig, pred=classes[pred])
+        result["predictions"] = str(pred_path)
 
     clips_per_video = np.unique(gte, return_counts=True)[1]
     result["protocol"] = {

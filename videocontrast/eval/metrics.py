@@ -1,4 +1,5 @@
-"""Shared classification metrics: top-k accuracy, video-level aggregation, per-class accuracy, confusion matrix.
+"""Shared classification metrics: top-k accuracy, video-level aggregation, per-class accuracy, confusion matrix, and
+the paired bootstrap interval of an accuracy difference.
 
 All functions take NumPy arrays or torch tensors and return plain floats / NumPy arrays, so every evaluation
 (linear probe, kNN, fine-tuning) computes its numbers the same way.
@@ -97,6 +98,46 @@ def per_class_accuracy(pred: ArrayLike, labels: ArrayLike, num_classes: int) -> 
     correct = np.bincount(labels[pred == labels], minlength=num_classes).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, correct / total, np.nan)
+
+
+def paired_bootstrap_interval(correct_a: ArrayLike, correct_b: ArrayLike, groups: ArrayLike, level: float = 0.95,
+                              n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``accuracy(a) - accuracy(b)`` on one test set, resampling whole videos.
+
+    Both classifiers answered the same test clips, so the difference is paired: each resample draws ``V`` videos
+    with replacement (clips of one video are not independent, so videos, not clips, are the units) and takes the
+    clip-level accuracy difference over the drawn videos' clips. The interval says how far the margin could move
+    with another test set of the same size; it does not cover training randomness (seeds).
+
+    Args:
+        correct_a, correct_b: ``(N,)`` bool, whether each test clip was classified correctly, same clip order.
+        groups: ``(N,)`` video id of each clip.
+        level: coverage of the two-sided interval, in ``(0, 1)``.
+        n_boot: resamples.
+        seed: resampling seed (the interval is a function of the inputs and the seed).
+
+    Returns:
+        ``(low, high)`` as fractions (``accuracy(a) - accuracy(b)``, in ``[-1, 1]``).
+    """
+    a, b = _np(correct_a).astype(np.float64), _np(correct_b).astype(np.float64)
+    g = _np(groups)
+    if a.ndim != 1 or a.shape != b.shape or g.shape != a.shape or a.size == 0:
+        raise ValueError(f"paired_bootstrap_interval: correct_a, correct_b and groups must be (N,) with N >= 1, got "
+                         f"{a.shape}, {b.shape}, {g.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"paired_bootstrap_interval: level must lie in (0, 1), got {level}")
+    _, video = np.unique(g, return_inverse=True)
+    diff = np.bincount(video, weights=a - b)  # per video: sum over its clips of (a right) - (b right)
+    clips = np.bincount(video).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    margins = np.empty(n_boot)
+    rows = max(1, 2_000_000 // len(clips))  # resamples per chunk: about 16 MB of indices whatever the test set size
+    for start in range(0, n_boot, rows):
+        draws = rng.integers(0, len(clips), size=(min(rows, n_boot - start), len(clips)))
+        margins[start:start + len(draws)] = diff[draws].sum(axis=1) / clips[draws].sum(axis=1)
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(margins, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def confusion_matrix(pred: ArrayLike, labels: ArrayLike, num_classes: int) -> np.ndarray:
