@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from videocontrast.engine.device import resolve_device
+from videocontrast.eval.features import same_clips
 from videocontrast.eval.linear import linear_probe
 from videocontrast.eval.run import class_names, features, load_weights
 
@@ -35,8 +36,7 @@ def main() -> int:
     feats = {name: {sub: features(enc, sub, device, args.cache) for sub in ("train", "test")}
              for name, enc in encoders.items()}
     for sub in ("train", "test"):
-        a, b = feats["rgb"][sub], feats["residual"][sub]
-        if not (np.array_equal(a["video_ids"], b["video_ids"]) and np.array_equal(a["labels"], b["labels"])):
+        if not same_clips(feats["rgb"][sub], feats["residual"][sub]):
             raise SystemExit(f"the two checkpoints' {sub} clips differ: pretrain both on the same dataset and clip "
                              "settings")
     feats["two streams"] = {sub: {**feats["rgb"][sub], "feats": np.concatenate(

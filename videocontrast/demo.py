@@ -31,6 +31,7 @@ from .engine.device import resolve_device
 from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .eval.finetune import finetune
+from .eval.features import same_clips
 from .eval.metrics import paired_bootstrap_interval
 from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
 from .verdict import BASELINES, best_baseline, margins, verdict
@@ -215,7 +216,7 @@ def margin_interval(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> list
             pa, pb = ({k: f[k] for k in ("video_ids", "labels", "pred")} for f in (fa, fb))
     except (KeyError, TypeError, OSError, ValueError):
         return None
-    if not (np.array_equal(pa["video_ids"], pb["video_ids"]) and np.array_equal(pa["labels"], pb["labels"])):
+    if not same_clips(pa, pb):
         return None
     low, high = paired_bootstrap_interval(pa["pred"] == pa["labels"], pb["pred"] == pb["labels"], pa["video_ids"],
                                           seed=seed)

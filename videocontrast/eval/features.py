@@ -125,6 +125,12 @@ def extract_features(
     }
 
 
+def same_clips(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two clip-level sets (features or predictions: ``video_ids``, ``labels`` per row) cover the same
+    clips in the same order, so that row i of one can be compared with, or joined to, row i of the other."""
+    return bool(np.array_equal(a["video_ids"], b["video_ids"]) and np.array_equal(a["labels"], b["labels"]))
+
+
 def _batch_size(batch: Mapping[str, Any]) -> int:
     video = batch.get("video")
     return int(video.shape[0]) if isinstance(video, torch.Tensor) and video.dim() > 0 else 1
