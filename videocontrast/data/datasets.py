@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import logging
 import os
 import stat
@@ -213,7 +214,10 @@ class VideoDataset(Dataset):
         self.aspect = aspect
         self._box: tuple[int, int] | None = None
         self.frame_box  # decided here, once, in the process that builds the dataset (workers inherit it)
-        self.epoch = 0
+        # The epoch lives in shared memory: DataLoader workers (persistent ones above all) hold their own copy of
+        # the dataset, made when they started, so a plain attribute set by set_epoch in the main process would
+        # never reach them, and every epoch would draw epoch 0's clips.
+        self._epoch = _shared_zeros(1, torch.int64)
         self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
         self.missing_files: list[str] = []  # those entries, as the split file names them
         self._said = _reports()  # shared with the workers, see first_report
@@ -263,9 +267,15 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose clips items draw (see :meth:`item_rng`); the same in every DataLoader worker."""
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        """Change the per-item RNG stream (call once per epoch, before iterating)."""
-        self.epoch = int(epoch)
+        """Change the per-item RNG stream (call once per epoch, before iterating the loader): seen at once by
+        this process and by every DataLoader worker, persistent or not, however they were started."""
+        self._epoch[0] = int(epoch)
 
     def item_rng(self, index: int) -> np.random.Generator:
         """The RNG of item ``index`` in the current epoch: a function of (seed, epoch, index) only."""
@@ -406,7 +416,8 @@ class VideoDataset(Dataset):
     def _load(self, j: int) -> dict[str, Any]:
         record = self.records[j]
         info = self._info(j)
-        views = [np.asarray(v, dtype=np.int64) for v in self.views_fn(info.num_frames, self.item_rng(j))]
+        rng = self.item_rng(j)
+        views = [np.asarray(v, dtype=np.int64) for v in self.views_fn(info.num_frames, rng)]
         # Decode the union of the views once, then index it per view.
         union = np.unique(np.concatenate(views))
         box = self.frame_box
@@ -416,7 +427,11 @@ class VideoDataset(Dataset):
         else:
             frames = read_frames(record.path, union, size=box, info=info, fit=fit)  # (U, C, H, W)
         video = torch.stack([frames[torch.from_numpy(np.searchsorted(union, v))] for v in views])  # (V, T, C, H, W)
-        if self.transform is not None:
+        if _takes_generator(self.transform):
+            # a random transform in a loader worker (aug.on_device=false) draws from (seed, epoch, index) too, not
+            # from the worker's own torch RNG, which depends on the worker count and restarts on resume
+            video = self.transform(video, generator=torch.Generator().manual_seed(int(rng.integers(2 ** 62))))
+        elif self.transform is not None:
             video = self.transform(video)
         return {"video": video, "label": record.label, "index": j, "path": record.path}
 
@@ -459,14 +474,30 @@ def _warn_truncated(info: VideoInfo, table: torch.Tensor | None = None) -> None:
     _warn_once(f"truncated:{info.path}", f"video {info.path} is truncated: {_truncation(info)}", table)
 
 
-def _shared_flags(n: int) -> torch.Tensor:
-    """``n`` zero bytes in shared memory (seen and written by the DataLoader workers too)."""
-    flags = torch.zeros(max(n, 1), dtype=torch.uint8)
+def _shared_zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``n`` zeros in shared memory (seen and written by the DataLoader workers too)."""
+    values = torch.zeros(max(n, 1), dtype=dtype)
     try:
-        flags.share_memory_()
-    except (RuntimeError, OSError):
+        values.share_memory_()
+    except (RuntimeError, OSError):  # no shared memory: then no loader worker can start either
         pass
-    return flags
+    return values
+
+
+def _shared_flags(n: int) -> torch.Tensor:
+    """``n`` zero bytes in shared memory: one flag per record."""
+    return _shared_zeros(n, torch.uint8)
+
+
+def _takes_generator(transform: Callable[..., Any] | None) -> bool:
+    """Whether ``transform`` accepts ``generator=`` (a random transform such as ClipAugment)."""
+    if transform is None:
+        return False
+    try:
+        params = inspect.signature(transform).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _require_dir(path: Path, what: str) -> None:

@@ -675,8 +675,10 @@ class ClipEval(nn.Module):
         self.resize = resize
         self.mean, self.std = _check_mean_std(mean, std)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x ``(B, T, 3, H, W)``. Returns: ``(B, 3, T, size_h, size_w)`` float32, normalised."""
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Args: x ``(B, T, 3, H, W)``. Returns: ``(B, 3, T, size_h, size_w)`` float32, normalised.
+
+        ``generator`` is accepted and ignored (nothing here is random), so every clip transform has one call."""
         _check_clip(x)
         b, t, c, h, w = x.shape
         frames = _to_unit_float(x).reshape(b * t, c, h, w)
@@ -718,6 +720,6 @@ class Residual(nn.Module):
         super().__init__()
         self.transform = transform
 
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        y = self.transform(x, **kwargs)
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        y = self.transform(x) if generator is None else self.transform(x, generator=generator)
         return y[:, :, 1:] - y[:, :, :-1]
