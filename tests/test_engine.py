@@ -152,3 +152,55 @@ def test_planning_epochs_needs_a_warm_up_that_spans_the_first_epoch(tmp_path):
         fit(cfg, tmp_path / "run", method_from_config(cfg, num_train_clips=len(ds)), ds, kind="pretrain",
             quiet=True, plan_epochs=lambda s: 3)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# -- resuming where another number of GPUs is visible
+
+
+def _gpu_rng_states(n):
+    return [torch.full((16,), i, dtype=torch.uint8) for i in range(n)]
+
+
+@pytest.mark.parametrize("saved,visible,restored", [(2, 1, [0]), (4, 2, [0, 1]), (1, 1, [0]), (1, 2, [0]),
+                                                    (2, 0, [])])
+def test_rng_restore_takes_the_gpus_there_are_and_says_what_it_could_not(monkeypatch, saved, visible, restored):
+    from videocontrast.engine.checkpoint import rng_state, set_rng_state
+
+    state = {**rng_state(), "cuda": _gpu_rng_states(saved)}  # (this machine's own state has no "cuda")
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((int(state[0]), device)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: (_ for _ in ()).throw(
+        RuntimeError("set_rng_state_all fails when a saved GPU is missing")))
+    expect_cpu = torch.get_rng_state()
+    notes = set_rng_state(state)
+    assert calls == [(i, i) for i in restored]
+    assert torch.equal(torch.get_rng_state(), expect_cpu)
+    if saved > visible:
+        assert len(notes) == 1 and f"CUDA random state of {saved} GPU(s)" in notes[0]
+        assert f"this process sees {visible}" in notes[0]
+    else:
+        assert notes == []
+
+
+def test_a_checkpoint_from_a_gpu_machine_resumes_on_the_cpu(tmp_path, capsys):
+    import shutil
+
+    from videocontrast.engine.checkpoint import save_checkpoint
+
+    pretrain(tiny(tmp_path, "train.epochs=1"), tmp_path / "cpu", quiet=True)
+    shutil.copytree(tmp_path / "cpu", tmp_path / "gpu")
+    ckpt = tmp_path / "gpu" / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    state["rng"]["cuda"] = _gpu_rng_states(8)  # as written on an 8-GPU machine
+    save_checkpoint(ckpt, state)
+    ref = pretrain(tiny(tmp_path, "train.epochs=2"), tmp_path / "cpu", resume=True, quiet=True)
+    capsys.readouterr()
+    res = pretrain(tiny(tmp_path, "train.epochs=2"), tmp_path / "gpu", resume=True)
+    out = capsys.readouterr().out
+    assert res["epochs"] == 2
+    assert out.count("CUDA random state of 8 GPU(s)") == 1, out
+    a, b = _weights(ref["checkpoint"]), _weights(res["checkpoint"])
+    for k in a:  # the same as resuming the CPU's own checkpoint: nothing here draws from the GPUs' generators
+        assert torch.equal(a[k], b[k]), k

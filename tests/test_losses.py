@@ -129,3 +129,66 @@ def test_shape_errors_name_the_argument():
         nt_xent(torch.randn(2, 3), torch.randn(3, 3))
     with pytest.raises(ValueError, match="queue"):
         info_nce(torch.randn(2, 3), torch.randn(2, 3), torch.randn(5, 4))
+
+
+# -- reduced precision: the logits are computed in fp32 whatever the autocast state
+
+
+def _leaves(rng, *shapes):
+    return [torch.tensor(rng.normal(size=s), dtype=torch.float32, requires_grad=True) for s in shapes]
+
+
+def _loss_and_grads(fn, leaves, autocast):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = fn(*leaves)
+    grads = torch.autograd.grad(loss, [x for x in leaves if x.requires_grad])
+    return loss, grads
+
+
+@pytest.mark.parametrize("loss_name", ["nt_xent", "info_nce"])
+def test_losses_under_bf16_autocast_equal_fp32(loss_name):
+    rng = np.random.default_rng(3)
+    if loss_name == "nt_xent":
+        leaves = _leaves(rng, (32, 128), (32, 128))
+        fn = lambda a, b: nt_xent(a, b, 0.1)  # noqa: E731
+    else:
+        leaves = _leaves(rng, (32, 128), (32, 128), (512, 128))
+        leaves[1].requires_grad_(False)
+        leaves[2].requires_grad_(False)
+        fn = lambda q, k, queue: info_nce(q, k, queue, 0.07)  # noqa: E731
+    ref_loss, ref_grads = _loss_and_grads(fn, leaves, autocast=False)
+    loss, grads = _loss_and_grads(fn, leaves, autocast=True)
+    assert loss.dtype == torch.float32
+    # Before: the similarity matmul ran in bf16 and the loss moved by ~1e-3 relative.
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_embeddings_give_the_fp32_loss_of_their_values_while_the_backbone_runs_in_bf16():
+    """A SimCLR step under bf16 autocast: the backbone computes in bf16, the loss of its (bf16) embeddings is
+    the NumPy eq. (1) of those same values, to fp32 precision."""
+    from videocontrast.methods import SimCLR
+    from videocontrast.models import build_head
+
+    class Flat(torch.nn.Module):
+        feature_dim = 16
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 2 * 4 * 4, 16)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = SimCLR(Flat(), build_head("mlp", 16, 32, 8), temperature=0.1)
+    seen = {}
+    model.backbone.register_forward_hook(lambda m, i, o: seen.update(backbone=o.dtype))
+    model.head.register_forward_hook(lambda m, i, o: seen.update(z=o.detach().clone()))
+    views = torch.randn(2, 12, 3, 2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model(views[0], views[1])
+    assert seen["backbone"] == torch.bfloat16 and seen["z"].dtype == torch.bfloat16
+    z = seen["z"].double().numpy()
+    assert loss.item() == pytest.approx(nt_xent_numpy(z[:12], z[12:], 0.1), rel=1e-5)

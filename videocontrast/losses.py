@@ -16,6 +16,12 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature: must be > 0, got {temperature}")
 
 
+def _fp32(x: Tensor) -> Tensor:
+    """``x`` in at least single precision. Under bf16 autocast the embeddings arrive in bf16, whose cosine
+    resolution (about 2^-8) divided by a temperature of 0.1 or 0.07 would move each logit by up to ~0.05."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def nt_xent(z_i: Tensor, z_j: Tensor, temperature: float = 0.1, gather: bool = False) -> Tensor:
     r"""Normalised temperature-scaled cross entropy (SimCLR; thesis eq. 1).
 
@@ -39,6 +45,11 @@ def nt_xent(z_i: Tensor, z_j: Tensor, temperature: float = 0.1, gather: bool = F
     if z_i.dim() != 2 or z_i.shape != z_j.shape:
         raise ValueError(f"z_i, z_j: expected two (N, D) tensors of one shape, got {tuple(z_i.shape)}, {tuple(z_j.shape)}")
     _check_temperature(temperature)
+    with torch.autocast(z_i.device.type, enabled=False):  # fp32 whatever the caller's autocast (see _fp32)
+        return _nt_xent(_fp32(z_i), _fp32(z_j), temperature, gather)
+
+
+def _nt_xent(z_i: Tensor, z_j: Tensor, temperature: float, gather: bool) -> Tensor:
     n = z_i.shape[0]
     z_i = F.normalize(z_i, dim=1)
     z_j = F.normalize(z_j, dim=1)
@@ -86,11 +97,12 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> 
     if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"queue: expected (K, {q.shape[1]}), got {tuple(queue.shape)}")
     _check_temperature(temperature)
-    q = F.normalize(q, dim=1)
-    k = F.normalize(k.detach(), dim=1)
-    queue = F.normalize(queue.detach(), dim=1).to(q.dtype)
-    l_pos = (q * k.to(q.dtype)).sum(dim=1, keepdim=True)  # (N, 1)
-    l_neg = q @ queue.T  # (N, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1+K)
-    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, labels)
+    with torch.autocast(q.device.type, enabled=False):  # fp32 whatever the caller's autocast (see _fp32)
+        q = F.normalize(_fp32(q), dim=1)
+        k = F.normalize(_fp32(k.detach()), dim=1).to(q.dtype)
+        queue = F.normalize(_fp32(queue.detach()), dim=1).to(q.dtype)
+        l_pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
+        l_neg = q @ queue.T  # (N, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1+K)
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, labels)

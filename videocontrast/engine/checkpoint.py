@@ -76,13 +76,29 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> list[str]:
+    """Restore what :func:`rng_state` saved, as far as this machine allows.
+
+    The CUDA generators are restored for the GPUs this process sees, up to as many as the checkpoint holds: a
+    checkpoint written where more (or any) GPUs were visible resumes on fewer, or on a CPU, instead of failing
+    (``torch.cuda.set_rng_state_all`` raises when a saved GPU is missing).
+
+    Returns:
+        one line per state that could not be restored (for the caller to say once); empty when all was.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(_numpy_rng_from_plain(_numpy_rng_to_plain(state["numpy"])))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda") or [])
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i, gpu_state in enumerate(saved[:have]):
+        torch.cuda.set_rng_state(gpu_state, i)
+    if len(saved) <= have:
+        return []
+    return [f"the checkpoint holds the CUDA random state of {len(saved)} GPU(s) and this process sees {have}: "
+            f"{'GPU 0' if have == 1 else f'GPUs 0-{have - 1}' if have else 'none'} restored, the others not (the "
+            "clip sampling and augmentation draw from their own seeded generators, not from these)"]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

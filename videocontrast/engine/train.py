@@ -354,13 +354,17 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     if info.world_size > 1:  # (method.bn_mode=sync: build_method already converted BN to SyncBatchNorm)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     o = cfg.optim
-    optimizer = build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, lr_scales=lr_scales)
+    # Over the unwrapped objective: under DDP the parameter names start with "module.", and lr_scales' prefixes
+    # ("backbone.": fine-tuning's lr/10) would match nothing. The parameters are the same objects either way.
+    optimizer = build_optimizer(core, o.name, o.lr, o.weight_decay, o.momentum, lr_scales=lr_scales)
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
         scaler.load_state_dict(resumed["scaler"])
-        set_rng_state(resumed["rng"])
+        for note in set_rng_state(resumed["rng"]):
+            if main and not quiet:
+                print(f"[videocontrast] resuming: {note}", flush=True)
     if cfg.train.compile:
         model = torch.compile(model)
     state = TrainState(
