@@ -204,3 +204,73 @@ def test_a_checkpoint_from_a_gpu_machine_resumes_on_the_cpu(tmp_path, capsys):
     a, b = _weights(ref["checkpoint"]), _weights(res["checkpoint"])
     for k in a:  # the same as resuming the CPU's own checkpoint: nothing here draws from the GPUs' generators
         assert torch.equal(a[k], b[k]), k
+
+
+# -- host-device syncs on the hot path
+
+
+class _MemLoader:
+    """The same in-memory uint8 batch ``(B, 2, T, C, H, W)``, ``steps`` times."""
+
+    batch_size = 4
+
+    def __init__(self, steps):
+        self.steps = steps
+        self.clips = torch.randint(0, 255, (4, 2, 4, 3, 20, 20), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0))
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield {"video": self.clips}
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco-v2"])
+def test_the_loop_reads_the_loss_back_once_per_log_line_not_every_step(tmp_path, monkeypatch, method):
+    """Reading a device tensor on the host (item, tolist, float, bool) waits for the device's queue to drain.
+    Counted here where the engine and the methods call them: 12 steps with train.log_every=4 may read 3 log lines
+    and the epoch's mean, not 12 losses (before: one .item() per step in the loop and one .tolist() per step in
+    every method's stats)."""
+    from videocontrast.build import build_augment, method_from_config
+    from videocontrast.engine import train as engine
+
+    cfg = tiny(tmp_path, f"method.name={method}", "method.queue_size=16", "train.log_every=4")
+    model = method_from_config(cfg, num_train_clips=100)
+    state = engine.TrainState(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        scaler=torch.amp.GradScaler("cpu", enabled=False), augment=build_augment(cfg), device=torch.device("cpu"),
+        amp=None, lr_schedule=np.full(12, 0.01), momentum_schedule=np.full(12, 0.99) if "moco" in method else None,
+        steps_per_epoch=12, accum_steps=1, labels=False, seed=0, channels_last=False, log_every=4,
+        log=engine.MetricsLog(tmp_path, enabled=True, tensorboard=False))
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            caller = Path(sys._getframe(1).f_code.co_filename)
+            if caller.parent.name in ("engine", "methods") or caller.name == "losses.py":
+                reads.append(f"{caller.parent.name}/{caller.name}:{sys._getframe(1).f_lineno}")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = engine.train_one_epoch(state, _MemLoader(12))
+    monkeypatch.undo()
+    assert len(reads) <= 4, reads
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [4, 8, 12]
+    assert all(np.isfinite(r["loss"]) and "pos_sim" in r for r in logged)
+    # the epoch's loss is the mean of the three 4-step windows logged
+    assert res["loss"] == pytest.approx(np.mean([r["loss"] for r in logged]), rel=1e-5)
+
+
+def test_cudnn_autotuning_is_on_while_training_unless_deterministic(tmp_path, monkeypatch):
+    from videocontrast.engine import train as engine
+
+    seen = []
+    real = engine.train_one_epoch
+    monkeypatch.setattr(engine, "train_one_epoch",
+                        lambda *a: (seen.append(torch.backends.cudnn.benchmark), real(*a))[1])
+    torch.backends.cudnn.benchmark = False
+    pretrain(tiny(tmp_path, "train.epochs=1", "train.deterministic=false"), tmp_path / "fast", quiet=True)
+    pretrain(tiny(tmp_path, "train.epochs=1", "train.deterministic=true"), tmp_path / "exact", quiet=True)
+    assert seen == [True, False]
+    assert torch.backends.cudnn.benchmark is False  # restored after the run

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import dist
@@ -33,8 +33,10 @@ from ..build import build_augment, cache_frames, dataset_from_config, method_fro
 from ..config import Config, config_from_dict, dump_config
 from ..data.datasets import VideoDataset
 from ..methods import MoCo, encoder_of
+from ..methods.supervised import check_labels
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import autocast_dtype, resolve_device
+from .loader import SharedMemoryError, is_shared_memory_failure, shared_memory_message, train_loader
 from .optim import build_optimizer, cosine_schedule, momentum_schedule
 from .run import (MIN_FREE_BYTES, RunFolderError, check_free_space, clean_run_folder, deferred_interrupt,
                   describe_changes, resume_config, run_lock, truncate_metrics)
@@ -155,12 +157,26 @@ def _model_inputs(state: TrainState, batch: dict[str, Any], micro_step: int) -> 
         views = [v.contiguous(memory_format=torch.channels_last_3d) for v in views]
     if not state.labels:
         return tuple(views)
-    labels = torch.as_tensor(batch["label"]).to(state.device).long()  # (B,)
-    return torch.cat(views), labels.repeat(len(views))
+    labels = torch.as_tensor(batch["label"]).long()  # (B,), on the host
+    check_labels(labels, unwrap(state.model).num_classes)  # here, where it costs no device sync
+    return torch.cat(views), labels.to(state.device, non_blocking=True).repeat(len(views))
+
+
+def _check_finite(total: float, state: TrainState, first_step: int) -> None:
+    if not math.isfinite(total):
+        raise NonFiniteLossError(
+            f"loss is {total} at epoch {state.epoch + 1}, between steps {first_step} and {state.step}; stopping. "
+            "The last good checkpoint is kept. Try a lower optim.lr, a higher method.temperature, or "
+            "train.precision=fp32.")
 
 
 def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
     """One epoch (``state.steps_per_epoch`` optimiser steps of ``state.accum_steps`` micro-batches each).
+
+    The loss is summed on the device and read back once every ``state.log_every`` steps (and at the end of the
+    epoch), not after every step: a read is a host-device sync that stalls the GPU's queue before the backward
+    pass. The non-finite check rides on the same reads, so a NaN stops the run within ``log_every`` steps, before
+    the next checkpoint is written.
 
     Returns:
         ``loss`` (mean over this epoch's micro-batches and all ranks), ``time_s`` and ``clips_per_s``.
@@ -168,9 +184,13 @@ def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
     model, optimizer, accum = state.model, state.optimizer, state.accum_steps
     model.train()
     world = dist.get_world_size()
-    losses: list[float] = []
+    epoch_sum = torch.zeros((), device=state.device)  # this epoch's loss, on the device (fp32: MPS has no fp64)
+    window_sum = torch.zeros((), device=state.device)  # since the last log line
+    n = window_n = 0
+    window_start = state.step
     t0 = time.perf_counter()
     t_log, clips_log = t0, 0
+    stats: Mapping[str, Any] = {}
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
         if i >= state.steps_per_epoch * accum:
@@ -185,14 +205,12 @@ def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
         ctx = model.no_sync() if not sync else contextlib.nullcontext()
         with ctx, torch.autocast(state.device.type, dtype=state.amp or torch.float32, enabled=state.amp is not None):
             loss, stats = model(*inputs)
-        value = loss.item()  # the one host sync per step; also feeds the log
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss is {value} at epoch {state.epoch + 1}, step {it}; stopping. The last good checkpoint "
-                "is kept. Try a lower optim.lr, a higher method.temperature, or train.precision=fp32.")
         with ctx:
             state.scaler.scale(loss / accum).backward()
-        losses.append(value)
+        detached = loss.detach().float()
+        epoch_sum += detached
+        window_sum += detached
+        n, window_n = n + 1, window_n + 1
         clips_log += batch["video"].shape[0] * world
         if not last_micro:
             continue
@@ -204,19 +222,27 @@ def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
         state.step += 1
         if state.progress is not None:
             state.progress.update(1)
-            state.progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
         if state.step % state.log_every == 0:
+            # the one host sync of these log_every steps: the window's loss and the last step's stats together
+            # (the loss averaged over ranks, so that every rank stops at the same step)
+            keys = [k for k in stats if k != "loss"]
+            values = torch.stack([dist.all_reduce_mean(window_sum / window_n),
+                                  *(torch.as_tensor(stats[k], device=state.device).float() for k in keys)]).tolist()
+            _check_finite(values[0], state, window_start)
             now = time.perf_counter()
             rate = clips_log / max(now - t_log, 1e-9)
-            state.log.log({"kind": "train", "epoch": state.epoch + 1, "step": state.step,
-                           "loss": float(np.mean(losses[-state.log_every * accum:])), "lr": lr,
-                           "clips_per_s": rate, **{k: float(v) for k, v in stats.items() if k != "loss"}})
+            state.log.log({"kind": "train", "epoch": state.epoch + 1, "step": state.step, "loss": values[0],
+                           "lr": lr, "clips_per_s": rate, **dict(zip(keys, values[1:]))})
+            if state.progress is not None:
+                state.progress.set_postfix(loss=f"{values[0]:.3f}", lr=f"{lr:.2e}")
             t_log, clips_log = now, 0
+            window_sum.zero_()
+            window_n, window_start = 0, state.step
+    mean = epoch_sum / n if n else torch.tensor(math.nan, device=state.device)
+    loss_mean = float(dist.all_reduce_mean(mean).item())  # on the training device: NCCL reduces CUDA tensors only
+    if n:
+        _check_finite(loss_mean, state, window_start)
     elapsed = time.perf_counter() - t0
-    n = len(losses)
-    # on the training device: NCCL reduces CUDA tensors only
-    loss_mean = float(dist.all_reduce_mean(torch.tensor(np.mean(losses) if n else math.nan,
-                                                        device=state.device)).item())
     return {"loss": loss_mean, "time_s": elapsed,
             "clips_per_s": n * loader.batch_size * world / max(elapsed, 1e-9)}
 
@@ -228,6 +254,20 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool):
+    """``torch.backends.cudnn.benchmark = enabled`` while the block runs, then as it was.
+
+    Training clips all have one shape, so cuDNN's search for the fastest 3D convolution kernels (a few seconds at
+    the first step) pays for itself; it picks kernels by timing, so ``train.deterministic`` turns it off."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def open_run(out_dir: str | Path, resume: bool) -> dict[str, Any] | None:
@@ -263,28 +303,6 @@ def continue_run(out_dir: str | Path, cfg: Config, resume: bool, quiet: bool = F
         print(f"[videocontrast] resuming '{out_dir}' at epoch {resumed['epoch']} with changed settings: "
               f"{describe_changes(changes)}", flush=True)
     return cfg, resumed
-
-
-def _train_loader(cfg: Config, dataset: VideoDataset, info: dist.DistInfo,
-                  device: torch.device) -> tuple[DataLoader, DistributedSampler, int]:
-    """The sharded, shuffled training loader and the number of optimiser steps per epoch."""
-    world, gb, accum = info.world_size, cfg.optim.batch_size, cfg.optim.accum_steps
-    if gb % (world * accum):
-        raise ValueError(f"optim.batch_size={gb} must be divisible by processes x optim.accum_steps "
-                         f"= {world} x {accum}")
-    if len(dataset) < gb:
-        raise ValueError(f"the training set has {len(dataset)} videos, fewer than optim.batch_size={gb}: "
-                         "lower optim.batch_size")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=info.rank, shuffle=True,
-                                 seed=cfg.train.seed, drop_last=True)
-    nw = cfg.data.num_workers
-    loader = DataLoader(dataset, batch_size=gb // (world * accum), sampler=sampler, num_workers=nw,
-                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=nw > 0,
-                        prefetch_factor=4 if nw > 0 else None)
-    steps = len(loader) // accum
-    if cfg.train.max_steps_per_epoch:
-        steps = min(steps, cfg.train.max_steps_per_epoch)
-    return loader, sampler, steps
 
 
 def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDataset, *, kind: str,
@@ -325,7 +343,7 @@ def fit(cfg: Config, out_dir: str | Path, model: nn.Module, dataset: VideoDatase
     if plan_epochs is not None and cfg.optim.warmup_epochs < 1:
         raise ValueError(f"planning the epochs after the first needs optim.warmup_epochs >= 1 "
                          f"(got {cfg.optim.warmup_epochs:g}): the first epoch must be warm-up")
-    with run_lock(out_dir):
+    with run_lock(out_dir), cudnn_autotune(not cfg.train.deterministic):
         return _fit(cfg, Path(out_dir), model, dataset, kind=kind, resumed=resumed, lr_scales=lr_scales,
                     quiet=quiet, monitor=monitor, resume_hint=resume_hint,
                     plan_epochs=plan_epochs if resumed is None else None)
@@ -343,7 +361,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     # reads no frames.
     if resumed is None or resumed["epoch"] < cfg.train.epochs:
         cache_frames(cfg, dataset, out)
-    loader, sampler, steps = _train_loader(cfg, dataset, info, device)
+    loader, sampler, steps = train_loader(cfg, dataset, info, device)
     epochs = cfg.train.epochs
     model = model.to(device)
     if cfg.train.channels_last:
@@ -449,6 +467,12 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
                           f"checkpoint saved, {resume_hint}", flush=True)
                 save(final=False)
                 break
+    except RuntimeError as e:
+        if not is_shared_memory_failure(e):
+            raise
+        if main:
+            truncate_metrics(out / "metrics.jsonl", saved_epoch or 0)
+        raise SharedMemoryError(shared_memory_message(e, cfg, kept(), resume_hint)) from None
     except KeyboardInterrupt:
         if main:  # what the interrupted epoch logged is written again on resume
             truncate_metrics(out / "metrics.jsonl", saved_epoch or 0)

@@ -188,7 +188,7 @@ class MoCo(nn.Module):
         k = torch.cat([encode(c) for c in x.chunk(splits)], dim=0)  # (N, D), shuffled order
         return self._batch_unshuffle(k, idx_unshuffle)
 
-    def forward(self, view_q: Tensor, view_k: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, view_q: Tensor, view_k: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss for a batch; enqueues the keys afterwards.
 
         Args:
@@ -208,6 +208,5 @@ class MoCo(nn.Module):
         with torch.no_grad():
             pos_sim = (q * k).sum(dim=1).mean()
             neg_sim = (q @ queue.to(q.dtype).T).mean()
-            values = torch.stack([loss.detach().float(), pos_sim.float(), neg_sim.float()]).tolist()
         self._dequeue_and_enqueue(k)
-        return loss, dict(zip(("loss", "pos_sim", "neg_sim"), values))
+        return loss, {"loss": loss.detach(), "pos_sim": pos_sim, "neg_sim": neg_sim}  # 0-dim, as SimCLR's

@@ -33,14 +33,14 @@ class SimCLR(nn.Module):
         self.head = head
         self.temperature = float(temperature)
 
-    def forward(self, view_1: Tensor, view_2: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, view_1: Tensor, view_2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss for a batch of view pairs.
 
         Args:
             view_1, view_2: ``(B, C, T, H, W)`` float; row b of each comes from clip b.
 
         Returns:
-            ``(loss, stats)``: scalar loss (this rank's anchors) and ``{"loss", "pos_sim"}`` floats, where
+            ``(loss, stats)``: scalar loss (this rank's anchors) and ``{"loss", "pos_sim"}`` (0-dim tensors), where
             ``pos_sim`` is the mean cosine similarity of the positive pairs (local).
         """
         if view_1.shape != view_2.shape:
@@ -52,5 +52,5 @@ class SimCLR(nn.Module):
         loss = nt_xent(z_1, z_2, self.temperature, gather=dist.get_world_size() > 1)
         with torch.no_grad():
             pos_sim = F.cosine_similarity(z_1, z_2, dim=1).mean()
-            values = torch.stack([loss.detach().float(), pos_sim.float()]).tolist()  # one device sync
-        return loss, dict(zip(("loss", "pos_sim"), values))
+        # 0-dim tensors on the device: reading them is a host sync, which the engine does once per log line
+        return loss, {"loss": loss.detach(), "pos_sim": pos_sim}

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Supervised"]
+__all__ = ["Supervised", "check_labels"]
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every label lies in ``[0, num_classes)`` (a -1 is an unlabeled video)."""
+    lo, hi = torch.aminmax(labels)
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"training labels must lie in [0, {num_classes}), got [{int(lo)}, {int(hi)}] "
+                         "(unlabeled videos cannot be trained on)")
 
 
 class Supervised(nn.Module):
@@ -37,15 +45,12 @@ class Supervised(nn.Module):
         """``(B, C, T, H, W) -> (B, K)`` logits, sharing this module's parameters (for evaluation)."""
         return nn.Sequential(self.backbone, self.head)
 
-    def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy of ``x (B, C, T, H, W)`` against ``labels (B,)``; stats ``{"loss", "acc"}`` (local)."""
-        lo, hi = torch.aminmax(labels)
-        if lo < 0 or hi >= self.num_classes:  # one host sync; the engine syncs on the loss anyway
-            raise ValueError(f"training labels must lie in [0, {self.num_classes}), got [{int(lo)}, {int(hi)}] "
-                             "(unlabeled videos cannot be trained on)")
+        if labels.device.type == "cpu":  # on an accelerator a check would be a host sync: the engine checks the
+            check_labels(labels, self.num_classes)  # labels on the host, before they move
         logits = self.head(self.backbone(x)).float()  # (B, K); CE in fp32 under autocast
         loss = F.cross_entropy(logits, labels)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-            values = torch.stack([loss.detach(), acc]).tolist()
-        return loss, dict(zip(("loss", "acc"), values))
+        return loss, {"loss": loss.detach(), "acc": acc}  # 0-dim tensors, as SimCLR's
