@@ -67,6 +67,13 @@ def test_demo_writes_results_and_report(demo_run):
 
     sup = load_checkpoint(res["supervised"]["training"]["checkpoint"])
     assert sup["kind"] == "supervised" and sup["config"]["model"] == res["config"]["model"]
+    # ... with its own augmentation, not pretraining's colour jitter and grayscale (demo: no flip, it changes the class)
+    assert res["config"]["aug"]["jitter"] and res["config"]["aug"]["gray"]
+    assert sup["config"]["eval"]["finetune_augment"] == res["supervised"]["training"]["augment"] == "crop"
+    assert (sup["config"]["aug"]["min_scale"], sup["config"]["aug"]["jitter"], sup["config"]["aug"]["gray"],
+            sup["config"]["aug"]["flip"]) == (0.5, False, False, False)
+    assert "grayscale" not in res["supervised"]["training"]["augment_spatial"]
+    assert "(eval.finetune_augment=crop)" in res["verdict"]
     assert res["supervised"]["training"]["budget_s"] == pytest.approx(
         sum(h["time_s"] for h in res["pretrain"]["history"]))
     # TINY: 8 synthetic classes of 6 videos
@@ -125,6 +132,30 @@ def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run
     from videocontrast.engine.checkpoint import load_checkpoint
 
     assert load_checkpoint(ckpt)["config"]["aug"]["temporal"] == "none"
+
+
+def test_demo_refuses_a_supervised_baseline_trained_with_another_augmentation(demo_run, tmp_path, capsys):
+    from videocontrast.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    run, data = demo_run
+    out = tmp_path / "demo"
+    shutil.copytree(run, out)  # the shared run stays as it is
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), f"data.root={data}", *TINY, "eval.finetune_augment=resize"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.finetune_augment: stored crop, requested resize" in err and "--fresh" in err
+    # a demo folder from before eval.finetune_augment existed: its supervised baseline trained with pretraining's
+    # augmentation, so it is not reused as if it were this one
+    ckpt = out / "supervised" / "train" / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    state["config"]["aug"] = load_checkpoint(out / "pretrain" / "checkpoints" / "last.pt")["config"]["aug"]
+    del state["config"]["eval"]["finetune_augment"]
+    save_checkpoint(ckpt, state)
+    results = (out / "results.json").read_text()
+    assert main(["demo", "--out", str(out), f"data.root={data}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "trained with another augmentation" in err and "aug.jitter: stored true, requested false" in err
+    assert "--fresh" in err and (out / "results.json").read_text() == results
 
 
 def test_demo_into_a_pretrain_run_folder_is_refused(demo_run, capsys):

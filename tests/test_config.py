@@ -34,10 +34,22 @@ def test_overrides_are_typed():
     ("optim.lr=abc", "optim.lr"), ("aug.temporal=bogus", "aug.temporal"), ("nope.x=1", "nope"),
     ("data.size=500", "data.decode_size"), ("optim.batch_size=1", "optim.batch_size"),
     ("method.momentum=1.5", "method.momentum"), ("data.split=4", "data.split"), ("lr", "lr"),
+    ("eval.finetune_augment=jitter", "eval.finetune_augment"),
 ])
 def test_impossible_config_names_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config("demo", [override])
+
+
+def test_finetune_augment_is_one_of_its_choices():
+    from videocontrast.config import FINETUNE_AUGMENTS
+
+    assert load_config("demo").eval.finetune_augment == "crop"
+    for choice in FINETUNE_AUGMENTS:
+        assert load_config("demo", [f"eval.finetune_augment={choice}"]).eval.finetune_augment == choice
+    with pytest.raises(ConfigError, match=r"eval\.finetune_augment='jitter' is not one of \('crop', 'resize', "
+                                          r"'pretrain'\)"):
+        load_config("demo", ["eval.finetune_augment=jitter"])
 
 
 def test_real_dataset_needs_root():

@@ -4,6 +4,7 @@ with the command that continues it, and a rerun's timings kept from the first ru
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -168,3 +169,19 @@ def test_supervised_baseline_plans_as_many_epochs_as_fit_its_budget():
     assert plan_supervised_epochs(420.0, 4.0) == 94  # 94.5
     assert plan_supervised_epochs(420.0, 3.7) == 102  # 102.2: whole epochs only, never over the budget
     assert plan_supervised_epochs(10.0, 30.0) == 1  # the first epoch alone overran it: that epoch is the run
+
+
+def test_the_supervised_baselines_augmentation_is_named_in_the_verdict_and_the_report(tmp_path):
+    res = results(pretrained=enc(0.80, 0.75, 0.70, 0.95), random_init=enc(0.40, 0.38, 0.35, 0.80),
+                  supervised=enc(0.68, 0.60, 0.55, 0.90))
+    spatial = "random resized crop (0.5-1 of the frame's area, aspect 3/4-4/3) to 32x32 (one draw per clip)"
+    res["supervised"]["training"] = {"epochs": 80, "epochs_planned": 80, "time_s": 410.0, "budget_s": 415.0,
+                                     "optimizer": "sgd", "lr": 0.01, "augment": "crop", "augment_spatial": spatial}
+    assert "for the same wall-clock budget, with its own augmentation (eval.finetune_augment=crop)." in verdict(res)
+    page = write_report(tmp_path, res).read_text()
+    assert html.escape(f"augmentation crop: {spatial}") in page
+    res["supervised"]["training"]["augment"] = "pretrain"
+    assert "with pretraining's augmentation (eval.finetune_augment=pretrain)" in verdict(res)
+    # a results.json written before the setting existed says nothing about it
+    del res["supervised"]["training"]["augment"]
+    assert "augmentation" not in verdict(res)

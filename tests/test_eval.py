@@ -389,8 +389,8 @@ class BrightnessVideos(torch.utils.data.Dataset):
         return {"video": self.videos[i], "label": self.labels[i], "index": i, "path": f"{i}.mp4"}
 
 
-# Fine-tuning runs on the training engine; these settings fit its augmentation to 4x8x8 clips whose class is
-# their brightness (so no colour jitter or grayscale).
+# Fine-tuning runs on the training engine, on 4x8x8 clips whose class is their brightness. Its own augmentation
+# (eval.finetune_augment=crop) has no colour jitter or grayscale; the aug.* here keep pretraining's without either too.
 FT = ["data.size=8", "data.decode_size=8", "data.num_workers=0", "optim.batch_size=4", "train.log_every=1",
       "aug.jitter=false", "aug.gray=false", "aug.blur=false", "aug.min_scale=0.5", "train.device=cpu",
       "eval.finetune_lr=0.1", "eval.finetune_weight_decay=0"]
@@ -435,3 +435,124 @@ def test_finetune_resumes_and_rejects_bad_labels(tmp_path):
     bad.classes = ["only"]
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         finetune(TinyConv(), cfg, tmp_path / "bad", bad, None, quiet=True)
+
+
+# Pretraining's augmentation turned all the way up: every clip colour-jittered and grayscale, crops down to 8%.
+STRONG = ["aug.jitter=true", "aug.gray=true", "aug.jitter_p=1", "aug.gray_p=1", "aug.min_scale=0.08"]
+
+
+class SeenClips(TinyConv):
+    """TinyConv that keeps the clips it is trained on (model layout, normalised)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return super().forward(x)
+
+
+def channel_gaps(clips: torch.Tensor) -> torch.Tensor:
+    """Per clip, the largest difference between its red and green values in [0, 1] (0 for a grayscale clip)."""
+    from videocontrast.transforms.spatial import denormalize
+
+    rgb = denormalize(clips)  # (N, T, C, H, W)
+    return (rgb[:, :, 0] - rgb[:, :, 1]).abs().amax(dim=(1, 2, 3))
+
+
+def test_supervised_objectives_train_with_their_own_augmentation_not_pretrainings(tmp_path):
+    from videocontrast.build import build_augment
+    from videocontrast.engine.train import fit
+    from videocontrast.methods import Supervised
+
+    cfg = load_config(None, [*FT, *STRONG, "train.epochs=1"])
+    spy = SeenClips()
+    fit(cfg, tmp_path / "fit", Supervised(spy, 2), BrightnessVideos(8, 1, seed=0), kind="finetune", quiet=True)
+    seen = torch.cat(spy.seen)
+    assert len(seen) == 8 and (channel_gaps(seen) > 0.05).all()  # no clip the classifier trained on is grayscale
+    # pretraining keeps its augmentation: these settings make every pretraining clip grayscale ...
+    batch = torch.stack([BrightnessVideos(4, 1, seed=0)[i]["video"][0] for i in range(4)])  # (4, T, C, H, W)
+    assert (channel_gaps(build_augment(cfg)(batch, generator=torch.Generator().manual_seed(0))) < 1e-3).all()
+    assert build_augment(cfg).scale == (0.08, 1.0)
+    # ... while the engine's supervised objectives get crops of at least half the frame, flips and no colour
+    for kind in ("finetune", "supervised"):
+        aug = build_augment(cfg, kind)
+        assert aug.scale == (0.5, 1.0) and aug.crop and aug.flip and not (aug.jitter or aug.gray or aug.blur)
+    # the thesis code's choice: the whole frame resized, nothing random
+    resize = build_augment(load_config(None, [*FT, *STRONG, "eval.finetune_augment=resize"]), "supervised")
+    assert not (resize.crop or resize.flip or resize.jitter or resize.gray or resize.blur)
+    # and the old behaviour on request
+    same = build_augment(load_config(None, [*FT, *STRONG, "eval.finetune_augment=pretrain"]), "finetune")
+    assert same.scale == (0.08, 1.0) and same.jitter_p == 1.0 and same.gray_p == 1.0
+
+
+def test_finetune_records_its_augmentation_and_a_resume_cannot_change_it(tmp_path):
+    from videocontrast.engine.checkpoint import save_checkpoint
+
+    cfg = load_config(None, [*FT, *STRONG, "eval.finetune_epochs=2"])
+    train = BrightnessVideos(12, 1, seed=0)
+    out = tmp_path / "ft"
+    res = finetune(TinyConv(), cfg, out, train, None, quiet=True)
+    for protocol in (res["protocol"], json.loads((out / "finetune.json").read_text())["protocol"]):
+        assert protocol["augment"] == "crop"
+        assert protocol["augment_spatial"].startswith("random resized crop (0.5-1 of the frame's area")
+        assert "colour jitter" not in protocol["augment_spatial"] and "grayscale" not in protocol["augment_spatial"]
+    # the run's own config holds the augmentation it trained with
+    stored = load_checkpoint(res["checkpoint"])["config"]
+    assert stored["eval"]["finetune_augment"] == "crop"
+    assert stored["aug"]["min_scale"] == 0.5 and not stored["aug"]["jitter"] and not stored["aug"]["gray"]
+    # another augmentation does not continue it (nor reuse it when finished): refused naming the fields
+    with pytest.raises(ConfigError, match=r"aug\.crop: stored true, requested false.*eval\.finetune_augment=resize"):
+        finetune(TinyConv(), load_config(None, [*FT, *STRONG, "eval.finetune_epochs=2",
+                                                "eval.finetune_augment=resize"]), out, train, None, quiet=True)
+    # a run written before eval.finetune_augment existed trained with pretraining's augmentation: a resume with
+    # the new default is refused and says how to continue it; eval.finetune_augment=pretrain continues it
+    old = tmp_path / "old"
+    first = finetune(TinyConv(), load_config(None, [*FT, *STRONG, "eval.finetune_epochs=2",
+                                                    "eval.finetune_augment=pretrain"]), old, train, None, quiet=True)
+    state = load_checkpoint(first["checkpoint"])
+    del state["config"]["eval"]["finetune_augment"]
+    save_checkpoint(first["checkpoint"], state)
+    with pytest.raises(ConfigError, match=r"aug\.gray_p: stored 1\.0, requested 0\.0.*eval\.finetune_augment=pretrain"):
+        finetune(TinyConv(), load_config(None, [*FT, *STRONG, "eval.finetune_epochs=3"]), old, train, None, quiet=True)
+    longer = finetune(TinyConv(), load_config(None, [*FT, *STRONG, "eval.finetune_epochs=3",
+                                                     "eval.finetune_augment=pretrain"]), old, train, None, quiet=True)
+    assert len(longer["history"]) == 3 and longer["protocol"]["augment"] == "pretrain"
+    assert "grayscale p 1" in longer["protocol"]["augment_spatial"]
+
+
+class TransformedBrightness(BrightnessVideos):
+    """BrightnessVideos whose items go through ``transform`` when one is set (as VideoDataset's do)."""
+
+    transform = None
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        return {**item, "video": self.transform(item["video"])} if self.transform is not None else item
+
+
+def test_finetune_with_aug_on_device_false_augments_in_the_loader_with_its_own_augmentation(tmp_path, monkeypatch):
+    import importlib
+
+    from videocontrast.transforms.spatial import ClipAugment
+
+    ft_mod = importlib.import_module("videocontrast.eval.finetune")  # (the package's `finetune` is the function)
+
+    handed = []
+    real_fit = ft_mod.fit
+
+    def spy_fit(cfg, out_dir, model, dataset, **kwargs):
+        handed.append(dataset)
+        return real_fit(cfg, out_dir, model, dataset, **kwargs)
+
+    monkeypatch.setattr(ft_mod, "fit", spy_fit)
+    train = TransformedBrightness(8, 1, seed=0)
+    spy = SeenClips()
+    finetune(spy, load_config(None, [*FT, *STRONG, "aug.on_device=false", "eval.finetune_epochs=1"]),
+             tmp_path / "ft", train, None, quiet=True)
+    aug = handed[0].transform
+    assert isinstance(aug, ClipAugment) and aug.scale == (0.5, 1.0) and not (aug.jitter or aug.gray)
+    assert train.transform is None  # the caller's dataset is left as it was
+    assert len(spy.seen) == 2 and (channel_gaps(torch.cat(spy.seen)) > 0.05).all()

@@ -77,3 +77,28 @@ def test_ours_differs_only_in_temperature_and_strength():
 def test_cpu_presets_stay_small():
     for name in ("demo", "demo-real", "cpu-small"):
         assert load_config(name).model.backbone == "r3d_small"
+
+
+@pytest.mark.parametrize("name", sorted(THESIS) + ["ucf101-simclr-ours"])
+def test_thesis_presets_fine_tune_on_resized_frames_as_the_thesis_code(name):
+    """simionAndrei/MScThesis fine_tune.py and train_videos_3d_supervised.py train on Resize((s, s)) + ToTensor:
+    the whole frame, no crop, no flip, no colour."""
+    from videocontrast.build import build_augment
+
+    cfg = load_config(name, ["data.root=/d"])
+    assert cfg.eval.finetune_augment == "resize"
+    aug = build_augment(cfg, "finetune")
+    assert not (aug.crop or aug.flip or aug.jitter or aug.gray or aug.blur)
+    assert build_augment(cfg).jitter  # pretraining keeps the SimCLR pipeline
+
+
+def test_cpu_presets_fine_tune_on_crops_without_colour():
+    from videocontrast.build import build_augment
+
+    for name in ("demo", "demo-real", "cpu-small"):
+        cfg = load_config(name)
+        aug = build_augment(cfg, "supervised")
+        aug = getattr(aug, "transform", aug)  # demo's residual input wraps it in Residual
+        assert cfg.eval.finetune_augment == "crop" and aug.scale == (0.5, 1.0)
+        assert aug.crop and not (aug.jitter or aug.gray or aug.blur)
+        assert aug.flip is (name != "demo")  # demo: a flip changes the class (cw <-> ccw), so it stays off

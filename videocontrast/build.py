@@ -8,6 +8,7 @@ cli) imports this module; nothing below it (data, transforms, models, methods, l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import dist
-from .config import Config, config_from_dict
+from .config import FINETUNE_AUGMENTS, AugConfig, Config, config_from_dict
 from .data.cache import attach_cache
 from .data.datasets import VideoDataset, build_dataset
 from .data.synthetic import generate_synthetic
@@ -28,6 +29,9 @@ from .transforms.temporal import RandomClip, TwoViews, UniformClips
 
 # What a dataset is built for -> its clip sampler: two temporal views, one random clip, evenly spaced clips.
 PURPOSES = ("pretrain", "finetune", "eval")
+# eval.finetune_augment=crop: the smallest crop a supervised objective trains on, as a fraction of the frame's area
+# (pretraining's SimCLR crops go down to 0.08, which often misses the action a label names).
+FINETUNE_MIN_SCALE = 0.5
 
 
 # ----------------------------------------------------------------------------- models
@@ -195,15 +199,65 @@ def _with_input(cfg: Config, transform: nn.Module) -> nn.Module:
     return Residual(transform) if cfg.data.input == "residual" else transform
 
 
-def build_augment(cfg: Config) -> nn.Module:
-    """Training augmentation (thesis section 3): ``(B, T, C, H, W)`` uint8 -> ``(B, C, T, H, W)`` float
-    (``T - 1`` frame differences with ``data.input=residual``)."""
-    a = cfg.aug
+def build_augment(cfg: Config, kind: str = "pretrain") -> nn.Module:
+    """The training augmentation of the engine's objective ``kind``: ``(B, T, C, H, W)`` uint8 -> ``(B, C, T, H, W)``
+    float (``T - 1`` frame differences with ``data.input=residual``). ``pretrain``: ``cfg.aug`` (thesis section 3);
+    any other kind (the objectives trained on labels, ``finetune`` and ``supervised``): the ``aug.*`` that
+    :func:`finetune_aug` gives for ``eval.finetune_augment``."""
+    a = cfg.aug if kind == "pretrain" else finetune_aug(cfg)
     spatial = ClipAugment(size=cfg.data.size, scale=(a.min_scale, 1.0), jitter_strength=a.strength,
                           jitter_p=a.jitter_p, gray_p=a.gray_p, flip_p=a.flip_p, blur_p=a.blur_p,
                           mode=a.spatial_mode, crop=a.crop, flip=a.flip, jitter=a.jitter, gray=a.gray, blur=a.blur,
                           uint8_resize=True)  # the fast path for uint8 clips on a CPU (no effect elsewhere)
     return _with_input(cfg, spatial)
+
+
+def finetune_aug(cfg: Config) -> AugConfig:
+    """The ``aug.*`` settings a supervised objective (fine-tuning, the supervised baseline) trains with, as
+    ``eval.finetune_augment`` says (:data:`~videocontrast.config.FINETUNE_AUGMENTS`):
+
+    * ``crop``: random resized crop of :data:`FINETUNE_MIN_SCALE`-1 of the frame's area (aspect 3/4-4/3), one draw
+      per clip, horizontal flip as ``aug.flip`` / ``aug.flip_p`` say (a preset that turns flip off because it
+      changes the class keeps it off); no colour jitter, grayscale or blur.
+    * ``resize``: the whole frame resized to ``data.size x data.size`` (aspect not kept), nothing random: the thesis
+      code's fine-tuning and supervised training (simionAndrei/MScThesis fine_tune.py and
+      train_videos_3d_supervised.py: ``transforms.Resize((frame_size, frame_size)), transforms.ToTensor()``).
+    * ``pretrain``: ``cfg.aug`` as it is (pretraining's pipeline).
+
+    Applied to its own result (the config of a fine-tuning run, :func:`~videocontrast.eval.finetune.finetune_config`)
+    it changes nothing, so the engine (:func:`build_augment` of a supervised ``kind``) may apply it again.
+    """
+    a = dataclasses.replace(cfg.aug)
+    choice = cfg.eval.finetune_augment
+    if choice == "pretrain":
+        return a
+    a.spatial_mode = "chunk"
+    a.jitter = a.gray = a.blur = False
+    a.jitter_p = a.gray_p = a.blur_p = 0.0
+    if choice == "crop":
+        a.crop, a.min_scale = True, FINETUNE_MIN_SCALE
+    elif choice == "resize":
+        a.crop, a.min_scale, a.flip, a.flip_p = False, 1.0, False, 0.0
+    else:
+        raise ValueError(f"eval.finetune_augment='{choice}' is not one of {FINETUNE_AUGMENTS}")
+    return a
+
+
+def describe_augment(cfg: Config) -> str:
+    """``cfg.aug``'s spatial training augmentation in words (the protocols of fine-tuning and of the demo)."""
+    a, s = cfg.aug, cfg.data.size
+    extra = [f"{what} p {p:g}" for on, p, what in ((a.flip, a.flip_p, "horizontal flip"),
+                                                   (a.jitter, a.jitter_p, f"colour jitter (strength {a.strength:g})"),
+                                                   (a.gray, a.gray_p, "grayscale"), (a.blur, a.blur_p, "Gaussian blur"))
+             if on and p > 0]
+    text = ", ".join([f"random resized crop ({a.min_scale:g}-1 of the frame's area, aspect 3/4-4/3) to {s}x{s}"
+                      if a.crop else f"whole frame resized to {s}x{s} (aspect not kept)", *extra])
+    if a.crop or extra:
+        text += " (one draw per frame)" if a.spatial_mode == "frame" else " (one draw per clip)"
+    else:
+        text += ", nothing random"
+    return text + ("; normalised with the Kinetics mean/std" +
+                   ("; then frame differences" if cfg.data.input == "residual" else ""))
 
 
 def build_eval_transform(cfg: Config, position: str = "center") -> nn.Module:

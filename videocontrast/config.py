@@ -32,6 +32,12 @@ LINEAR_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 LINEAR_INPUTS = ("crop", "resize")
 # eval.retrieval_protocol: which retrieval evaluation runs (eval.run.run_retrieve).
 RETRIEVAL_PROTOCOLS = ("ours", "thesis")
+# eval.finetune_augment: the training augmentation of the supervised objectives (fine-tuning and the supervised
+# baseline), turned into aug.* settings by build.finetune_aug: crop = random resized crop of 0.5-1 of the frame's
+# area + aug.flip, no colour jitter, grayscale or blur (ours); resize = the whole frame resized to data.size, nothing
+# random (the thesis code's fine_tune.py / train_videos_3d_supervised.py); pretrain = aug.* as pretraining uses them
+# (SimCLR's pipeline: what fine-tuning trained with before this setting existed).
+FINETUNE_AUGMENTS = ("crop", "resize", "pretrain")
 
 
 class ConfigError(ValueError):
@@ -177,6 +183,9 @@ class EvalConfig:
     finetune_optimizer: str = "sgd"
     finetune_weight_decay: float = 1e-4
     finetune_warmup_epochs: float = 1.0
+    # The supervised objectives' training augmentation (one of FINETUNE_AUGMENTS): a fine-tuning run records it as
+    # the aug.* of its own config (eval.finetune.finetune_config), which a resume may not change.
+    finetune_augment: str = "crop"
     # Evaluation input: crop = centre crop of the decoded frame (ours); resize = the whole frame resized to
     # data.size x data.size, aspect not kept (thesis sec. 4: "we resize the video frames from 320x240 to 224x224").
     linear_input: str = "crop"
@@ -370,6 +379,8 @@ def validate(cfg: Config) -> None:
     need(e.linear_input in LINEAR_INPUTS, f"eval.linear_input='{e.linear_input}' is not one of {LINEAR_INPUTS}")
     need(e.linear_input == "crop" or d.eval_crops == 1,
          f"data.eval_crops={d.eval_crops} needs eval.linear_input=crop (resize feeds the whole frame: one view)")
+    need(e.finetune_augment in FINETUNE_AUGMENTS,
+         f"eval.finetune_augment='{e.finetune_augment}' is not one of {FINETUNE_AUGMENTS}")
     need(e.retrieval_protocol in RETRIEVAL_PROTOCOLS,
          f"eval.retrieval_protocol='{e.retrieval_protocol}' is not one of {RETRIEVAL_PROTOCOLS}")
     need(d.dataset == "synthetic" or d.root is not None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import shutil
 import time
@@ -24,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .build import backbone_from_config, dataset_root, eval_loader, labeled_dataset
+from .build import backbone_from_config, dataset_root, describe_augment, eval_loader, finetune_aug, labeled_dataset
 from .config import Config, ConfigError
 from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
 from .engine.device import resolve_device
-from .engine.run import RunFolderError, refused_changes, run_lock, stored_run
+from .engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .eval.finetune import finetune
 from .eval.features import same_clips
@@ -98,7 +99,10 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
     with run_lock(out):
         previous = None if fresh else stored_run(out / "pretrain")
         if previous is not None:
-            refused = refused_changes(previous.config, cfg)
+            # eval.* may change on a resume of pretraining, but eval.finetune_augment is what the supervised
+            # baseline in this folder trained with
+            refused = [*refused_changes(previous.config, cfg),
+                       *(c for c in config_changes(previous.config, cfg) if c.field == "eval.finetune_augment")]
             if refused:
                 raise ConfigError(f"'{out}' holds a demo run with different settings "
                                   f"({'; '.join(map(str, refused))}); rerun with --fresh to start over or choose "
@@ -159,20 +163,37 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
     with a complete cosine schedule; the time limit stays as a guard. A run already in ``run_dir`` continues with
     its planned epochs and the budget left, or is reused when finished or out of budget.
 
+    It trains with its own augmentation (``eval.finetune_augment``, see :func:`~videocontrast.build.finetune_aug`),
+    not pretraining's; a finished run in ``run_dir`` that trained with another is refused, not reused.
+
     Returns:
         ``checkpoint`` (path), ``epochs``, ``epochs_planned``, ``time_s`` (training seconds, all runs), ``budget_s``,
-        ``optimizer``, ``lr``, ``trained_now`` (False when reused).
+        ``optimizer``, ``lr``, ``augment`` (``eval.finetune_augment``), ``augment_spatial`` (that augmentation in
+        words), ``trained_now`` (False when reused).
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run trained with another augmentation.
     """
     sup = copy.deepcopy(cfg)
     sup.train.knn_every = 0
     stored = stored_run(run_dir)
+    augment = finetune_aug(sup)
+    if stored is not None and stored.checkpoint is not None and stored.config.aug != augment:
+        changed = [c for c in config_changes(stored.config, dataclasses.replace(sup, aug=augment))
+                   if c.field.startswith("aug.")]
+        raise ConfigError(f"'{run_dir}' holds a supervised baseline trained with another augmentation than "
+                          f"eval.finetune_augment={sup.eval.finetune_augment} gives ({'; '.join(map(str, changed))}; "
+                          "runs made before that setting existed trained with the pretraining augmentation, "
+                          "eval.finetune_augment=pretrain): rerun with --fresh to start over or choose another --out")
     spent = _history_seconds(stored.history) if stored is not None else 0.0
     left = budget_s - spent
     # a new run starts planned as long as pretraining (>= 2, so the 1-epoch warm-up spans the first epoch) and
     # re-plans after its first epoch; a stored run keeps the epochs it planned
     planning = stored is None or stored.checkpoint is None
     sup.eval.finetune_epochs = max(cfg.train.epochs, 2) if planning else stored.config.train.epochs
-    info = {"budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer, "lr": sup.eval.finetune_lr}
+    info = {"budget_s": budget_s, "optimizer": sup.eval.finetune_optimizer, "lr": sup.eval.finetune_lr,
+            "augment": sup.eval.finetune_augment,
+            "augment_spatial": describe_augment(dataclasses.replace(sup, aug=augment))}
     # out of budget: less left than its last epoch took (the time limit would stop it before another)
     last_epoch_s = stored.history[-1].get("time_s", 0.0) if not planning and stored.history else 0.0
     if not planning and (stored.final or left <= last_epoch_s):

@@ -125,7 +125,8 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                      f"the same backbone trained with cross-entropy on the training labels (which pretraining never "
                      f"saw): {tr.get('epochs')} of {tr.get('epochs_planned')} epochs in {tr.get('time_s', 0):.0f}s "
                      f"of a {tr.get('budget_s', 0):.0f}s budget (pretraining's); {tr.get('optimizer')} "
-                     f"lr {tr.get('lr')}"))
+                     f"lr {tr.get('lr')}"
+                     + (f"; augmentation {tr['augment']}: {tr.get('augment_spatial')}" if tr.get("augment") else "")))
     return [{"what": k, "how": v} for k, v in rows]
 
 

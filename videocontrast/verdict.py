@@ -131,8 +131,13 @@ def verdict(results: Mapping[str, Any]) -> str:
     if level:
         sentences.append(f"Level on {', '.join(f'{METRICS[m]} ({_pct(p[m])})' for m in level)}.")
     if "supervised" in results:
+        augment = ((results["supervised"].get("training") or {}).get("augment")
+                   if isinstance(results["supervised"], Mapping) else None)
+        whose = "pretraining's" if augment == "pretrain" else "its own"
         sentences.append("Supervised from scratch trains the same backbone with cross-entropy on the training "
-                         "labels, which pretraining never saw, for the same wall-clock budget.")
+                         "labels, which pretraining never saw, for the same wall-clock budget"
+                         + (f", with {whose} augmentation (eval.finetune_augment={augment})" if augment else "")
+                         + ".")
     if isinstance(results.get("dataset"), Mapping):
         sentences.append(dataset_sentence(results["dataset"]))
     cut = cut_sentence(results.get("pretrain") or {})

@@ -17,7 +17,11 @@ parent. Without ``fcntl`` (Windows) folders are not locked.
   ``data.num_workers`` and ``data.cache``: how and where the run is carried out, not what it computes (``device``
   can change numerics, not the run's definition; the frame cache gives the frames decoding gives).
 * ``eval.*``, ``data.eval_clips`` and ``data.eval_crops``: evaluation settings, not read by training (the kNN
-  monitor reads them: its numbers after the resume follow the new settings).
+  monitor reads them: its numbers after the resume follow the new settings). A fine-tuning or supervised run's
+  ``eval.finetune_*`` (optimiser, lr, epochs, ``finetune_augment``) reach its training as the ``optim.*``,
+  ``train.epochs`` and ``aug.*`` of its own config (:func:`~videocontrast.eval.finetune.finetune_config`), which
+  this rule governs: more epochs continue it, another optimiser, lr or augmentation is refused (so the augmentation
+  never changes in the middle of a run).
 
 Everything else (method, data, augmentation, model, optimiser, ``train.max_steps_per_epoch`` -- it changes the
 steps per epoch and so the schedule --, precision, seed, ...) is refused with every differing field named.

@@ -386,7 +386,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     if cfg.train.compile:
         model = torch.compile(model)
     state = TrainState(
-        model=model, optimizer=optimizer, scaler=scaler, augment=build_augment(cfg).to(device), device=device,
+        model=model, optimizer=optimizer, scaler=scaler, augment=build_augment(cfg, kind).to(device), device=device,
         amp=amp, lr_schedule=_lr_schedule(cfg, steps),
         momentum_schedule=_momentum_schedule(cfg, steps) if isinstance(core, MoCo) else None,
         steps_per_epoch=steps, accum_steps=o.accum_steps, labels=kind != "pretrain", seed=cfg.train.seed,

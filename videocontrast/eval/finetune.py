@@ -3,8 +3,10 @@
 Following DPC (Han et al. 2019) as the thesis does, the backbone's learning rate is 1/10 of the classifier's.
 It runs on the training engine (:func:`videocontrast.engine.train.fit`) with a cross-entropy objective, so it
 has pretraining's optimiser, per-iteration warm-up + cosine schedule, AMP, DDP, progress, ``metrics.jsonl`` and
-checkpoints, and an interrupted run continues from ``OUT/checkpoints/last.pt``. The model kept is the last
-epoch's: the test split is never used for selection.
+checkpoints, and an interrupted run continues from ``OUT/checkpoints/last.pt``. It has its own augmentation,
+not pretraining's (``eval.finetune_augment``, default ``crop``: crops of half the frame or more and flips, no colour
+jitter, grayscale or blur; the thesis presets ``resize``, as the thesis code). The model kept is the last epoch's:
+the test split is never used for selection.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from videocontrast import dist
-from videocontrast.build import build_eval_transform
+from videocontrast.build import build_augment, build_eval_transform, describe_augment, finetune_aug
 from videocontrast.config import Config
 from videocontrast.data.datasets import VideoDataset
 from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.engine.device import autocast_dtype
-from videocontrast.engine.run import run_lock
+from videocontrast.engine.run import ResumeConfigError, run_lock
 from videocontrast.engine.train import continue_run, fit, seed_everything
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.metrics import topk_accuracy, video_labels, video_level
@@ -44,10 +46,13 @@ def save_finetuned(path: Path, model: Supervised, cfg: Config, kind: str, epochs
 
 
 def finetune_config(cfg: Config, num_train: int) -> Config:
-    """``cfg`` with the ``eval.finetune_*`` settings in place of ``optim.*`` and ``train.epochs`` (the config the
-    fine-tuning run records in its folder). The batch is capped at the training-set size; warm-up at half the run."""
+    """``cfg`` with the ``eval.finetune_*`` settings in place of ``optim.*``, ``aug.*`` and ``train.epochs`` (the
+    config the fine-tuning run records in its folder, so a resume refuses a change of any of them). The batch is
+    capped at the training-set size; warm-up at half the run; ``aug.*`` are those of ``eval.finetune_augment``
+    (:func:`~videocontrast.build.finetune_aug`): the augmentation this run trains with."""
     out = copy.deepcopy(cfg)
     e = cfg.eval
+    out.aug = finetune_aug(cfg)
     out.optim.name, out.optim.lr, out.optim.weight_decay = e.finetune_optimizer, e.finetune_lr, e.finetune_weight_decay
     out.optim.warmup_epochs = min(e.finetune_warmup_epochs, e.finetune_epochs / 2)
     out.optim.min_lr_ratio = 0.0
@@ -83,7 +88,9 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
 
     Args:
         backbone: ``(B, C, T, H, W) -> (B, feature_dim)`` with an int ``feature_dim`` attribute; trained in place.
-        cfg: the encoder's settings; ``eval.finetune_*`` choose optimiser, lr, weight decay, warm-up, epochs.
+        cfg: the encoder's settings; ``eval.finetune_*`` choose optimiser, lr, weight decay, warm-up, epochs and
+            the training augmentation (``eval.finetune_augment``; with ``aug.on_device=false`` it runs per item in
+            the loader workers, as pretraining's does).
         out_dir: the run folder (``config.yaml``, ``metrics.jsonl``, ``checkpoints/last.pt``, ``finetune.json``,
             and the fine-tuned model ``finetuned.pt``);
             a run already there is continued (or, when finished, reused).
@@ -106,7 +113,19 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     out = Path(out_dir)
     ratio = cfg.eval.finetune_backbone_lr_ratio if backbone_lr_ratio is None else backbone_lr_ratio
     with run_lock(out):  # a run there continues only with the settings it started with (see pretraining)
-        run_cfg, resumed = continue_run(out, finetune_config(cfg, len(train_set)), resume=True, quiet=quiet)
+        try:
+            run_cfg, resumed = continue_run(out, finetune_config(cfg, len(train_set)), resume=True, quiet=quiet)
+        except ResumeConfigError as e:
+            if any(c.field.startswith("aug.") for c in e.refused):
+                raise ResumeConfigError(
+                    f"{e} (aug.* are the augmentation the run trains with, set by eval.finetune_augment="
+                    f"{cfg.eval.finetune_augment}; runs made before that setting existed trained with the "
+                    "pretraining augmentation: eval.finetune_augment=pretrain continues them)", e.refused) from None
+            raise
+        if not run_cfg.aug.on_device and hasattr(train_set, "transform") and train_set.transform is None:
+            # as pretraining with aug.on_device=false: augmented per item in the loader workers, not on the device
+            train_set = copy.copy(train_set)
+            train_set.transform = build_augment(run_cfg, kind)
         seed_everything(run_cfg.train.seed, run_cfg.train.deterministic)
         model = Supervised(backbone, len(train_set.classes))
         run = fit(run_cfg, out, model, train_set, kind=kind, resumed=resumed, lr_scales={"backbone.": ratio},
@@ -136,6 +155,8 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         "batch_size": o.batch_size,
         "selection": "last epoch (test split never used for selection)",
         "train_clips": "one Random m clip per video and epoch, labelled with its video's class",
+        "augment": run_cfg.eval.finetune_augment,
+        "augment_spatial": describe_augment(run_cfg),
         "video_level": "mean of clip softmax probabilities per video",
         "seed": run_cfg.train.seed,
     }
