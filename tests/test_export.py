@@ -95,7 +95,7 @@ def test_export_loads_strictly_into_the_plain_constructor_with_the_same_features
         out = tmp_path / name
         assert main(["export", str(ckpt), "--out", str(out), "--format", fmt]) == 0
         assert str(out) in capsys.readouterr().out
-        meta = json.loads(out.with_suffix(".json").read_text())
+        meta = json.loads(out.with_name(out.name + ".json").read_text())  # the whole name: m.pt.json
         state = (torch.load(out, map_location="cpu", weights_only=True) if fmt == "torchvision"
                  else safetensors.torch.load_file(str(out)))
         model = _plain_model(backbone, meta)
@@ -115,7 +115,7 @@ def test_export_format_follows_the_file_name_and_refuses_unknown_input(ckpt, tmp
     out = tmp_path / "enc.safetensors"
     assert main(["export", str(ckpt), "--out", str(out)]) == 0
     safetensors.torch.load_file(str(out))  # a real safetensors file
-    assert json.loads((tmp_path / "enc.json").read_text())["format"] == "safetensors"
+    assert json.loads((tmp_path / "enc.safetensors.json").read_text())["format"] == "safetensors"
     capsys.readouterr()
     assert main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "nope.pt" in one_line_error(capsys.readouterr().err, "export")

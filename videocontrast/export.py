@@ -12,7 +12,8 @@ replaced by ``torch.nn.Identity()``; torchvision's forward then ends with the sa
 videocontrast's encoder and gives the same features. ``r3d_small`` loads into
 ``videocontrast.models.build_backbone("r3d_small", **backbone_kwargs)``.
 
-Beside the weights, ``FILE.json`` (same name, ``.json``) says what the network expects: input layout, clip length,
+Beside the weights, ``FILE.json`` (the whole name plus ``.json``: ``m.pt.json``, ``m.safetensors.json``) holds
+their SHA-1, checked when videocontrast reads the file back, and says what the network expects: input layout, clip length,
 frame stride, sizes, normalisation, residual input, the constructor to use and the full config. videocontrast
 itself reads an exported file back anywhere ``--checkpoint`` is taken.
 """
@@ -32,6 +33,7 @@ from . import __version__
 from .api import load_encoder
 from .build import backbone_kwargs
 from .config import Config
+from .engine.run import check_writable
 from .eval.features import weights_fingerprint
 from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
@@ -51,8 +53,10 @@ def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) ->
     return build + read + "model.load_state_dict(state, strict=True)\nmodel.eval()\n"
 
 
-def describe(encoder: nn.Module, weights: Path, fmt: str) -> dict[str, Any]:
-    """What the exported network expects and gives (the JSON written beside the weights)."""
+def describe(encoder: nn.Module, weights: Path, fmt: str, name: str | None = None) -> dict[str, Any]:
+    """What the exported network expects and gives (the JSON written beside the weights); ``name``: the file's
+    name once in place (default: ``weights``'s)."""
+    name = name or weights.name
     cfg: Config = encoder.config
     d, backbone = cfg.data, cfg.model.backbone
     residual = d.input == "residual"
@@ -63,12 +67,12 @@ def describe(encoder: nn.Module, weights: Path, fmt: str) -> dict[str, Any]:
     return {
         EXPORT_MARKER: 1,
         "videocontrast_version": __version__,
-        "weights": weights.name,
+        "weights": name,
         "format": fmt,
         "backbone": backbone,
         "backbone_kwargs": kwargs,
         "constructor": constructor,
-        "load": _loading_code(backbone, kwargs, fmt, weights.name),
+        "load": _loading_code(backbone, kwargs, fmt, name),
         "feature_dim": int(encoder.feature_dim),
         "input": {
             "layout": "(B, C, T, H, W) float32, C = 3 (RGB)",
@@ -112,21 +116,32 @@ def export_backbone(checkpoint: str | Path, out: str | Path, fmt: str | None = N
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"--format '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}")
     side = export_sidecar(out)
-    if side == out:
-        raise ValueError(f"--out '{out}' ends in .json, the name of the description written beside the weights; "
-                         "use e.g. encoder.pt or encoder.safetensors")
+    if out.suffix == ".json":
+        raise ValueError(f"--out '{out}' ends in .json, the kind of name of the description written beside the "
+                         "weights; use e.g. encoder.pt or encoder.safetensors")
+    # Before the work: a folder, a read-only place or a full disk loses nothing and leaves nothing behind.
+    check_writable(out, folder=False)
+    check_writable(side, folder=False, flag="--out's description")
     encoder = load_encoder(checkpoint, "cpu", config)
     # Own, contiguous copies: safetensors refuses shared or strided storage, torch.save would keep whole storages.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "safetensors":
-        safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt", "backbone": encoder.config.model.backbone})
-    else:
-        torch.save(state, tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files readable by the owner only
-    tmp.replace(out)
-    side.write_text(json.dumps(describe(encoder, out, fmt), indent=2) + "\n", encoding="utf-8")
+    tmp, side_tmp = out.with_name(f".{out.name}.tmp"), side.with_name(f".{side.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "safetensors":
+            safetensors.torch.save_file(state, str(tmp),
+                                        metadata={"format": "pt", "backbone": encoder.config.model.backbone})
+        else:
+            torch.save(state, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files readable by the owner only
+        side_tmp.write_text(json.dumps(describe(encoder, tmp, fmt, out.name), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(out)
+        side_tmp.replace(side)  # a kill in between leaves a description whose SHA-1 refuses the new weights
+    except OSError as e:
+        raise ValueError(f"--out '{out}' cannot be written ({e.strerror or e}); choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
     return out, side

@@ -27,7 +27,7 @@ from ..config import Config, config_from_dict, load_config
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.train import Monitor
 from ..serialization import CheckpointReadError, one_line, safe_torch_load
-from .features import FeatureCache, extract_features, feature_key, weights_fingerprint
+from .features import FeatureCache, extract_features, feature_key, file_sha1, weights_fingerprint
 from .finetune import finetune
 from .knn import knn_classify
 from .linear import linear_probe
@@ -57,19 +57,39 @@ def with_dataset(cfg: Config, data_from: Config) -> Config:
     return out
 
 
-# An exported backbone (`videocontrast export`) has this JSON beside it: FILE.pt / FILE.safetensors -> FILE.json.
+# An exported backbone (`videocontrast export`) has this JSON beside it: FILE.pt -> FILE.pt.json (the whole name,
+# so that m.pt and m.safetensors do not share one), holding the weights' SHA-1.
 EXPORT_MARKER = "videocontrast_export"
 
 
 def export_sidecar(path: str | Path) -> Path:
-    """The JSON that describes an exported weights file (same name, ``.json``)."""
-    return Path(path).with_suffix(".json")
+    """The JSON that describes an exported weights file: its whole name plus ``.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
 
 
 def exported_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The description ``videocontrast export`` wrote beside ``path``, or None when ``path`` was not exported."""
-    side = export_sidecar(path)
-    if side == Path(path) or not side.is_file():
+    """The description ``videocontrast export`` wrote beside ``path``, or None when ``path`` was not exported.
+
+    Raises:
+        ValueError: the description names other weights (its SHA-1 is not the file's): a file exported again, or
+            replaced, without its JSON.
+    """
+    path = Path(path)
+    meta = _export_json(export_sidecar(path))
+    if meta is not None:
+        if meta.get("sha1") != file_sha1(path):
+            raise ValueError(f"'{export_sidecar(path)}' describes other weights than '{path}' (SHA-1 "
+                             f"{meta.get('sha1')}, the file's is {file_sha1(path)}); export the file again")
+        return meta
+    # Exports before the whole-name rule: FILE.json, used only when it names this very file (a FILE.pt and a
+    # FILE.safetensors shared it).
+    old = _export_json(path.with_suffix(".json")) if path.suffix != ".json" else None
+    return old if old is not None and old.get("sha1") == file_sha1(path) else None
+
+
+def _export_json(side: Path) -> dict[str, Any] | None:
+    if not side.is_file():
         return None
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
