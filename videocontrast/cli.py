@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -64,14 +65,18 @@ EPILOG = {
 }
 
 
-def _positive_int(text: str) -> int:
-    """argparse type of --epochs, -k, --clips: a whole number >= 1 (0 is an error, not "the preset's value")."""
+def _positive_int(text: str, most: int = 10**9, least: int = 1) -> int:
+    """argparse type of --epochs, -k, --clips: a whole number from 1 (0 is an error, not "the preset's value") to
+    ``most`` (far past any real use: what would otherwise fail deep inside with a size error, naming no flag)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, not {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    if value > most:
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {shown}")
     return value
 
 
@@ -171,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "manifest path[,label][,start,end]")
     p.add_argument("--out", required=True, help="output folder (embeddings.npy, table.parquet, meta.json, "
                                                 "index.faiss); an unfinished one is resumed")
-    p.add_argument("--clips", type=_positive_int, default=4, help="clips per video, mean-pooled (default: 4)")
+    p.add_argument("--clips", type=functools.partial(_positive_int, most=1024), default=4,
+                   help="clips per video, mean-pooled (default: 4)")
     p.add_argument("--per-clip", action="store_true", help="one row per clip, with its time span")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="of embeddings.npy")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per forward pass (default: 32)")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes per rank (default: 0)")
+    p.add_argument("--batch-size", type=functools.partial(_positive_int, most=65536), default=32,
+                   help="clips per forward pass (default: 32)")
+    p.add_argument("--workers", type=functools.partial(_positive_int, least=0, most=256), default=0,
+                   help="decoding processes per rank (default: 0)")
     p.add_argument("--index", choices=(*INDEX_KINDS, "none"), default="auto",
                    help="FAISS index: auto (exact up to 50,000 rows, IVF above), flat, ivf, ivfpq, hnsw, none")
     p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
@@ -185,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("search", "find the rows of an embedding folder nearest to a query")
     p.add_argument("index", help="folder written by `videocontrast embed`")
     p.add_argument("query", help="a video file, a row of the folder (row:N), or a folder of query videos")
-    p.add_argument("-k", type=_positive_int, default=5, help="number of results (default: 5)")
+    p.add_argument("-k", type=_positive_int, default=5,
+                   help="number of results (default: 5; at most the folder's rows)")
     p.add_argument("--label", default=None, help="only rows with this label")
     p.add_argument("--prefix", default=None, help="only rows whose path is under this folder")
     p.add_argument("--html", default=None, help="write an HTML page with frames of the (first query's) results")
@@ -205,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True,
                    help="weights file to write (.pt or .safetensors); the JSON description goes beside it "
-                        "(same name, .json)")
+                        "(the whole name plus .json, e.g. m.safetensors.json)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=None,
                    help="torchvision: a plain state dict (torch.load(weights_only=True)); safetensors "
                         "(default: safetensors for a .safetensors name, else torchvision)")
@@ -333,8 +342,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    notes: list[str] = []
     results = search(args.index, args.query, k=args.k, label=args.label, prefix=args.prefix, html=args.html,
-                     device=args.device, checkpoint=args.checkpoint)
+                     device=args.device, checkpoint=args.checkpoint, notes=notes)
+    for note in notes:
+        print(f"videocontrast search: {note}", file=sys.stderr)
     for query, hits in results:
         if len(results) > 1:
             print(f"query {query}")

@@ -2,8 +2,10 @@
 
 Input (:func:`read_inputs`): a folder (searched recursively; the label is each file's folder name), a list file
 (one path a line, optionally followed by whitespace and a label) or a CSV manifest ``path[,label][,start,end]``
-(Kinetics-style; start/end in seconds; an optional header row names the columns). Relative paths are relative
-to the list's folder.
+(Kinetics-style; start/end in seconds; an optional header row names the columns, in any order; quoted fields may
+hold commas and newlines). Relative paths are relative to the list's folder; the table holds absolute paths. A
+UTF-8 byte order mark is not part of the first path. A file and span listed twice are embedded once (a warning
+names the lines skipped).
 
 Output folder (:func:`embed_collection`)::
 
@@ -44,7 +46,7 @@ from .config import Config
 from .engine.run import check_writable
 from .data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
 from .data.decode import VideoDecodeError, VideoInfo, read_frames
-from .index import build_index, save_index
+from .index import build_index, embeddings_sha1, remove_index, save_index
 from .shards import TABLE_COLUMNS, fmt, part_key, read_parts, read_table, stat_key, write_part, write_table  # noqa: F401
 from .transforms.temporal import uniform_clips
 
@@ -70,8 +72,14 @@ def _float(text: str, where: str, field: str) -> float | None:
     return value
 
 
+CSV_COLUMNS = ("path", "label", "start", "end")
+
+
 def read_inputs(source: str | Path, skipped: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
-    """The items to embed and the roots they live under (what ``serve`` may hand out).
+    """The items to embed (absolute paths, each file and span once) and the roots they live under.
+
+    The roots are only provisional for a list or CSV (:func:`usable_roots` of the rows that could be embedded is
+    what ``meta.json`` records): a line naming an unreadable file elsewhere must not widen them.
 
     Raises:
         FileNotFoundError / ValueError: one line naming the file (and line and field) at fault.
@@ -79,52 +87,95 @@ def read_inputs(source: str | Path, skipped: list[dict[str, str]] | None = None)
     source = Path(source)
     if source.is_dir():
         root = source.resolve()
-        items = [Item(str(p), p.parent.name if p.parent.resolve() != root else "")
+        # abspath, not resolve: a link keeps its own name (and folder, the label) in the table
+        items = [Item(os.path.abspath(p), p.parent.name if p.parent.resolve() != root else "")
                  for p in find_videos(source, skipped=skipped)]
         return items, [str(root)]
     if not source.is_file():
         raise FileNotFoundError(f"--root '{source}' is neither a folder of videos nor a list or CSV file")
-    base = source.parent
+    lines = _read_csv(source) if source.suffix.lower() == ".csv" else _read_list(source)
+    base = Path(os.path.abspath(source.parent))  # relative lines are relative to the list, wherever embed runs
     items: list[Item] = []
-    text = source.read_text(encoding="utf-8", errors="replace")
-    if source.suffix.lower() == ".csv":
-        rows = list(csv.reader(text.splitlines()))
-        header = None
-        if rows and rows[0] and rows[0][0].strip().lower() == "path":
-            header = [h.strip().lower() for h in rows[0]]
-            unknown = set(header) - {"path", "label", "start", "end"}
-            if unknown:
-                raise ValueError(f"{source}: unknown column(s) {', '.join(sorted(unknown))} (path, label, start, end)")
-        for n, row in enumerate(rows[1:] if header else rows, 2 if header else 1):
-            if not row or not "".join(row).strip():
-                continue
-            where = f"{source}:{n}"
-            if header:
-                if len(row) != len(header):
-                    raise ValueError(f"{where}: {len(row)} fields, the header has {len(header)}")
-                f = dict(zip(header, row))
-            elif len(row) in (1, 2):
-                f = dict(zip(("path", "label"), row))
-            elif len(row) in (3, 4):
-                f = dict(zip(("path", "start", "end") if len(row) == 3 else ("path", "label", "start", "end"), row))
-            else:
-                raise ValueError(f"{where}: {len(row)} fields; expected path[,label][,start,end]")
-            start, end = _float(f.get("start", ""), where, "start"), _float(f.get("end", ""), where, "end")
-            if start is not None and end is not None and end <= start:
-                raise ValueError(f"{where}: end {end} is not after start {start}")
-            items.append(Item(str(base / f["path"].strip()), f.get("label", "").strip(), start, end))
-    else:
-        for n, line in enumerate(text.splitlines(), 1):
+    first: dict[tuple, int] = {}
+    dropped: list[str] = []
+    for n, item in lines:
+        item = Item(os.path.abspath(base / item.path), item.label, item.start, item.end)
+        key = (item.path, item.start, item.end)
+        if key in first:  # the same file and span twice would be embedded once and counted twice
+            dropped.append(f"line {n} (= line {first[key][0]}"
+                           + (f", label '{item.label}' dropped for '{first[key][1]}'" if item.label != first[key][1]
+                              else "") + ")")
+            continue
+        first[key] = (n, item.label)
+        items.append(item)
+    if dropped:
+        warnings.warn(f"{source}: {len(dropped)} duplicate line(s) skipped, each file and span is embedded once: "
+                      + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""), stacklevel=2)
+    if not items:
+        raise FileNotFoundError(f"'{source}' lists no videos")
+    return items, usable_roots([i.path for i in items])
+
+
+def usable_roots(paths: list[str]) -> list[str]:
+    """The folder that holds every one of ``paths`` (links resolved): what ``serve`` may hand out."""
+    return sorted({os.path.commonpath([str(Path(p).resolve().parent) for p in paths])}) if paths else []
+
+
+def _read_list(source: Path) -> list[tuple[int, Item]]:
+    """``(line number, item)`` of a list file: ``path [label]`` a line, ``#`` comments (a BOM is not a path)."""
+    out = []
+    with open(source, encoding="utf-8-sig", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             parts = line.strip().rsplit(None, 1)
             path, label = (parts[0], parts[1]) if len(parts) == 2 and not parts[1].lower().endswith(
                 VIDEO_EXTENSIONS) else (line.strip(), "")
-            items.append(Item(str(base / path), label))
-    if not items:
-        raise FileNotFoundError(f"'{source}' lists no videos")
-    roots = sorted({os.path.commonpath([str(Path(i.path).resolve().parent) for i in items])})
-    return items, roots
+            out.append((n, Item(path, label)))
+    return out
+
+
+def _read_csv(source: Path) -> list[tuple[int, Item]]:
+    """``(line number, item)`` of a CSV manifest ``path[,label][,start,end]``; a first row naming a ``path``
+    column is a header, whose names map the columns in any order. The csv module reads the file itself, so a
+    quoted field may hold a comma or a newline."""
+    with open(source, encoding="utf-8-sig", errors="replace", newline="") as f:
+        reader = csv.reader(f)
+        rows = [(reader.line_num, row) for row in reader]
+    header = None
+    names = [h.strip().lower() for h in rows[0][1]] if rows else []
+    # A header names the path column, in any order; "path,colour" is a header with a column too many.
+    if "path" in names and (names[0] == "path" or set(names) <= set(CSV_COLUMNS)):
+        header = names
+        unknown = set(header) - set(CSV_COLUMNS)
+        if unknown:
+            raise ValueError(f"{source}: unknown column(s) {', '.join(sorted(unknown))} ({', '.join(CSV_COLUMNS)})")
+        if len(set(header)) != len(header):
+            raise ValueError(f"{source}: a column is named twice in the header ({', '.join(header)})")
+        rows = rows[1:]
+    out = []
+    for n, row in rows:
+        if not row or not "".join(row).strip():
+            continue
+        where = f"{source}:{n}"
+        if header:
+            if len(row) != len(header):
+                raise ValueError(f"{where}: {len(row)} fields, the header has {len(header)}")
+            f = dict(zip(header, row))
+        elif len(row) in (1, 2):
+            f = dict(zip(("path", "label"), row))
+        elif len(row) in (3, 4):
+            f = dict(zip(("path", "start", "end") if len(row) == 3 else CSV_COLUMNS, row))
+        else:
+            raise ValueError(f"{where}: {len(row)} fields; expected path[,label][,start,end]")
+        if not f["path"].strip():
+            raise ValueError(f"{where}: the path is empty")
+        start, end = _float(f.get("start", ""), where, "start"), _float(f.get("end", ""), where, "end")
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"{where}: end {end} is not after start {start}")
+        out.append((n, Item(f["path"].strip(), f.get("label", "").strip(), start, end)))
+    return out
 
 
 # ----------------------------------------------------------------------------- one file -> clips
@@ -253,6 +304,8 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     parts = out / "parts"
     bad: list[dict[str, str]] = []
     items, roots = read_inputs(source, skipped=bad)
+    if not Path(source).is_dir():
+        roots = None  # a list's or CSV's: from the rows that could be embedded, once they are known
     if device is None and info.world_size > 1:
         device = str(info.device)
     encoder = load_encoder(checkpoint, device=check_device(device), config=config)
@@ -276,6 +329,8 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
         item = mine[record["i"]]
         base = {"path": item.path, "label": item.label, "start": fmt(item.start), "end": fmt(item.end),
                 "size": record["size"], "mtime_ns": record["mtime_ns"]}
+        if z is not None:
+            check_finite(z, checkpoint, f"'{item.path}'")
         if z is None:
             rows.append({**base, "clip": -1, "clip_start": "", "clip_end": "", "duration": "", "status": "bad",
                          "reason": record["error"]})
@@ -308,7 +363,15 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     return out if info.rank == 0 else None
 
 
-def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, str]], encoder, checkpoint,
+def check_finite(emb: np.ndarray, checkpoint, what: str) -> None:
+    """ValueError naming the weights when ``emb`` holds NaN or inf (NaN weights give NaN everywhere; nothing
+    downstream would say so)."""
+    if not np.isfinite(emb).all():
+        raise ValueError(f"the weights '{checkpoint}' give non-finite embeddings (NaN or inf) for {what}: the file "
+                         "holds NaN/inf or its activations overflow; use other weights (e.g. an earlier checkpoint)")
+
+
+def _merge(out: Path, items: list[Item], roots: list[str] | None, bad: list[dict[str, str]], encoder, checkpoint,
            settings: dict[str, Any], dtype: str, index_kind: str | None) -> None:
     """Rank 0: the parts, in the input's order, as embeddings.npy + the table + meta.json (+ the FAISS index)."""
     done = read_parts(out / "parts")
@@ -337,6 +400,12 @@ def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, s
         raise FileNotFoundError(f"none of the {len(items)} videos could be read (e.g. {bad[0]['path']}: "
                                 f"{bad[0]['reason']})" if bad else "no videos to embed")
     emb = np.concatenate(chunks).astype(dtype)
+    check_finite(emb, checkpoint, f"'{out}'")  # also parts left by an earlier run
+    if roots is None:
+        roots = usable_roots([r["path"] for r in table])
+    # The old index describes the old table: gone before the table changes, so that no kill in between leaves an
+    # index that answers with the wrong rows (search also checks its fingerprint).
+    remove_index(out)
     tmp = out / ".embeddings.npy.tmp"
     with open(tmp, "wb") as f:
         np.save(f, emb)
@@ -345,7 +414,7 @@ def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, s
     spec = str(checkpoint)
     meta = {"checkpoint": spec if spec == "random" else str(Path(spec).resolve()), "source": encoder.source,
             "config": encoder.config.to_dict(), **settings, "dtype": dtype, "dim": int(emb.shape[1]),
-            "count": int(len(emb)), "roots": roots, "unreadable": bad}
+            "count": int(len(emb)), "embeddings_sha1": embeddings_sha1(emb), "roots": roots, "unreadable": bad}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if index_kind:
         try:
@@ -353,4 +422,4 @@ def _merge(out: Path, items: list[Item], roots: list[str], bad: list[dict[str, s
         except ImportError as e:
             warnings.warn(f"no FAISS index written ({e}); search falls back to exact NumPy search", stacklevel=3)
             return
-        save_index(index, params, out)
+        save_index(index, {**params, "embeddings_sha1": embeddings_sha1(emb)}, out)

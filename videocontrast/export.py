@@ -13,9 +13,9 @@ videocontrast's encoder and gives the same features. ``r3d_small`` loads into
 ``videocontrast.models.build_backbone("r3d_small", **backbone_kwargs)``.
 
 Beside the weights, ``FILE.json`` (the whole name plus ``.json``: ``m.pt.json``, ``m.safetensors.json``) holds
-their SHA-1, checked when videocontrast reads the file back, and says what the network expects: input layout, clip length,
-frame stride, sizes, normalisation, residual input, the constructor to use and the full config. videocontrast
-itself reads an exported file back anywhere ``--checkpoint`` is taken.
+their SHA-1, checked when videocontrast reads the file back, and says what the network expects: input layout, clip
+length, frame stride, sizes, normalisation, residual input, the constructor to use and the full config.
+videocontrast itself reads an exported file back anywhere ``--checkpoint`` is taken.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ faiss is an optional dependency (``pip install videocontrast[search]``); it is i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -153,15 +154,46 @@ def _tune(index, x: np.ndarray, kind: str, fixed: int | None, target: float, see
         value = min(value * 2, top)
 
 
+def embeddings_sha1(emb: np.ndarray) -> str:
+    """``"sha1:<hex>"`` of an embeddings array as stored (dtype, shape and bytes): what ties an index to the table
+    it was built for."""
+    emb = np.ascontiguousarray(emb)
+    h = hashlib.sha1(f"{emb.dtype.str}{emb.shape}".encode())
+    h.update(memoryview(emb).cast("B"))
+    return f"sha1:{h.hexdigest()}"
+
+
+def index_mismatch(params: dict[str, Any], emb: np.ndarray) -> str | None:
+    """Why an index with these parameters does not belong to the embeddings ``emb`` (as stored), or None when it
+    does: another row count or dimension, or another fingerprint (an index written before the fingerprint was
+    recorded is checked on its shape alone)."""
+    if params.get("count") != len(emb) or params.get("dim") != (emb.shape[1] if emb.ndim == 2 else None):
+        return f"it holds {params.get('count')}x{params.get('dim')} vectors, the table {'x'.join(map(str, emb.shape))}"
+    want = params.get("embeddings_sha1")
+    if want is not None and want != embeddings_sha1(emb):
+        return "it was built for other embeddings (the fingerprint recorded in index.json differs)"
+    return None
+
+
+def remove_index(folder: str | Path) -> None:
+    """Delete ``index.faiss`` and ``index.json`` from ``folder`` if there (the index of a table about to change)."""
+    for name in (INDEX_FILE, PARAMS_FILE):
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
 def save_index(index, params: dict[str, Any], folder: str | Path) -> Path:
     """``index.faiss`` (FAISS's binary format) and ``index.json`` (the parameters) in ``folder``."""
     faiss = _faiss()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # The parameters first: a kill before the index is in place leaves no index.faiss (exact search), never an
+    # index beside the parameters of another.
+    side = folder / f".{PARAMS_FILE}.tmp"
+    side.write_text(json.dumps(params, indent=2) + "\n")
+    side.replace(folder / PARAMS_FILE)
     tmp = folder / f".{INDEX_FILE}.tmp"
     faiss.write_index(index, str(tmp))
     tmp.replace(folder / INDEX_FILE)
-    (folder / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
     return folder / INDEX_FILE
 
 
