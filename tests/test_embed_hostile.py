@@ -118,9 +118,13 @@ def test_an_index_of_another_table_is_not_used(other, setup, tmp_path, capsys):
     for name in ("index.faiss", "index.json"):  # e.g. a folder put together from two copies
         shutil.copy(foreign / name, out / name)
     capsys.readouterr()
-    with pytest.warns(UserWarning, match="not using the index"):
-        assert main(["search", str(out), "row:0", "-k", "3"]) == 0
-    assert _hits(capsys.readouterr().out) == _brute(out, 0, 3)
+    assert main(["search", str(out), "row:0", "-k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert _hits(captured.out) == _brute(out, 0, 3)
+    [note] = captured.err.splitlines()
+    assert note.startswith("videocontrast search: not using the index") and str(out / "index.faiss") in note
+    with pytest.warns(UserWarning, match="not using the index"):  # the library (and serve): a warning
+        assert load_collection(out).index is None
 
 
 # --- 8: export sidecars -------------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ META_TYPES: dict[str, type] = {"checkpoint": str, "clips": int, "fingerprint": s
                                "count": int, "roots": list, "config": dict, "unreadable": list}
 
 
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is None:
+        warnings.warn(text, stacklevel=3)
+    else:
+        notes.append(text)
+
+
 def _damaged(folder: Path, what: str) -> ValueError:
     return ValueError(f"embedding folder '{folder}' is damaged ({what}); build it again with `videocontrast embed`")
 
@@ -85,11 +92,12 @@ def _check_meta(folder: Path, meta: Any, emb: np.ndarray) -> dict[str, Any]:
     return meta
 
 
-def load_collection(folder: str | Path, use_index: bool = True) -> Collection:
+def load_collection(folder: str | Path, use_index: bool = True, notes: list[str] | None = None) -> Collection:
     """Read an embedding folder (one line naming it when it is missing or damaged).
 
     An index that does not belong to the embeddings (another row count or fingerprint: a run killed between the
-    table and the index, an index from before the table changed) is not used: exact search, with a warning.
+    table and the index, an index from before the table changed) is not used: exact search, with a note (appended
+    to ``notes``, else a warning).
     """
     folder = Path(folder)
     if not (folder / "meta.json").is_file() or not (folder / "embeddings.npy").is_file():
@@ -117,8 +125,8 @@ def load_collection(folder: str | Path, use_index: bool = True) -> Collection:
         else:
             why = index_mismatch(params, stored)
             if why is not None:
-                warnings.warn(f"not using the index '{folder / INDEX_FILE}': {why}; searching exactly instead "
-                              "(run `videocontrast embed` again to rebuild it)", stacklevel=2)
+                _note(notes, f"not using the index '{folder / INDEX_FILE}': {why}; searching exactly instead "
+                             "(run `videocontrast embed` again to rebuild it)")
                 index = None
     return Collection(folder, stored.astype(np.float32), table, meta, index)
 
@@ -201,17 +209,10 @@ def _parse_row(query: str) -> int | None:
     return int(text) if text.isdigit() and not Path(query).exists() else None
 
 
-def _note(notes: list[str] | None, text: str) -> None:
-    if notes is None:
-        warnings.warn(text, stacklevel=3)
-    else:
-        notes.append(text)
-
-
 def _labels(col: Collection, most: int = 8) -> str:
-    names = sorted({str(v) for v in col.table["label"]})
+    names = sorted({str(v) for v in col.table["label"]} - {""})
     shown = ", ".join(repr(n) for n in names[:most]) + (f" ... ({len(names)} in all)" if len(names) > most else "")
-    return f"labels: {shown}" if names else "no labels"
+    return f"labels: {shown}" if names else "no row has a label"
 
 
 def search(folder: str | Path, query: str | Path, k: int = 5, label: str | None = None, prefix: str | None = None,
@@ -228,7 +229,7 @@ def search(folder: str | Path, query: str | Path, k: int = 5, label: str | None 
         raise ValueError(f"k must be at least 1, got {k}")
     if html:  # before any work: a read-only folder loses nothing
         check_writable(Path(html), folder=False, flag="--html")
-    col = load_collection(folder)
+    col = load_collection(folder, notes=notes)
     if int(k) > len(col):
         _note(notes, f"-k {k} is more than the {len(col)} rows of '{folder}': showing at most {len(col)}")
         k = len(col)
