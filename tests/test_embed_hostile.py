@@ -73,6 +73,14 @@ def test_an_unreadable_manifest_line_does_not_widen_the_roots(setup, tmp_path):
     assert meta["roots"] == [str(setup["videos"].resolve())]  # was ["/"]
 
 
+def test_rows_in_unrelated_folders_do_not_make_the_root_their_common_ancestor(tmp_path):
+    from videocontrast.embed import usable_roots
+    a, b, nested = tmp_path / "data" / "a", tmp_path / "home" / "b", tmp_path / "data" / "a" / "sub"
+    paths = [str(a / "x.mp4"), str(b / "y.mp4"), str(nested / "z.mp4"), str(a / "w.mp4")]
+    # commonpath of these would be tmp_path, which holds folders that no row is in
+    assert usable_roots(paths) == sorted([str(a.resolve()), str(b.resolve())])
+
+
 # --- 7: an index built for another table is never used ------------------------------------------------------
 
 def test_reembedding_with_index_none_drops_the_stale_index(setup, tmp_path, capsys):

@@ -117,8 +117,13 @@ def read_inputs(source: str | Path, skipped: list[dict[str, str]] | None = None)
 
 
 def usable_roots(paths: list[str]) -> list[str]:
-    """The folder that holds every one of ``paths`` (links resolved): what ``serve`` may hand out."""
-    return sorted({os.path.commonpath([str(Path(p).resolve().parent) for p in paths])}) if paths else []
+    """The folders (links resolved) that hold ``paths``: what ``serve`` may hand out.
+
+    Each file's own folder, less those inside another of them. Not one common ancestor: two videos in
+    /data/a and /home/b would make that ``/``, and every file on the machine would be under a root.
+    """
+    folders = sorted({str(Path(p).resolve().parent) for p in paths})
+    return [f for f in folders if not any(f != g and os.path.commonpath([f, g]) == g for g in folders)]
 
 
 def _read_list(source: Path) -> list[tuple[int, Item]]:
