@@ -97,7 +97,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(SimCLR, "forward", forward_nan_in_epoch_2)
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="the checkpoint of epoch 1 is kept"):
         pretrain(tiny(tmp_path, "train.epochs=3"), run, quiet=True)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 1  # epoch 1's checkpoint survives, nothing of the failed epoch was written

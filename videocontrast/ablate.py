@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import itertools
 import json
 from pathlib import Path
@@ -18,19 +19,35 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, apply_overrides, validate
 from .engine.device import resolve_device
-from .engine.run import resume_config, stored_run
+from .engine.run import check_writable, resume_config, stored_run
 from .engine.train import pretrain
 from .eval.run import COMMANDS, knn_monitor, resolve_encoder
+from .fileio import atomic_write_text
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
-    """``["aug.temporal=none,shift", "data.clip_len=8,16"]`` -> ``[("aug.temporal", ["none", "shift"]), ...]``."""
+    """``["aug.temporal=none,shift", "data.clip_len=8,16"]`` -> ``[("aug.temporal", ["none", "shift"]), ...]``.
+
+    Raises:
+        ConfigError: an item without ``=``, without a value, or a field given twice.
+    """
     axes = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--grid '{item}' is not of the form field=v1,v2 (e.g. aug.temporal=none,shift)")
         key, values = item.split("=", 1)
-        axes.append((key.strip(), [v for v in values.split(",") if v != ""]))
+        key = key.strip()
+        vals = [v for v in values.split(",") if v.strip() != ""]
+        if not key or not vals:
+            raise ConfigError(f"--grid '{item}' gives {'no field' if not key else 'no values'}; write field=v1,v2 "
+                              "(e.g. aug.temporal=none,shift)")
+        if key in (a for a, _ in axes):
+            raise ConfigError(f"--grid names {key} twice; give all its values in one field=v1,v2")
+        if len(set(vals)) < len(vals):
+            raise ConfigError(f"--grid '{item}' repeats a value; give each once")
+        axes.append((key, vals))
+    if not axes:
+        raise ConfigError("--grid needs at least one field=v1,v2")
     return axes
 
 
@@ -38,15 +55,53 @@ def cell_name(combo: dict[str, str]) -> str:
     return "__".join(f"{k.split('.')[-1]}-{v}" for k, v in combo.items()).replace("/", "_")
 
 
-def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("linear", "knn")) -> str:
+# The evaluations a cell can run (eval.run.COMMANDS that read cached features; fine-tuning trains a run of its own).
+CELL_EVALS = ("linear", "knn", "retrieve")
+
+
+def check_evals(evals: list[str]) -> list[str]:
+    """The names of ``--eval``, each one of :data:`CELL_EVALS`.
+
+    Raises:
+        ConfigError: naming the unknown ones and the choices.
+    """
+    names = [e.strip() for e in evals]
+    unknown = [e for e in names if e not in CELL_EVALS]
+    if unknown or not names:
+        raise ConfigError(f"--eval {','.join(names)}: {', '.join(repr(e) for e in unknown) or 'nothing given'} is not "
+                          f"an evaluation of a cell; choose from {', '.join(CELL_EVALS)} (comma-separated)")
+    return names
+
+
+def grid_cells(cfg: Config, grid: list[str]) -> list[tuple[dict[str, str], Config]]:
+    """Every combination of the grid, as ``(combo, config)``, each validated (so a bad value is an error before
+    the first cell trains). Two cells whose folder names coincide would share results: refused."""
     axes = parse_grid(grid)
     combos = [dict(zip([a for a, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
-    cells = []
-    for combo in combos:  # validate every cell before spending hours on the first
+    cells, names = [], {}
+    for combo in combos:
         c = copy.deepcopy(cfg)
         apply_overrides(c, [f"{k}={v}" for k, v in combo.items()])
-        validate(c)
+        try:
+            validate(c)
+        except ConfigError as e:
+            raise ConfigError(f"--grid cell {', '.join(f'{k}={v}' for k, v in combo.items())}: {e}") from None
+        name = cell_name(combo)
+        if name in names:
+            raise ConfigError(f"--grid cells {names[name]} and {combo} would share the folder cells/{name}; give "
+                              "values that differ after '/' is replaced by '_'")
+        names[name] = combo
         cells.append((combo, c))
+    return cells
+
+
+def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("linear", "knn")) -> str:
+    """Pretrain and evaluate every cell of ``grid`` into ``out`` (see the module docstring); returns the table.
+    The grid, every cell's settings and the evaluation names are checked before the first cell trains."""
+    evals = check_evals(list(evals))
+    cells = grid_cells(cfg, grid)
+    axes = list(cells[0][0])
+    check_writable(out)
     rows: list[dict[str, Any]] = []
     bar = None  # cells done / total; shown from the first finished cell on (each cell pretrains quietly)
     try:
@@ -61,7 +116,7 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
     finally:
         if bar is not None:
             bar.close()
-    return write_tables(rows, out, [a for a, _ in axes])
+    return write_tables(rows, out, axes)
 
 
 def _reusable(c: Config, run_dir: Path) -> bool:
@@ -88,7 +143,7 @@ def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: li
                 row[f"{name}_{k}"] = res[k]
     done = cdir / "cell.json"
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(row, indent=2))
+    atomic_write_text(done, json.dumps(row, indent=2))
     return row
 
 
@@ -120,11 +175,12 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
                          f"{100 * v:.1f}%" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_text(out / "results.md", table + "\n")
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", text.getvalue())
     metrics = [k for k in cols if k not in axes and k != "final_loss"]
     labels = [" / ".join(str(r[a]) for a in axes) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) * max(1, len(metrics)) / 2), 3.5), dpi=110)

@@ -152,13 +152,14 @@ def dataset_from_config(cfg: Config, subset: str, purpose: str, transform=None,
     return ds
 
 
-def cache_frames(cfg: Config, ds: VideoDataset, run_dir: str | Path) -> None:
+def cache_frames(cfg: Config, ds: VideoDataset, run_dir: str | Path, reserve: int = 0) -> None:
     """``data.cache``: decode every video of ``ds`` once into a cache its items then read every epoch (in memory,
-    or under ``run_dir`` for ``disk``). Nothing when ``data.cache=none`` or ``ds`` has a cache already."""
+    or under ``run_dir`` for ``disk``, which must also leave ``reserve`` bytes free there: the run's checkpoint).
+    Nothing when ``data.cache=none`` or ``ds`` has a cache already."""
     if cfg.data.cache == "none" or ds.frame_cache is not None:
         return
     folder = Path(run_dir) / (f"cache-rank{dist.get_rank()}" if dist.get_world_size() > 1 else "")
-    attach_cache(ds, cfg.data.cache, folder, quiet=not dist.is_main_process())
+    attach_cache(ds, cfg.data.cache, folder, quiet=not dist.is_main_process(), reserve=reserve)
 
 
 def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=None) -> VideoDataset:

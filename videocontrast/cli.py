@@ -15,8 +15,8 @@ from .config import ConfigError, apply_overrides, list_presets, load_config, val
 from .data.datasets import DATASET_NAMES, dataset_info
 from .demo import run_demo
 from .engine.device import resolve_device
-from .engine.run import check_writable, stored_run
-from .engine.train import TrainingInterrupted, pretrain
+from .engine.run import check_resumable, check_writable, stored_run
+from .engine.train import NonFiniteLossError, TrainingInterrupted, pretrain
 from .export import EXPORT_FORMATS, export_backbone
 from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
 from .methods import METHODS
@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short version: 24 videos per class, at most 60 epochs or 90 s of pretraining (and as "
                         "long for the supervised baseline)")
     p.add_argument("--fresh", action="store_true",
-                   help="start over in OUT: remove a previous demo there (a rerun without it reuses that demo's "
-                        "pretraining; a demo with other settings is refused)")
+                   help="start over in OUT: remove a previous demo there, only what OUT/demo.json records as a "
+                        "demo's (a rerun without it reuses that demo's pretraining; a demo with other settings is "
+                        "refused)")
 
     p = add("pretrain", "contrastive pretraining (same command under torchrun)")
     p.add_argument("--method", choices=list(METHODS), default=None,
@@ -260,6 +261,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         extra.append(f"method.name={args.method}")
     if args.epochs is not None:
         extra.append(f"train.epochs={args.epochs}")
+    if args.resume:
+        check_resumable(args.out)  # a folder of something else (an embedding, a demo) is not continued as a run
     previous = stored_run(args.out) if args.resume and args.config is None else None
     if previous is not None:  # `--resume --out RUN`: the run's own settings, changed only by what is given here
         cfg = apply_overrides(previous.config, [*_dataset_overrides(args), *extra, *args.overrides])
@@ -419,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:  # a diverged run: what was kept and what to lower (a run failure, not bad input)
+        print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:  # Ctrl-C: what was kept and how to go on, no traceback
         print(f"videocontrast {args.command}: interrupted{_how_to_continue(args, argv, e)}", file=sys.stderr)
         return 130

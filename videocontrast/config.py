@@ -9,6 +9,7 @@ checkpoint, so a number can always be traced back to the exact settings that pro
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -18,7 +19,8 @@ import yaml
 # Every list of names is owned by the module that implements the concept; the config only checks against it.
 from .data.cache import CACHE_MODES
 from .data.datasets import DATASET_NAMES
-from .engine.device import PRECISIONS
+from .engine.device import PRECISIONS, parse_device
+from .fileio import atomic_write_text
 from .engine.optim import OPTIMIZERS
 from .methods import BN_MODES, METHODS, check_momentum
 from .models import BACKBONES
@@ -38,6 +40,10 @@ RETRIEVAL_PROTOCOLS = ("ours", "thesis")
 # random (the thesis code's fine_tune.py / train_videos_3d_supervised.py); pretrain = aug.* as pretraining uses them
 # (SimCLR's pipeline: what fine-tuning trained with before this setting existed).
 FINETUNE_AUGMENTS = ("crop", "resize", "pretrain")
+# Range limits of validate: far beyond any real run, well before the schedules overflow (an lr schedule array has
+# epochs x steps entries; a float epoch count x steps becomes an int).
+MAX_LR = 100.0  # LARS at a batch of 16k takes ~5
+MAX_EPOCHS = 100_000
 
 
 class ConfigError(ValueError):
@@ -50,6 +56,13 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return " ".join(f"{where}{problem}".split())
+
+
+# YAML aliases let a small file stand for billions of values ("billion laughs": nine nested lists of nine aliases
+# each), which safe_load returns as shared references in no time and which explode only when walked or printed.
+# So a value is never walked, printed or turned into a string unless it is a scalar (or, for a list field, a list of
+# at most MAX_LIST_ITEMS scalars): see _coerce.
+MAX_LIST_ITEMS = 10_000
 
 
 def _read_yaml_file(path: Path) -> dict[str, Any]:
@@ -236,21 +249,42 @@ def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], path))
 
 
+_SCALARS = (str, int, float, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short scalars as they are, anything else by its type (a list or mapping from
+    YAML aliases may be too large to print)."""
+    if isinstance(value, _SCALARS):
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+    return f"a {type(value).__name__}"
+
+
 def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Convert a YAML/command-line value to the field's declared type (int, float, bool, list, optional)."""
+    """Convert a YAML/command-line value to the field's declared type (int, float, bool, list, optional).
+
+    Only scalars (and, for list fields, lists of scalars) are converted: a mapping or list where a scalar belongs
+    is an error naming the field, never turned into its string (which YAML aliases can make astronomically long).
+    """
     text = str(hint)
     if value is None:
         if "None" in text:
             return None
         raise ConfigError(f"config field '{path}' may not be null")
+    is_list = text.startswith("list") or text.startswith("typing.List")
     try:
-        if text.startswith("list") or text.startswith("typing.List"):
+        if is_list:
             if isinstance(value, str):
                 value = yaml.safe_load(value)
             if not isinstance(value, (list, tuple)):
                 value = [value]
+            if len(value) > MAX_LIST_ITEMS or not all(isinstance(v, _SCALARS) for v in value):
+                raise TypeError(value)
             inner = float if "float" in text else int if "int" in text else str
             return [inner(v) for v in value]
+        if not isinstance(value, _SCALARS):
+            raise TypeError(value)
         if hint is bool or text == "bool":
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):
@@ -267,8 +301,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if "str" in text and not isinstance(value, str):
             return str(value)
         return value
-    except (TypeError, ValueError, yaml.YAMLError):
-        raise ConfigError(f"config field '{path}': cannot use {value!r} (expected {text})") from None
+    except (TypeError, ValueError, OverflowError, yaml.YAMLError):
+        raise ConfigError(f"config field '{path}': cannot use {_shown(value)} (expected {text})") from None
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -314,6 +348,8 @@ def _load_preset(preset: str) -> Config:
         raise ConfigError(f"config '{preset}' is neither a preset ({', '.join(list_presets())}) nor a YAML file")
     data = _read_yaml_file(path)
     base = data.pop("base", None)  # presets may inherit from another preset
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"config file '{path}': base: must be a preset name or a YAML path, not {_shown(base)}")
     cfg = _load_preset(base) if base else Config()
     _apply(cfg, data, "")
     cfg.preset = preset
@@ -354,11 +390,25 @@ def validate(cfg: Config) -> None:
     need(0 < a.min_scale <= 1, f"aug.min_scale={a.min_scale} must be in (0, 1]")
     for field_name, value in (("optim.name", o.name), ("eval.finetune_optimizer", cfg.eval.finetune_optimizer)):
         need(value in OPTIMIZERS, f"{field_name}='{value}' is not one of {OPTIMIZERS}")
-    need(o.lr > 0, f"optim.lr={o.lr} must be > 0")
+    # every float a finite number first: inf/nan pass comparisons silently (nan > 0 is False, so `lr > 0` alone
+    # would say so, but nan <= 1 is False too) and overflow in the schedules as tracebacks
+    for section in fields(cfg):
+        sub = getattr(cfg, section.name)
+        if not is_dataclass(sub):
+            continue
+        for f in fields(sub):
+            v = getattr(sub, f.name)
+            for x in (v if isinstance(v, list) else [v]):
+                need(not isinstance(x, float) or math.isfinite(x),
+                     f"{section.name}.{f.name}={x} must be a finite number")
+    need(0 < o.lr <= MAX_LR, f"optim.lr={o.lr} must be in (0, {MAX_LR:g}] (the peak lr per global batch)")
+    need(0 <= o.weight_decay <= 1, f"optim.weight_decay={o.weight_decay} must be in [0, 1]")
+    need(0 <= o.momentum <= 1, f"optim.momentum={o.momentum} must be in [0, 1]")
+    need(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio={o.min_lr_ratio} must be in [0, 1] (a share of optim.lr)")
     need(o.batch_size >= 2, f"optim.batch_size={o.batch_size} must be >= 2 (contrastive losses need negatives)")
     need(o.accum_steps >= 1, f"optim.accum_steps={o.accum_steps} must be >= 1")
     for name in ("warmup_epochs", "hold_epochs"):
-        need(getattr(o, name) >= 0, f"optim.{name}={getattr(o, name)} must be >= 0")
+        need(0 <= getattr(o, name) <= MAX_EPOCHS, f"optim.{name}={getattr(o, name)} must be in [0, {MAX_EPOCHS}]")
     need(m.queue_size >= 1, f"method.queue_size={m.queue_size} must be >= 1")
     try:
         check_momentum(m.momentum, "method.momentum")
@@ -366,14 +416,31 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(e)) from None
     need(m.bn_mode in BN_MODES, f"method.bn_mode='{m.bn_mode}' is not one of {BN_MODES}")
     t = cfg.train
-    need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    need(1 <= t.epochs <= MAX_EPOCHS, f"train.epochs={t.epochs} must be in [1, {MAX_EPOCHS}]")
+    try:
+        parse_device(t.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    need(m.temperature is None or m.temperature > 0, f"method.temperature={m.temperature} must be > 0")
+    for name in ("jitter_p", "gray_p", "flip_p", "blur_p"):
+        need(0 <= getattr(a, name) <= 1, f"aug.{name}={getattr(a, name)} must be a probability in [0, 1]")
+    need(a.strength >= 0, f"aug.strength={a.strength} must be >= 0")
     for name in ("save_every", "log_every"):
         need(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be >= 1")
     for name in ("keep_every", "knn_every", "max_steps_per_epoch"):
         need(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0 (0: off)")
     need(t.time_limit_s >= 0, f"train.time_limit_s={t.time_limit_s} must be >= 0 (0: no limit)")
     need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: load in the main process)")
-    need(cfg.eval.finetune_epochs >= 1, f"eval.finetune_epochs={cfg.eval.finetune_epochs} must be >= 1")
+    ev = cfg.eval
+    need(1 <= ev.finetune_epochs <= MAX_EPOCHS,
+         f"eval.finetune_epochs={ev.finetune_epochs} must be in [1, {MAX_EPOCHS}]")
+    need(0 < ev.finetune_lr <= MAX_LR, f"eval.finetune_lr={ev.finetune_lr} must be in (0, {MAX_LR:g}]")
+    need(0 <= ev.finetune_weight_decay <= 1, f"eval.finetune_weight_decay={ev.finetune_weight_decay} must be in [0, 1]")
+    need(ev.finetune_backbone_lr_ratio >= 0,
+         f"eval.finetune_backbone_lr_ratio={ev.finetune_backbone_lr_ratio} must be >= 0")
+    need(0 <= ev.finetune_warmup_epochs <= MAX_EPOCHS,
+         f"eval.finetune_warmup_epochs={ev.finetune_warmup_epochs} must be in [0, {MAX_EPOCHS}]")
+    need(ev.knn_temperature > 0, f"eval.knn_temperature={ev.knn_temperature} must be > 0")
     need(cfg.train.precision in PRECISIONS, f"train.precision='{cfg.train.precision}' is not one of {PRECISIONS}")
     e = cfg.eval
     need(e.linear_input in LINEAR_INPUTS, f"eval.linear_input='{e.linear_input}' is not one of {LINEAR_INPUTS}")
@@ -388,4 +455,4 @@ def validate(cfg: Config) -> None:
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

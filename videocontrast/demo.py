@@ -8,7 +8,9 @@ training labels, which pretraining never saw) for the same wall-clock budget as 
 
 A demo folder holds one demo: rerunning the same command reuses (or continues) its pretraining and says so, and
 keeps the first run's timings; a demo with other settings is refused (``--fresh`` starts over in the folder, or
-choose another ``--out``).
+choose another ``--out``). ``--fresh`` removes only the outputs the folder's ``demo.json`` records as written by a
+demo, and refuses a folder holding a demo output's name that no demo recorded (someone else's ``cache/`` or
+``results.json``), before any work.
 """
 
 from __future__ import annotations
@@ -31,15 +33,18 @@ from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
 from .engine.device import resolve_device
 from .engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
+from .fileio import atomic_write_text
 from .eval.finetune import finetune
 from .eval.features import same_clips
 from .eval.metrics import paired_bootstrap_interval
 from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
 from .verdict import BASELINES, best_baseline, margins, verdict
 
-# What a demo writes into its folder (and `--fresh` removes; nothing else there is touched).
+# What a demo writes into its folder. The names it created are recorded in MANIFEST when it starts, and `--fresh`
+# removes those and nothing else: a folder whose outputs no demo recorded is refused, never emptied.
 DEMO_OUTPUTS = ("pretrain", "pretrained", *BASELINES, "cache", "results.json", "report.html", "loss.png",
                 "embeddings.png")
+MANIFEST = "demo.json"
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
 RESUME_HINT = "re-run the same command to continue"
@@ -63,16 +68,53 @@ def quick_config(cfg: Config) -> Config:
     return cfg
 
 
+def recorded_outputs(out: Path) -> list[str]:
+    """The outputs :data:`MANIFEST` in ``out`` records as a demo's (only names of :data:`DEMO_OUTPUTS`: a manifest
+    is a file in a folder anyone may write, so it cannot make --fresh remove anything else); [] without one."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    names = data.get("outputs") if isinstance(data, dict) else None
+    return [n for n in DEMO_OUTPUTS if isinstance(names, list) and n in names]
+
+
+def record_outputs(out: Path) -> None:
+    """Record in ``out/MANIFEST`` the outputs this demo may write: those recorded already and those not there yet
+    (so never a file or folder that was there before any demo)."""
+    recorded = recorded_outputs(out)
+    names = [n for n in DEMO_OUTPUTS if n in recorded or not _present(out / n)]
+    atomic_write_text(out / MANIFEST, json.dumps({"written_by": "videocontrast demo", "outputs": names}, indent=2)
+                      + "\n")
+
+
+def _present(p: Path) -> bool:
+    return p.exists() or p.is_symlink()
+
+
+def check_clearable(out: Path) -> None:
+    """Raise :class:`RunFolderError` when ``out`` holds a demo output name that no demo recorded there (see
+    :data:`MANIFEST`): ``--fresh`` would remove something a demo did not write."""
+    recorded = recorded_outputs(out)
+    foreign = [n for n in DEMO_OUTPUTS if _present(out / n) and n not in recorded]
+    if foreign:
+        why = "no demo recorded them" if (out / MANIFEST).is_file() else f"it has no {MANIFEST}: no demo wrote it"
+        raise RunFolderError(f"--fresh removes only what a demo wrote in '{out}', and it holds "
+                             f"{', '.join(foreign)} ({why}); move them away or choose another --out")
+
+
 def clear_demo(out: Path) -> list[str]:
-    """Remove a previous demo's outputs from ``out`` (only :data:`DEMO_OUTPUTS`); returns the names removed."""
+    """Remove a previous demo's outputs from ``out``: the names its :data:`MANIFEST` records, after
+    :func:`check_clearable`; returns the names removed. A symbolic link is removed, not what it points to."""
+    check_clearable(out)
     removed = []
-    for name in DEMO_OUTPUTS:
+    for name in recorded_outputs(out):
         p = out / name
-        if p.is_dir():
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.is_dir():
             with run_lock(p) if name == "pretrain" else contextlib.nullcontext():  # not while another run trains
                 shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
         else:
             continue
         removed.append(name)
@@ -88,7 +130,8 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
 
     Raises:
         ConfigError: ``out`` holds a demo run with other settings (and ``fresh`` is False).
-        RunFolderError: ``out`` is a pretraining run folder, in use, not writable or full.
+        RunFolderError: ``out`` is a pretraining run folder, in use, not writable or full; with ``fresh``, it holds
+            outputs no demo recorded (:func:`check_clearable`).
     """
     if quick:
         cfg = quick_config(cfg)
@@ -97,6 +140,8 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
         raise RunFolderError(f"'{out}' holds a pretrain run ({out / 'checkpoints' / 'last.pt'}), not a demo; "
                              "choose another --out")
     with run_lock(out):
+        if fresh:
+            check_clearable(out)  # before any work: nothing a demo did not write is removed
         previous = None if fresh else stored_run(out / "pretrain")
         if previous is not None:
             # eval.* may change on a resume of pretraining, but eval.finetune_augment is what the supervised
@@ -116,6 +161,7 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
             removed = clear_demo(out)
             if removed and not quiet:
                 print(f"--fresh: removed the previous demo in {out} ({', '.join(removed)})", flush=True)
+        record_outputs(out)
         previous_results = None if fresh else _read_results(out)
         if not fresh and previous is not None and previous.checkpoint is not None and not quiet:
             where, done = out / "pretrain", previous.epochs_done
@@ -315,7 +361,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     results["timings"], said = _timings(previous, now, reused, run["epochs"] if continued else None)
     results["reruns"] = [*(previous or {}).get("reruns", []), *([{"timings": now, "reused": reused, "said": said}]
                                                                if previous else [])]
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     loss_curve(run["history"], out / "loss.png")
     embedding_plot({k: feature_sets[k] for k in ("pretrained", best)}, names, out / "embeddings.png")
     report = write_report(out, results)

@@ -22,8 +22,10 @@ dataset's usual replacement rule.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,9 +33,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..fileio import TMP_MARK
 from .decode import VideoDecodeError, read_frames
 
-__all__ = ["CACHE_MODES", "FrameCache", "CacheDoesNotFit", "attach_cache", "estimate_bytes", "available_memory"]
+__all__ = ["CACHE_MODES", "FrameCache", "CacheDoesNotFit", "FrameCacheError", "attach_cache", "estimate_bytes",
+           "available_memory"]
 
 CACHE_MODES = ("none", "memory", "disk", "auto")  # data.cache
 RAM_FRACTION = 0.5  # `memory` (and `auto`) may use at most this share of the RAM available now
@@ -77,13 +81,21 @@ def estimate_bytes(dataset: Any) -> tuple[int, int]:
     return frames * box[0] * box[1] * 3, frames
 
 
+class FrameCacheError(ValueError):
+    """The cache file on disk is not what was written (cut short by a full disk or by another process); the
+    message (one line) names it."""
+
+
 class FrameCache:
     """Every frame of a dataset's videos, uint8 ``(H, W, 3)`` each, in one array, looked up by path.
 
     Args:
         paths: the videos (in dataset order); ``lengths[i]`` frames each (0: not cached, a bad file).
         box: ``(H, W)`` of every frame.
-        file: ``None`` for shared memory, else the ``.npy`` file to map (created with ``w+`` here).
+        file: ``None`` for shared memory, else the ``.npy`` file to write. It is written under a temporary name in
+            its folder (never through a link planted at ``file``) with its whole size reserved on the disk first
+            (a full disk is then a :class:`CacheDoesNotFit` here, not a SIGBUS when a page is first written), and
+            renamed to ``file`` by :meth:`publish` once filled.
 
     Shape:
         :meth:`frames` returns ``uint8 (len(indices), 3, H, W)``, as ``read_frames``.
@@ -96,13 +108,62 @@ class FrameCache:
         self.index = {p: (int(starts[i]), int(n)) for i, (p, n) in enumerate(zip(paths, lengths))}
         total = int(starts[-1])
         self.file = None if file is None else str(file)
+        self.file_bytes = 0  # the .npy file's full size (header + frames)
+        self.published = self.file is None  # a disk cache is under its temporary name until publish()
         shape = (max(total, 1), *self.box, 3)
         if self.file is None:
             self._array: Any = torch.empty(shape, dtype=torch.uint8).share_memory_().numpy()
             self._tensor = torch.from_numpy(self._array)  # keeps the shared storage for pickling to workers
         else:
-            self._array = np.lib.format.open_memmap(self.file, mode="w+", dtype=np.uint8, shape=shape)
+            self._array = self._create_file(Path(self.file), shape)
         self.filled: set[str] = set()
+
+    def _create_file(self, final: Path, shape: tuple[int, ...]) -> np.memmap:
+        for stale in final.parent.glob(f".{final.name}{TMP_MARK}*"):  # left by a killed run (under its lock)
+            stale.unlink(missing_ok=True)
+        if final.is_symlink() or final.exists():
+            final.unlink()  # the previous run's cache (or a planted link): its room is needed, its target is not
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}{TMP_MARK}")
+        self.file = name
+        try:
+            with os.fdopen(fd, "r+b") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                        "shape": shape})
+                offset = f.tell()
+                self.file_bytes = offset + int(np.prod(shape))
+                _reserve(f.fileno(), self.file_bytes, final.parent)
+            return np.memmap(name, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+
+    def publish(self, final: str | os.PathLike) -> None:
+        """Flush the filled file and give it its name (``final``: the ``file`` it was created for)."""
+        self._array.flush()
+        os.replace(self.file, final)  # replaces whatever was planted at the name meanwhile, never writes through it
+        self.file, self.published = str(final), True
+
+    def discard(self) -> None:
+        """Remove a cache file not yet published (filling failed or was interrupted)."""
+        if not self.published:
+            self._array = None
+            Path(self.file).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        """Raise :class:`FrameCacheError` when the cache file is shorter than what was written: read past its end,
+        a mapped page is a SIGBUS that kills the process (or a loader worker) without a word."""
+        if self.file is None:
+            return
+        try:
+            size = os.stat(self.file).st_size
+        except OSError as e:
+            raise FrameCacheError(f"the frame cache '{self.file}' of this run is gone ({e.strerror}); rerun (it is "
+                                  "rebuilt), or set data.cache=memory or data.cache=none") from None
+        if size < self.file_bytes:
+            raise FrameCacheError(f"the frame cache '{self.file}' is {size} bytes, {self.file_bytes} were written: it "
+                                  "was cut short (a full disk, or another process truncated it); rerun (it is "
+                                  "rebuilt), or set data.cache=memory or data.cache=none")
 
     def __getstate__(self) -> dict[str, Any]:
         # Never pickle the pages: a worker maps the file again (read-only) or gets the shared-memory tensor.
@@ -111,6 +172,7 @@ class FrameCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.file is not None:
+            self.check()
             self._array = np.load(self.file, mmap_mode="r", allow_pickle=False)
         else:
             self._array = self._tensor.numpy()
@@ -135,21 +197,42 @@ class FrameCache:
         return torch.from_numpy(np.ascontiguousarray(self._array[idx])).permute(0, 3, 1, 2).contiguous()
 
 
-def _decide(mode: str, need: int, folder: Path | None) -> str:
+def _reserve(fd: int, size: int, folder: Path) -> None:
+    """Allocate ``size`` bytes of disk for the open file ``fd`` now. A memory-mapped file grown with ftruncate is
+    sparse: on a full disk the first write to a page is a SIGBUS (exit 135, no message, the partial file left)."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: sparse, as before
+        os.ftruncate(fd, size)
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(folder).free
+            raise CacheDoesNotFit(f"disk full: the frame cache needs {_gib(size)} in {folder}, {_gib(free)} free; "
+                                  "free some space, use a smaller data.decode_size, or data.cache=memory or "
+                                  "data.cache=none") from None
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, size)  # a file system without fallocate: sparse, as before
+
+
+def _decide(mode: str, need: int, folder: Path | None, reserve: int = 0) -> str:
     """Where ``need`` bytes go for ``mode``: ``memory``, ``disk`` or ``none``; raises when an explicit mode does
-    not fit."""
+    not fit. ``reserve``: bytes the run needs on the same disk besides the cache (its checkpoint), so that a
+    cache on disk never leaves too little room for the checkpoint after it was filled."""
     ram = available_memory() * RAM_FRACTION
     fits_ram = need <= ram
     free = shutil.disk_usage(_existing(folder)).free if folder is not None else 0
-    fits_disk = folder is not None and need <= free * 0.9
+    fits_disk = folder is not None and need + reserve <= free * 0.9
     if mode == "memory" and not fits_ram:
         raise CacheDoesNotFit(
             f"data.cache=memory needs {_gib(need)} but only {_gib(ram)} (half the available RAM) is free; use "
             "data.cache=disk, a smaller data.decode_size, or data.cache=none")
     if mode == "disk" and not fits_disk:
+        besides = f" (and {_gib(reserve)} for the run's checkpoint)" if reserve else ""
         where = f"{folder} has {_gib(free)} free" if folder is not None else "no run folder was given"
-        raise CacheDoesNotFit(f"data.cache=disk needs {_gib(need)} but {where}; free some space, use a smaller "
-                              "data.decode_size, or data.cache=none")
+        raise CacheDoesNotFit(f"data.cache=disk needs {_gib(need)}{besides} but {where}; free some space, use a "
+                              "smaller data.decode_size, or data.cache=none")
     if mode == "auto":
         return "memory" if fits_ram else "disk" if fits_disk else "none"
     return mode
@@ -161,7 +244,8 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def attach_cache(dataset: Any, mode: str, folder: str | os.PathLike | None = None, quiet: bool = False) -> str:
+def attach_cache(dataset: Any, mode: str, folder: str | os.PathLike | None = None, quiet: bool = False,
+                 reserve: int = 0) -> str:
     """Fill a :class:`FrameCache` for ``dataset`` (every video decoded once, with a progress bar) and attach it
     (``dataset.frame_cache``), so its items index the cache instead of decoding.
 
@@ -170,6 +254,8 @@ def attach_cache(dataset: Any, mode: str, folder: str | os.PathLike | None = Non
         mode: one of :data:`CACHE_MODES`.
         folder: the run folder, where ``disk`` writes :data:`CACHE_FILE`.
         quiet: do not print the estimate or show the bar.
+        reserve: bytes the run writes to ``folder``'s disk besides the cache (its checkpoint): ``disk`` needs room
+            for both.
 
     Returns:
         the mode used (``auto`` resolved; ``none`` when nothing is cached).
@@ -184,7 +270,7 @@ def attach_cache(dataset: Any, mode: str, folder: str | os.PathLike | None = Non
         return "none"
     need, frames = estimate_bytes(dataset)
     folder_path = Path(folder) if folder is not None else None
-    used = _decide(mode, need, folder_path)
+    used = _decide(mode, need, folder_path, reserve)
     box = dataset.frame_box
     if not quiet:
         what = {"memory": "in shared memory", "disk": f"memory-mapped in {folder_path / CACHE_FILE}" if folder_path
@@ -208,22 +294,34 @@ def attach_cache(dataset: Any, mode: str, folder: str | os.PathLike | None = Non
                 dataset._report(j, e)  # said once; the dataset's replacement rule skips it from now on
             lengths.append(0)
     paths = [r.path for r in dataset.records]
-    cache = FrameCache(paths, lengths, box, file)
+    try:
+        cache = FrameCache(paths, lengths, box, file)
+    except CacheDoesNotFit as e:
+        if mode != "auto":
+            raise
+        if not quiet:
+            print(f"[videocontrast] data.cache=auto: not cached ({e})", flush=True)
+        return "none"
     fit = "cover" if isinstance(dataset.decode_size, (int, np.integer)) else "stretch"
     bar = tqdm(total=len(paths), desc="decoding into the frame cache", unit="video", disable=quiet,
                dynamic_ncols=True)
-    for j, (path, n) in enumerate(zip(paths, lengths)):
-        bar.update(1)
-        if n == 0 or dataset._is_bad(j):
-            continue
-        try:
-            cache.put(path, read_frames(path, np.arange(n), size=box, info=dataset._info(j), fit=fit))
-        except VideoDecodeError as e:
-            if dataset.strict:
-                raise
-            dataset._report(j, e)  # said once; the dataset's replacement rule skips it from now on
-    bar.close()
-    if file is not None:
-        cache._array.flush()
+    try:
+        for j, (path, n) in enumerate(zip(paths, lengths)):
+            bar.update(1)
+            if n == 0 or dataset._is_bad(j):
+                continue
+            try:
+                cache.put(path, read_frames(path, np.arange(n), size=box, info=dataset._info(j), fit=fit))
+            except VideoDecodeError as e:
+                if dataset.strict:
+                    raise
+                dataset._report(j, e)  # said once; the dataset's replacement rule skips it from now on
+        if file is not None:
+            cache.publish(file)
+    except BaseException:
+        cache.discard()  # a half-filled cache file is never left behind
+        raise
+    finally:
+        bar.close()
     dataset.frame_cache = cache
     return used

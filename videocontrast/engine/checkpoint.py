@@ -6,7 +6,6 @@ queue as buffers), optimiser, scaler, epoch, global step, RNG states and the res
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
 from ..serialization import CheckpointReadError, UnsafeCheckpointError, safe_torch_load  # noqa: F401 (re-exported)
 
 # Bump when the layout changes; load_checkpoint upgrades older versions or says why it cannot.
@@ -102,24 +102,16 @@ def set_rng_state(state: dict[str, Any]) -> list[str]:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+    """Write ``state`` to ``path`` atomically (:func:`~videocontrast.fileio.atomic_write`: a temporary file in the
+    same folder, fsync, then rename; a symbolic link planted at ``path`` is replaced, its target untouched).
 
     NumPy values are stored as Python numbers and lists so the file loads with ``weights_only=True``. When the
     write fails (a full disk) or is interrupted, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {"version": CHECKPOINT_VERSION, **_plain(state)}
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file, never half
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f), fsync=True)
     return path
 
 

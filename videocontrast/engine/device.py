@@ -5,14 +5,59 @@ from __future__ import annotations
 import torch
 
 from .. import dist
+from ..data.cache import available_memory as available_ram  # the one reader of /proc/meminfo
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # train.precision
 
 
-def resolve_device(name: str, info: dist.DistInfo | None = None) -> torch.device:
-    """``train.device`` -> a device: ``auto`` is this process's accelerator (cuda:LOCAL_RANK) or the CPU."""
-    info = info or dist.init_distributed()
-    return info.device if name == "auto" else torch.device(name)
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # train.device: auto, or one of these (cuda:N for one GPU of several)
+
+
+def parse_device(name: str, field: str = "train.device") -> torch.device | None:
+    """``name`` as a device (None for ``auto``), without asking whether this machine has it.
+
+    Raises:
+        ValueError: one line naming ``field``, for a name that is not a device videocontrast trains on.
+    """
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES or (device.index is not None and device.type != "cuda"):
+        raise ValueError(f"{field}='{name}' is not a device (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def resolve_device(name: str, info: dist.DistInfo | None = None, field: str = "train.device") -> torch.device:
+    """``train.device`` -> a device this machine has: ``auto`` is this process's accelerator (cuda:LOCAL_RANK) or
+    the CPU.
+
+    Raises:
+        ValueError: one line naming ``field``: not a device, or a GPU this machine does not have.
+    """
+    device = parse_device(name, field)
+    if device is None:
+        return (info or dist.init_distributed()).device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{field}={name}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda or 'none'}); use {field}=cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{field}={name}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{field}={name}: MPS is not available on this machine; use {field}=cpu or auto")
+    return device
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes a run on ``device`` may still allocate, and where that number comes from (for messages)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {device} (torch.cuda.mem_get_info)"
+    return available_ram(), "available RAM (MemAvailable)"
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -50,6 +50,8 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 from ..config import Config, ConfigError, config_from_dict, load_config
+from ..data.cache import CACHE_FILE
+from ..fileio import atomic_write_text, refuse_symlink
 from .checkpoint import load_checkpoint
 
 LOCK_NAME = ".videocontrast.lock"
@@ -175,6 +177,27 @@ def stored_run(out_dir: str | Path) -> StoredRun | None:
     return None
 
 
+# What a pretraining run folder may hold before its first checkpoint and config.yaml (what a run killed while
+# filling its frame cache leaves), so that `--resume` on it starts the run rather than refusing it.
+RUN_LEFTOVERS = (LOCK_NAME, "metrics.jsonl", "checkpoints", "tb", CACHE_FILE)
+
+
+def check_resumable(out_dir: str | Path) -> None:
+    """Raise :class:`RunFolderError` when ``out_dir`` holds something other than a run (an embedding folder, a
+    demo, any other files) and no run to resume: `--resume` must not start a new run among them. A folder that does
+    not exist yet or holds only a run's leftovers (:data:`RUN_LEFTOVERS`) is fine: the run starts there."""
+    out = Path(out_dir)
+    if not out.is_dir() or (out / "checkpoints" / "last.pt").is_file() or (out / "config.yaml").is_file():
+        return
+    other = sorted(p.name for p in out.iterdir()
+                   if p.name not in RUN_LEFTOVERS and not p.name.startswith((".", "cache-rank")))
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise RunFolderError(f"nothing to resume in '{out}': it holds {shown} but no checkpoints/last.pt (it is "
+                             "not a pretraining run folder); give the run's --out, or drop --resume and choose an "
+                             "empty --out for a new run")
+
+
 # -- writability and room ---------------------------------------------------------------------------------------
 
 def _mib(n: float) -> str:
@@ -246,7 +269,12 @@ def _holder(fd: int) -> str:
 
 def _acquire(path: Path, out: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:  # never through a planted link: the holder's details would overwrite its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0),
+                         0o644)
+        except OSError:
+            refuse_symlink(path, "lock file")
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -316,6 +344,7 @@ def truncate_metrics(path: str | Path, epochs_done: int) -> int:
     written line: what a killed or interrupted run leaves, and what its resumed run would write again. Rewritten
     atomically; returns the number of lines dropped."""
     path = Path(path)
+    refuse_symlink(path, "metrics file")
     if not path.is_file():
         return 0
     keep, dropped = [], 0
@@ -330,9 +359,7 @@ def truncate_metrics(path: str | Path, epochs_done: int) -> int:
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(f"{line}\n" for line in keep))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(f"{line}\n" for line in keep))
     return dropped
 
 

@@ -14,6 +14,7 @@ objective whose ``forward(clips, labels)`` does.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -32,10 +33,11 @@ from .. import dist
 from ..build import build_augment, cache_frames, dataset_from_config, method_from_config
 from ..config import Config, config_from_dict, dump_config
 from ..data.datasets import VideoDataset
+from ..fileio import open_append
 from ..methods import MoCo, encoder_of
 from ..methods.supervised import check_labels
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .device import autocast_dtype, resolve_device
+from .device import autocast_dtype, available_memory, resolve_device
 from .loader import SharedMemoryError, is_shared_memory_failure, shared_memory_message, train_loader
 from .optim import build_optimizer, cosine_schedule, momentum_schedule
 from .run import (MIN_FREE_BYTES, RunFolderError, check_free_space, clean_run_folder, deferred_interrupt,
@@ -76,6 +78,93 @@ def checkpoint_bytes(model: nn.Module, optimizer_name: str) -> int:
     return state + (2 if optimizer_name.startswith("adam") else 1) * params + (1 << 20)
 
 
+class MemoryTooSmallError(ValueError):
+    """A run's estimated peak memory exceeds what its device has free; the message (one line) gives both numbers
+    and the settings that lower the estimate."""
+
+
+# Peak training memory of one process, estimated before the first step. The activations are the outputs of the
+# encoder's leaf modules (convolutions, norms, non-in-place activations: what autograd keeps until the backward
+# pass) for one clip, traced on the meta device, x 4 bytes x clips per step x views x a factor measured here on a
+# CPU (r3d_18, Adam, fp32, resource.getrusage maxrss over two training steps of two views, one batch size against
+# another): one more clip-view added 271 MiB to the peak at 16x112x112 where the leaf outputs are 163 MiB (1.66),
+# and 35 MiB at 8x64x64 where they are 27 MiB (1.3); so 1.7 on a CPU. On CUDA the factor is 1.0 (cuDNN keeps about
+# the leaf outputs; not measured here: no GPU was lent) and 16-bit autocast halves it. Added: 4 copies of the
+# parameters for Adam (weights, gradients, two moments; 3 for SGD/LARS) and 512 MiB for the framework, the loader's
+# batches and the augmentation. Checks: r3d_18 16x112x112 batch 4 peaks at 3.2 GiB RSS, estimated 3.2 GiB; the
+# default config on a CPU (r3d_18, global batch 128, 16x112x112, two views) is estimated at 70 GiB, where it was
+# seen OOM-killed at 19.5 GB (that machine's limit). The head, the loss and MoCo's key encoder are left out (small).
+ACTIVATION_FACTOR = {"cpu": 1.7, "cuda": 1.0}
+HALF_PRECISION_FACTOR = 0.5
+MEMORY_OVERHEAD = 512 << 20
+
+
+def activation_elements(encoder: nn.Module, clip_len: int, size: int, channels: int = 3) -> int | None:
+    """Sum of the output sizes of ``encoder``'s leaf modules for one clip ``(1, C, T, size, size)``, traced on the
+    ``meta`` device (shapes only: no memory, no compute); None when the encoder cannot run there."""
+    try:
+        meta = copy.deepcopy(encoder).to("meta").eval()  # eval: BatchNorm takes a single value per channel too
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        total += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else [output])
+                     if isinstance(t, torch.Tensor))
+
+    # an in-place module (ReLU(inplace=True)) writes into its input's memory: nothing new to keep
+    hooks = [m.register_forward_hook(count) for m in meta.modules()
+             if not list(m.children()) and not getattr(m, "inplace", False)]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(1, channels, clip_len, size, size, device="meta"))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def estimate_peak_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: str,
+                         device: torch.device) -> int | None:
+    """Bytes one process's training step is estimated to peak at (see the note above :data:`ACTIVATION_FACTOR`);
+    None when the encoder cannot be traced."""
+    t = cfg.data.clip_len - (1 if cfg.data.input == "residual" else 0)
+    per_clip = activation_elements(encoder_of(model), t, cfg.data.size)
+    if per_clip is None:
+        return None
+    views = 2 if kind == "pretrain" else 1
+    half = autocast_dtype(cfg.train.precision, device) in (torch.bfloat16, torch.float16)
+    factor = ACTIVATION_FACTOR.get(device.type, ACTIVATION_FACTOR["cpu"]) * (HALF_PRECISION_FACTOR if half else 1.0)
+    act = per_clip * 4 * micro_batch * views * factor
+    copies = 4 if cfg.optim.name.startswith("adam") else 3  # weights, gradients, optimiser state
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return int(act + copies * params + MEMORY_OVERHEAD)
+
+
+def check_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: str, device: torch.device) -> None:
+    """Refuse a run whose estimated peak (:func:`estimate_peak_memory`) exceeds the memory ``device`` has free,
+    before its first step: on a CPU the kernel's OOM killer would end it later without a word (SIGKILL).
+
+    Raises:
+        MemoryTooSmallError: one line with the estimate, what is free, and the settings to lower.
+    """
+    need = estimate_peak_memory(cfg, model, micro_batch, kind, device)
+    if need is None:
+        return
+    free, where = available_memory(device)
+    if need <= free:
+        return
+    gib = 2 ** 30
+    raise MemoryTooSmallError(
+        f"training needs about {need / gib:.1f} GiB of memory ({micro_batch} clips per step x "
+        f"{2 if kind == 'pretrain' else 1} view(s) of {cfg.data.clip_len}x{cfg.data.size}x{cfg.data.size} through "
+        f"{cfg.model.backbone}) but {free / gib:.1f} GiB is {where}; lower optim.batch_size (or raise "
+        "optim.accum_steps, which keeps the global batch), data.clip_len or data.size")
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -105,7 +194,7 @@ class MetricsLog:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
+        with open_append(self.path, "metrics file") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             step = record.get("step", 0)
@@ -165,9 +254,8 @@ def _model_inputs(state: TrainState, batch: dict[str, Any], micro_step: int) -> 
 def _check_finite(total: float, state: TrainState, first_step: int) -> None:
     if not math.isfinite(total):
         raise NonFiniteLossError(
-            f"loss is {total} at epoch {state.epoch + 1}, between steps {first_step} and {state.step}; stopping. "
-            "The last good checkpoint is kept. Try a lower optim.lr, a higher method.temperature, or "
-            "train.precision=fp32.")
+            f"the loss is {total} at epoch {state.epoch + 1}, between steps {first_step} and {state.step}: the run "
+            "diverged and stopped; try a lower optim.lr, a higher method.temperature, or train.precision=fp32")
 
 
 def train_one_epoch(state: TrainState, loader: DataLoader) -> dict[str, float]:
@@ -359,10 +447,20 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     ckpt_path = out / "checkpoints" / "last.pt"
     # After the run folder and its checkpoint were checked (a refused file costs no decoding); a finished run
     # reads no frames.
+    ckpt_need = checkpoint_bytes(model, cfg.optim.name)
+    if main:  # before the frames are decoded: a run that cannot save its checkpoint should not decode first
+        # Written next to the old checkpoint before replacing it: the old one stays until the new one is complete.
+        check_free_space(out, max(ckpt_need, MIN_FREE_BYTES), f"--out '{out}' (a checkpoint of this model)")
+        for note in clean_run_folder(out, resumed["epoch"] if resumed is not None else 0):
+            if not quiet:
+                print(f"[videocontrast] {note}", flush=True)
     if resumed is None or resumed["epoch"] < cfg.train.epochs:
-        cache_frames(cfg, dataset, out)
+        # a cache on the run's disk leaves room for the checkpoint (checked for both before filling)
+        cache_frames(cfg, dataset, out, reserve=max(ckpt_need, MIN_FREE_BYTES))
     loader, sampler, steps = train_loader(cfg, dataset, info, device)
     epochs = cfg.train.epochs
+    if resumed is None or resumed["epoch"] < epochs:
+        check_memory(cfg, model, loader.batch_size, kind, device)
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -394,13 +492,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     if resumed is not None:
         state.epoch, state.step, state.history = resumed["epoch"], resumed["step"], resumed.get("history", [])
     saved_epoch = state.epoch if resumed is not None else None  # the epoch of the checkpoint on disk
-    ckpt_need = checkpoint_bytes(core, o.name)
     if main:
-        # Written next to the old checkpoint before replacing it: the old one stays until the new one is complete.
-        check_free_space(out, max(ckpt_need, MIN_FREE_BYTES), f"--out '{out}' (a checkpoint of this model)")
-        for note in clean_run_folder(out, state.epoch):
-            if not quiet:
-                print(f"[videocontrast] {note}", flush=True)
         dump_config(cfg, out / "config.yaml")
     if main and not quiet:
         print(f"[videocontrast] {kind} {cfg.method.name if kind == 'pretrain' else ''} | {cfg.model.backbone} | "
@@ -439,6 +531,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     t_start = time.perf_counter()
     try:
         while state.epoch < epochs:
+            if dataset.frame_cache is not None:
+                dataset.frame_cache.check()  # a cut-short cache file: one line now, not a SIGBUS in the epoch
             dataset.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch)
             stats = train_one_epoch(state, loader)
@@ -467,11 +561,16 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
                           f"checkpoint saved, {resume_hint}", flush=True)
                 save(final=False)
                 break
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e}; {kept()}; start again with a lower optim.lr (a resumed run keeps its "
+                                 "optim.lr, so in another --out)") from None
     except RuntimeError as e:
         if not is_shared_memory_failure(e):
             raise
         if main:
             truncate_metrics(out / "metrics.jsonl", saved_epoch or 0)
+        if dataset.frame_cache is not None:
+            dataset.frame_cache.check()  # a worker killed by a cut-short cache file, not by shared memory
         raise SharedMemoryError(shared_memory_message(e, cfg, kept(), resume_hint)) from None
     except KeyboardInterrupt:
         if main:  # what the interrupted epoch logged is written again on resume
