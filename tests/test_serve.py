@@ -32,6 +32,10 @@ from videocontrast.serve import create_app  # noqa: E402
 from test_embed import write_video  # noqa: E402
 from test_export import make_checkpoint  # noqa: E402
 
+# The Host a browser on this machine sends (any other is refused: DNS rebinding), and the header the page's
+# script sends with a POST (issue 20).
+BASE, PAGE = "http://127.0.0.1:8000", {"X-Videocontrast": "1"}
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -47,7 +51,7 @@ def served(tmp_path_factory):
     os.symlink(d / "outside" / "secret.mp4", videos / "a" / "link_out.mp4")
     (videos / "a" / "notes.txt").write_text("not a video of the index")
     app = create_app(index, cache=d / "cache")
-    return {"dir": d, "videos": videos, "index": index, "client": TestClient(app), "app": app}
+    return {"dir": d, "videos": videos, "index": index, "client": TestClient(app, base_url=BASE), "app": app}
 
 
 def test_items_and_neighbours_match_numpy(served):
@@ -133,9 +137,9 @@ def test_query_by_upload(served):
     c = served["client"]
     emb = np.load(served["index"] / "embeddings.npy")
     body = (served["videos"] / "a" / "v1.mp4").read_bytes()
-    r = c.post("/api/query?k=1", content=body, headers={"X-Filename": "mine.mp4"})
+    r = c.post("/api/query?k=1", content=body, headers={"X-Filename": "mine.mp4", **PAGE})
     assert r.status_code == 200 and r.json()["neighbours"][0]["row"] == int(np.argmax(emb @ emb[1]))
-    bad = c.post("/api/query?k=1", content=b"not a video", headers={"X-Filename": "x.mp4"})
+    bad = c.post("/api/query?k=1", content=b"not a video", headers={"X-Filename": "x.mp4", **PAGE})
     assert bad.status_code == 400 and "cannot be read" in bad.json()["error"]
 
 
@@ -144,7 +148,7 @@ def test_a_deleted_video_gets_a_placeholder(served, tmp_path):
     shutil.copytree(served["videos"], videos, symlinks=True)
     (videos / "a" / "link_out.mp4").unlink()
     index = embed_collection(served["dir"] / "last.pt", videos, tmp_path / "i.emb", clips=2, progress=False)
-    c = TestClient(create_app(index, cache=tmp_path / "cache"))
+    c = TestClient(create_app(index, cache=tmp_path / "cache"), base_url=BASE)
     gone = videos / "b" / "v4.mp4"
     gone.unlink()
     items = c.get("/api/items").json()["items"]

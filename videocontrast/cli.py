@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", "a local web page to browse and search an embedding folder")
     p.add_argument("index", help="folder written by `videocontrast embed`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0,
+                   help="largest video a query may upload, in MB (default: 200)")
     p.add_argument("--checkpoint", default=None, help="the folder's weights, if they moved (for uploaded queries)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
 
@@ -362,13 +364,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serve import run_server  # starlette/uvicorn: optional dependencies
+        from .serve import Limits, run_server  # starlette/uvicorn: optional dependencies
         import uvicorn  # noqa: F401
     except ImportError:
         print("videocontrast serve: error: the page needs starlette and uvicorn: pip install 'videocontrast[search]'",
               file=sys.stderr)
         return 2
-    run_server(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device)
+    run_server(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
+               limits=Limits(max_upload_mb=args.max_upload_mb))
     return 0
 
 

@@ -9,41 +9,101 @@ Routes::
     GET  /                          the page;            GET /static/{name}   its script and style
     GET  /api/items?offset=&limit=  a page of rows: path, label, clip span, preview and media URLs, whether it exists
     GET  /api/neighbours/{row}?k=   the rows nearest row (optional label=, prefix=)
-    GET  /api/query?path=&k=        nearest to a video file inside the indexed roots
-    POST /api/query?k=              nearest to the uploaded video (the request body)
+    GET  /api/query?path=&k=        nearest to an indexed video file (optional label=, prefix=)
+    POST /api/query?k=              nearest to the uploaded video (the request body; header X-Videocontrast: 1)
     GET  /preview/{row}             animated WebP of the row's span, made once with our decoder, cached on disk
     GET  /media/{root}/{path}       the video file, with its content type (HTTP range requests for seeking)
 
-Only files inside the folder's indexed roots (``meta.json`` ``roots``) that are rows of the table are served:
-``..``, absolute paths, symbolic links that leave a root and their URL-encoded forms are refused (403). A video
-that was deleted or moved since ``embed`` gets a placeholder preview (and no media link).
+Only files inside the folder's indexed roots (``meta.json`` ``roots``) that are rows of the table are served, and
+every route that touches a file goes through one check (:meth:`Library.open`): the file is opened once, without
+following a link on its last component, and the open descriptor itself must be a regular file at an indexed
+path of the same size as when indexed; what is sent or decoded is that descriptor, so a link swapped in after the
+check is never followed. ``..``, absolute paths, links out of a root and their URL-encoded forms are refused
+(403); a query path that is not an indexed file gets that same 403 whether it exists or not, and is never opened.
+A video that was deleted or moved since ``embed`` gets a placeholder preview (and no media link).
+
+Against other sites (DNS rebinding, cross-site requests): a request whose ``Host`` is not this machine's loopback
+name or the address served on gets 400 (Starlette's TrustedHostMiddleware); one with another site's ``Origin``,
+or a POST without the page's ``X-Videocontrast: 1`` header (or a JSON body), gets 403. Queries are bounded
+(:class:`Limits`): the upload's size (by ``Content-Length`` before reading, then while it streams to a temporary
+file, deleted after), the picture and frame count of the query video (from its header and a demux, before any
+frame is decoded), the time a query may take, and how many decode at once (more get 503, not a queue). There are
+no users or passwords: anyone who can reach the port can read the collection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import io
+import ipaddress
 import mimetypes
 import os
+import re
+import socket
+import stat
+import sys
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .api import check_device
-from .data.decode import VideoDecodeError, read_frames
-from .data.datasets import try_probe
+from .data.decode import VideoDecodeError, probe_frame_size, probe_video, read_frames
 from .search import Collection, collection_encoder, embed_queries, load_collection, nearest
 
 STATIC = Path(__file__).parent / "static"
 PREVIEW_FRAMES, PREVIEW_SIZE = 10, 96  # frames per animated preview, short side in pixels
-MAX_UPLOAD = 512 << 20
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
                ".avi": "video/x-msvideo"}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+PAGE_HEADER = "x-videocontrast"  # the page's script sends it with its POST; another site's form or script cannot
+NOT_INDEXED = "not a video of this index"  # one answer for every such path: existing or not, inside a root or not
+MAX_TEXT = 4096  # characters in a text query parameter (a path prefix, a label)
+# Open without following a link on the last component (where the platform has it), without blocking on a FIFO,
+# and not inherited by a child process.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_FD_DIR = next((d for d in ("/proc/self/fd", "/dev/fd") if os.path.isdir(d)), None)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one query may cost: the upload's size, the query video's picture (width x height) and frame count,
+    the seconds before the page gets 503, and how many queries decode at once (more are refused with 503, not
+    queued). A query over its time keeps decoding in the background, holding its slot, until it ends."""
+
+    max_upload_mb: float = 200.0
+    max_pixels: int = 4096 * 2160
+    max_frames: int = 108_000  # an hour at 30 fps
+    max_seconds: float = 60.0
+    max_decodes: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "max_pixels", "max_frames", "max_seconds", "max_decodes"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                flag = {"max_upload_mb": "--max-upload-mb"}.get(name, name)
+                raise ValueError(f"{flag} must be a number above 0, got {value!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
+
+
+class Refusal(Exception):
+    """An answer other than 200 with its one-line reason (the page shows it: ``{"error": reason}``); ``short``:
+    the few words a placeholder preview shows instead."""
+
+    def __init__(self, status: int, message: str, short: str = "") -> None:
+        super().__init__(message)
+        self.status, self.short = status, short or message[:40]
 
 
 def _starlette():
@@ -58,30 +118,83 @@ def _under(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
 
+def _realpath(path: str) -> str | None:
+    """``os.path.realpath``, or None when the path changes under it (a link being swapped: OSError)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _descriptor_path(fd: int) -> str | None:
+    """Where an open descriptor really is (None where the platform cannot say)."""
+    try:
+        if os.path.isdir("/proc/self/fd"):
+            return os.readlink(f"/proc/self/fd/{fd}")
+        import fcntl
+
+        if hasattr(fcntl, "F_GETPATH"):  # macOS
+            return os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).split(b"\0", 1)[0])
+    except OSError:
+        return None
+    return None
+
+
+class OpenFile:
+    """An indexed file, opened once and checked by :meth:`Library.open`: send and decode this descriptor, never
+    the path again (a link swapped in after the check is never followed)."""
+
+    def __init__(self, fd: int, real: str) -> None:
+        self._file = os.fdopen(fd, "rb", buffering=0)  # closes the descriptor when dropped, whatever happened
+        self.real, self.st = real, os.fstat(fd)
+
+    @property
+    def path(self) -> str:
+        """A name that opens this same file (``/proc/self/fd/N``), for libraries that take a path."""
+        return f"{_FD_DIR}/{self._file.fileno()}" if _FD_DIR else self.real
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> OpenFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Library:
     """The collection behind the page: rows, allowed files, previews, queries."""
 
     def __init__(self, folder: str | Path, checkpoint: str | None = None, device: str | None = None,
-                 cache: str | Path | None = None) -> None:
+                 cache: str | Path | None = None, limits: Limits | None = None) -> None:
         self.col: Collection = load_collection(folder)
         self.roots = [os.path.realpath(r) for r in self.col.meta.get("roots", [])]
         self.cache = Path(cache) if cache else self.col.folder / "previews"
         self.checkpoint, self.device = checkpoint, device
+        self.limits = limits or Limits()
         self._encoder = None
         self._lock = threading.Lock()
-        # The files the page may hand out: real paths of the table's rows, each under one of the roots.
+        self.slots = threading.BoundedSemaphore(self.limits.max_decodes)
+        self.pool = ThreadPoolExecutor(self.limits.max_decodes, thread_name_prefix="videocontrast-query")
+        # The files the page may hand out: real paths of the table's rows, each under one of the roots, with the
+        # size each had when indexed.
         self.allowed: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        sizes = self.col.table.get("size")
         for i, p in enumerate(self.col.table["path"]):
-            real = os.path.realpath(str(p))
-            if any(_under(real, r) for r in self.roots):
+            real = _realpath(str(p))
+            if real is not None and any(_under(real, r) for r in self.roots):
                 self.allowed.setdefault(real, i)
+                if sizes is not None and int(sizes[i]) >= 0:
+                    self._sizes.setdefault(real, int(sizes[i]))
 
     # -- files ------------------------------------------------------------------------------------------
     def media_url(self, row: int) -> str | None:
         """``/media/{root}/{real path relative to it}`` of a row's file, None when it is not servable."""
-        real = os.path.realpath(str(self.col.table["path"][row]))
+        real = _realpath(str(self.col.table["path"][row]))
         for i, r in enumerate(self.roots):
-            if _under(real, r) and real in self.allowed:
+            if real is not None and _under(real, r) and real in self.allowed:
                 return f"/media/{i}/{quote(os.path.relpath(real, r))}"
         return None
 
@@ -91,40 +204,71 @@ class Library:
             return None
         if any(part == ".." for part in Path(rel).parts):
             return None
-        real = os.path.realpath(os.path.join(self.roots[root], rel))
-        return real if _under(real, self.roots[root]) and real in self.allowed else None
+        real = _realpath(os.path.join(self.roots[root], rel))
+        return real if real is not None and _under(real, self.roots[root]) and real in self.allowed else None
 
-    def check_query_path(self, path: str) -> str | None:
-        """A query path's real path if it lies inside an indexed root, else None."""
-        if "\x00" in path:
-            return None
-        real = os.path.realpath(path)
-        return real if any(_under(real, r) for r in self.roots) else None
+    def open(self, path: str) -> OpenFile:
+        """Open an indexed file for reading, once; every route that touches a file comes here.
+
+        Refusal 403 unless ``path`` resolves to an indexed file under a root and the opened descriptor is a
+        regular file at that very path (a link swapped in on the way is refused); 404 when the file was deleted,
+        moved or changed size since ``embed``.
+        """
+        real = _realpath(path)
+        if real is None or real not in self.allowed:
+            raise Refusal(403, NOT_INDEXED)
+        try:
+            fd = os.open(real, _OPEN_FLAGS)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise Refusal(404, "the video was deleted or moved", "video missing") from None
+            raise Refusal(403, NOT_INDEXED) from None  # ELOOP: a link put in its place after the check
+        f = OpenFile(fd, real)
+        try:
+            where = _descriptor_path(fd)
+            if where is None:  # no way to ask the descriptor: it must be the file now at that path
+                try:
+                    now = os.stat(real, follow_symlinks=False)
+                    where = real if (now.st_dev, now.st_ino) == (f.st.st_dev, f.st.st_ino) else None
+                except OSError:
+                    where = None
+            if not stat.S_ISREG(f.st.st_mode) or where != real:
+                raise Refusal(403, NOT_INDEXED)
+            indexed = self._sizes.get(real)
+            if indexed is not None and f.st.st_size != indexed:
+                raise Refusal(404, f"the video changed since embed ({f.st.st_size} bytes, {indexed} when indexed); "
+                                   "embed the folder again", "changed since embed")
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     # -- previews ---------------------------------------------------------------------------------------
     def preview(self, row: int) -> tuple[bytes, str]:
         """The row's animated WebP (made once, then read from the cache), or a placeholder PNG when the file is
-        gone or unreadable."""
-        path = str(self.col.table["path"][row])
+        gone or unreadable; Refusal 403 when it is not an indexed file of a root (e.g. a link out of it)."""
         try:
-            st = os.stat(path)
-        except OSError:
-            return placeholder("video missing"), "image/png"
-        span = (float(self.col.table["clip_start"][row]), float(self.col.table["clip_end"][row]))
-        key = hashlib.sha1(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{span}|{PREVIEW_FRAMES}|"
-                           f"{PREVIEW_SIZE}".encode()).hexdigest()[:20]
-        cached = self.cache / f"{key}.webp"
-        if cached.is_file():
-            return cached.read_bytes(), "image/webp"
-        try:
-            data = animated_preview(path, span)
-        except (VideoDecodeError, ValueError, OSError) as e:
-            return placeholder(f"unreadable: {getattr(e, 'reason', e)}"[:40]), "image/png"
+            f = self.open(str(self.col.table["path"][row]))
+        except Refusal as e:
+            if e.status == 404:
+                return placeholder(e.short), "image/png"
+            raise
+        with f:
+            span = (float(self.col.table["clip_start"][row]), float(self.col.table["clip_end"][row]))
+            key = hashlib.sha1(f"{f.real}|{f.st.st_size}|{f.st.st_mtime_ns}|{span}|{PREVIEW_FRAMES}|"
+                               f"{PREVIEW_SIZE}".encode()).hexdigest()[:20]
+            cached = self.cache / f"{key}.webp"
+            if cached.is_file():
+                return cached.read_bytes(), "image/webp"
+            try:
+                data = animated_preview(f.path, span)
+            except (VideoDecodeError, ValueError, OSError) as e:
+                return placeholder(f"unreadable: {getattr(e, 'reason', e)}"[:40]), "image/png"
         try:
             self.cache.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
             os.replace(tmp, cached)  # atomic: two requests for one preview never see half a file
         except OSError:  # a read-only folder: serve it uncached
             pass
@@ -149,19 +293,75 @@ class Library:
         hits = [(s, r) for s, r in zip(sims[0], rows[0]) if r >= 0 and r != skip][:k]
         return [self.item(int(r), float(s)) for s, r in hits]
 
-    def embed_file(self, path: str) -> np.ndarray:
+    def check_decodable(self, path: str, name: str) -> None:
+        """Refusal 413 for a query video whose picture or frame count is over the limits, read from its header
+        and one demux pass (no frame is decoded); 400 when it cannot be read. ``name``: the video in messages."""
+        lim = self.limits
+        try:
+            height, width = probe_frame_size(path)
+            if width * height > lim.max_pixels:
+                raise Refusal(413, f"{name} is {width}x{height}; a query video may have at most "
+                                   f"{lim.max_pixels / 1e6:.1f} Mpixel (4096x2160)")
+            frames = probe_video(path).num_frames
+        except VideoDecodeError as e:
+            raise Refusal(400, f"{name} cannot be read: {e.reason.replace(path, 'the file')}") from None
+        if frames > lim.max_frames:
+            raise Refusal(413, f"{name} has {frames} frames; a query video may have at most {lim.max_frames}")
+
+    def encoder(self):
         with self._lock:  # one encoder, loaded on the first query
             if self._encoder is None:
                 self._encoder = collection_encoder(self.col, self.checkpoint, check_device(self.device or "cpu"))
-            return embed_queries(self._encoder, [path], self.col.meta.get("clips", 4))[0]
+            return self._encoder
+
+    def embed_file(self, path: str) -> np.ndarray:
+        return embed_queries(self.encoder(), [path], self.col.meta.get("clips", 4))[0]
+
+    async def query_embedding(self, open_query: Callable[[], Awaitable[tuple[str, Callable[[], None]]]],
+                              name: str) -> np.ndarray:
+        """The embedding of one query video, within :class:`Limits` (``name``: the video in messages).
+
+        ``open_query``, awaited once a decode slot is held, gives ``(path, done)``: the file to decode and what
+        to call once it is no longer needed. Refusal 503 when ``max_decodes`` queries already decode or this one
+        takes over ``max_seconds``; its decode then goes on in the background and keeps its slot until it ends.
+        """
+        lim = self.limits
+        if not self.slots.acquire(blocking=False):
+            raise Refusal(503, f"busy: {lim.max_decodes} queries are being decoded; try again in a moment")
+        done: Callable[[], None] | None = None
+        try:
+            path, done = await open_query()
+            future = self.pool.submit(self._decode, path, name, done)
+        except BaseException:
+            try:
+                if done is not None:
+                    done()
+            finally:
+                self.slots.release()
+            raise
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), lim.max_seconds)
+        except asyncio.TimeoutError:
+            raise Refusal(503, f"the query took longer than {lim.max_seconds:g} s; try a shorter video") from None
+        except (ValueError, FileNotFoundError) as e:  # unreadable after all, or the folder's weights moved
+            raise Refusal(400, str(e).replace(path, name)) from None
+
+    def _decode(self, path: str, name: str, done: Callable[[], None]) -> np.ndarray:
+        """In a worker thread: check, decode and embed the query, then free its file and its slot."""
+        try:
+            self.check_decodable(path, name)
+            return self.embed_file(path)
+        finally:
+            try:
+                done()
+            finally:
+                self.slots.release()
 
 
 def animated_preview(path: str, span: tuple[float, float], frames: int = PREVIEW_FRAMES,
                      size: int = PREVIEW_SIZE) -> bytes:
     """An animated WebP of ``frames`` evenly spaced frames of ``span`` (seconds), short side ``size``."""
-    info = try_probe(path)
-    if isinstance(info, VideoDecodeError):
-        raise info
+    info = probe_video(path)  # not the per-path probe cache: ``path`` may be a descriptor's name, reused later
     fps = info.fps if info.fps > 0 else 25.0
     f0 = max(0, int(span[0] * fps)) if np.isfinite(span[0]) else 0
     f1 = min(info.num_frames, max(f0 + 1, int(span[1] * fps))) if np.isfinite(span[1]) else info.num_frames
@@ -188,28 +388,105 @@ def placeholder(text: str) -> bytes:
     return _PLACEHOLDERS[text]
 
 
+# ----------------------------------------------------------------------------------------- other sites
+
+def trusted_hosts(host: str) -> list[str]:
+    """The ``Host`` names a request may carry: this machine's loopback names and the address served on (with
+    every interface, 0.0.0.0 or ::, this machine's own names and addresses). Any other name is what a page that
+    rebinds its own name to this machine would send."""
+    names = set(LOOPBACK_HOSTS)
+    bare = host.strip("[]").lower()
+    if bare in ("", "0.0.0.0", "::"):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            names |= {str(a[4][0]).split("%")[0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+    else:
+        names.add(bare)
+    return sorted(names | {f"[{n}]" for n in names if ":" in n and not n.startswith("[")})
+
+
+def _same_origin(origin: str, host: str, scheme: str) -> bool:
+    default = {"http": 80, "https": 443}
+    try:
+        o, h = urlsplit(origin), urlsplit(f"//{host}")
+        return (o.scheme == scheme and o.hostname is not None and o.hostname == h.hostname
+                and (o.port or default.get(o.scheme)) == (h.port or default.get(scheme)))
+    except ValueError:  # a port that is not a number
+        return False
+
+
+class SameOrigin:
+    """ASGI middleware: 403 for a request carrying another site's ``Origin``, and for a POST (or any other
+    non-reading method) that neither carries the page's ``X-Videocontrast`` header nor is JSON. Another site's
+    form or no-CORS fetch can send neither without a CORS preflight, which this server never grants."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            from starlette.datastructures import Headers
+            from starlette.responses import JSONResponse
+
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            reason = None
+            if origin is not None and not _same_origin(origin, headers.get("host", ""), scope.get("scheme", "http")):
+                reason = f"a request from another site ({origin[:80]}) is refused"
+            elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and headers.get(PAGE_HEADER) != "1" \
+                    and kind != "application/json":
+                reason = "a POST needs the header X-Videocontrast: 1 (the page sends it) or a JSON body"
+            if reason:
+                await JSONResponse({"error": reason}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# ----------------------------------------------------------------------------------------- the app
+
+def _int_param(request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if re.fullmatch(r"[+-]?\d{1,20}", raw.strip()) else None
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise Refusal(400, f"{name} must be a whole number from {lo} to {hi}, got {raw[:40]!r}")
+    return value
+
+
+def _text_param(request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and (len(raw) > MAX_TEXT or any(ord(c) < 32 or ord(c) == 127 for c in raw)):
+        raise Refusal(400, f"{name} must be text of at most {MAX_TEXT} characters without control characters "
+                           "(such as NUL)")
+    return raw
+
+
 def create_app(folder: str | Path, checkpoint: str | None = None, device: str | None = None,
-               cache: str | Path | None = None):
-    """The Starlette app over the embedding ``folder``; see the module docstring for its routes."""
+               cache: str | Path | None = None, host: str = "127.0.0.1", limits: Limits | None = None):
+    """The Starlette app over the embedding ``folder``; see the module docstring for its routes. ``host``: the
+    address it is served on (its ``Host`` name is trusted besides the loopback names); ``limits``: what a query
+    may cost."""
     _starlette()
     from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    lib = Library(folder, checkpoint, device, cache)
+    lib = Library(folder, checkpoint, device, cache, limits)
+    lim = lib.limits
 
-    def _k(request: Request) -> int:
-        try:
-            k = int(request.query_params.get("k", "8"))
-        except ValueError:
-            k = 0
-        if not 1 <= k <= 1000:
-            raise ValueError("k must be a whole number from 1 to 1000")
-        return k
-
-    def _error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    async def refused(request: Request, exc: Refusal) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     async def page(request: Request):
         return HTMLResponse((STATIC / "serve.html").read_text(encoding="utf-8"))
@@ -217,96 +494,162 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
     async def static(request: Request):
         name = request.path_params["name"]
         if name not in ("serve.js", "serve.css"):
-            return _error(404, "not found")
+            raise Refusal(404, "not found")
         kind = "text/javascript" if name.endswith(".js") else "text/css"
         return Response((STATIC / name).read_bytes(), media_type=kind)
 
     def items(request: Request):
-        try:
-            offset = max(0, int(request.query_params.get("offset", "0")))
-            limit = min(1000, max(1, int(request.query_params.get("limit", "200"))))
-        except ValueError:
-            return _error(400, "offset and limit must be whole numbers")
+        offset = _int_param(request, "offset", 0, 0, 10**12)
+        limit = _int_param(request, "limit", 200, 1, 1000)
         rows = range(offset, min(len(lib.col), offset + limit))
         return JSONResponse({"count": len(lib.col), "offset": offset, "per_clip": bool(lib.col.meta.get("per_clip")),
                              "items": [lib.item(i) for i in rows]})
 
     def neighbours(request: Request):
         row = request.path_params["row"]
+        k = _int_param(request, "k", 8, 1, 1000)
+        label, prefix = _text_param(request, "label"), _text_param(request, "prefix")
         if not 0 <= row < len(lib.col):
-            return _error(404, f"row {row} is not in the index ({len(lib.col)} rows)")
-        try:
-            k = _k(request)
-        except ValueError as e:
-            return _error(400, str(e))
+            raise Refusal(404, f"row {row} is not in the index ({len(lib.col)} rows)")
         q = lib.col.emb[row]
-        return JSONResponse({"query": lib.item(row), "neighbours": lib.neighbours(
-            q, k, request.query_params.get("label"), request.query_params.get("prefix"), skip=row)})
+        return JSONResponse({"query": lib.item(row), "neighbours": lib.neighbours(q, k, label, prefix, skip=row)})
+
+    async def receive_upload(request: Request) -> tuple[str, Callable[[], None]]:
+        """The request body streamed to a temporary file, at most ``max_upload_mb`` (413 as soon as it is more,
+        whatever ``Content-Length`` said); the file and a function deleting it."""
+        too_big = f"the upload is larger than the limit of {lim.max_upload_mb:g} MB (serve --max-upload-mb)"
+        suffix = Path(request.headers.get("x-filename", "")).suffix.lower()
+        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4"
+        fd, tmp = tempfile.mkstemp(prefix="videocontrast-upload-", suffix=suffix)
+
+        def delete() -> None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > lim.max_upload_bytes:
+                        raise Refusal(413, too_big)
+                    out.write(chunk)
+            if size == 0:
+                raise Refusal(400, "upload a video as the request body")
+        except BaseException:
+            delete()
+            raise
+        return tmp, delete
 
     async def query(request: Request):
-        try:
-            k = _k(request)
-        except ValueError as e:
-            return _error(400, str(e))
+        k = _int_param(request, "k", 8, 1, 1000)
+        label, prefix = _text_param(request, "label"), _text_param(request, "prefix")
         if request.method == "GET":
-            raw = request.query_params.get("path", "")
-            real = lib.check_query_path(raw) if raw else None
-            if real is None:
-                return _error(403, "the query path must be a video inside the indexed folders")
-            if not os.path.isfile(real):
-                return _error(404, f"no such video: {raw}")
-            path, tmp = real, None
-        else:
-            body = await request.body()
-            if not body or len(body) > MAX_UPLOAD:
-                return _error(400, f"upload a video of 1 byte to {MAX_UPLOAD >> 20} MiB as the request body")
-            suffix = Path(request.headers.get("x-filename", "upload.mp4")).suffix[:8] or ".mp4"
-            fd, tmp = tempfile.mkstemp(suffix=suffix)
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-            path = tmp
-        try:
-            from starlette.concurrency import run_in_threadpool
+            raw = _text_param(request, "path")
+            if not raw:
+                raise Refusal(400, "path is missing: /api/query?path=VIDEO (a video of this index)")
 
-            q = await run_in_threadpool(lib.embed_file, path)
-        except (ValueError, FileNotFoundError) as e:
-            return _error(400, str(e).replace(str(tmp), "the uploaded file") if tmp else str(e))
-        finally:
-            if tmp:
-                os.unlink(tmp)
-        return JSONResponse({"query": {"path": raw if tmp is None else "upload"},
-                             "neighbours": lib.neighbours(q, k, request.query_params.get("label"),
-                                                          request.query_params.get("prefix"))})
+            async def open_query():
+                f = lib.open(raw)  # before any decode: 403 for every path that is not an indexed file
+                return f.path, f.close
+
+            q = await lib.query_embedding(open_query, raw)
+            name = raw
+        else:
+            length = request.headers.get("content-length")
+            if length is not None and not length.isdigit():
+                raise Refusal(400, "Content-Length must be a whole number")
+            if length is not None and int(length) > lim.max_upload_bytes:
+                raise Refusal(413, f"the upload is larger than the limit of {lim.max_upload_mb:g} MB "
+                                   "(serve --max-upload-mb)")
+            q = await lib.query_embedding(lambda: receive_upload(request), "the uploaded video")
+            name = "upload"
+        return JSONResponse({"query": {"path": name}, "neighbours": lib.neighbours(q, k, label, prefix)})
 
     def preview(request: Request):
         row = request.path_params["row"]
         if not 0 <= row < len(lib.col):
-            return _error(404, "no such row")
+            raise Refusal(404, "no such row")
         data, kind = lib.preview(row)
         return Response(data, media_type=kind, headers={"Cache-Control": "max-age=3600"})
 
     def media(request: Request):
         real = lib.resolve(request.path_params["root"], request.path_params["path"])
         if real is None:
-            return _error(403, "not a file of this index")
-        if not os.path.isfile(real):
-            return _error(404, "the video was deleted or moved")
+            raise Refusal(403, NOT_INDEXED)
+        f = lib.open(real)
         kind = VIDEO_TYPES.get(Path(real).suffix.lower()) or mimetypes.guess_type(real)[0] or "application/octet-stream"
-        return FileResponse(real, media_type=kind)
+        # Starlette sends the file (ranges included) by reopening f.path, the descriptor's own name: the checked
+        # file, whatever the indexed path points to by then.
+        return FileResponse(f.path, media_type=kind, stat_result=f.st, background=BackgroundTask(f.close))
 
     routes = [Route("/", page), Route("/static/{name}", static), Route("/api/items", items),
               Route("/api/neighbours/{row:int}", neighbours), Route("/api/query", query, methods=["GET", "POST"]),
               Route("/preview/{row:int}", preview), Route("/media/{root:int}/{path:path}", media)]
-    app = Starlette(routes=routes)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(host), www_redirect=False),
+                  Middleware(SameOrigin)]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={Refusal: refused})
     app.state.library = lib
     return app
 
 
-def run_server(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None,
-               device: str | None = None) -> None:
-    """Serve ``folder`` until Ctrl-C (127.0.0.1 by default: only this machine can connect)."""
-    app = create_app(folder, checkpoint, device)
-    import uvicorn
+# ----------------------------------------------------------------------------------------- the command
 
-    print(f"serving {folder} ({len(app.state.library.col)} rows) at http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or ValueError with one line: not a port, not an address
+    of this machine, in use. Bound before anything says "serving", and handed to uvicorn as it is."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a port number (0 to 65535)")
+    bare = host.strip("[]")
+    if re.fullmatch(r"[\d.]+", bare):  # looks numeric: never sent to DNS as a name
+        try:
+            ipaddress.IPv4Address(bare)
+        except ValueError:
+            raise ValueError(f"--host {host} is not an IP address (four numbers 0 to 255, e.g. 127.0.0.1)") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"--host {host} is not an address or a name of this machine "
+                         f"({getattr(e, 'strerror', None) or e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after Ctrl-C, as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} is in use on {host} (another server?); pick another with --port") \
+                from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(f"--host {host} is not an address of this machine") from None
+        if e.errno == errno.EACCES:
+            raise ValueError(f"port {port} needs administrator rights; pick one above 1023 with --port") from None
+        raise ValueError(f"cannot listen on {host} port {port}: {e.strerror}") from None
+    return sock
+
+
+def run_server(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None,
+               device: str | None = None, limits: Limits | None = None) -> None:
+    """Serve ``folder`` until Ctrl-C (127.0.0.1 by default: only this machine can connect)."""
+    limits = limits or Limits()
+    sock = listen(host, port)
+    try:
+        app = create_app(folder, checkpoint, device, host=host, limits=limits)
+        import uvicorn
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    address = sock.getsockname()[0]
+    if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
+        print(f"videocontrast serve: warning: --host {host} opens the page to the network: anyone who can reach "
+              f"port {bound} can read the whole collection (serve has no users or passwords); Host names accepted: "
+              f"{', '.join(trusted_hosts(host))}", file=sys.stderr)
+    print(f"serving {folder} ({len(app.state.library.col)} rows) at http://{shown}:{bound}/  (Ctrl-C stops)",
+          flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

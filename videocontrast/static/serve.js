@@ -92,7 +92,10 @@ $("by-upload").addEventListener("submit", async (event) => {
   if (!file) { $("status").textContent = "choose a video first"; return; }
   $("status").textContent = "embedding the upload...";
   try {
-    const r = await getJSON("/api/query?k=8", { method: "POST", body: file, headers: { "X-Filename": file.name } });
+    // The server refuses a POST without X-Videocontrast: another site's form or script cannot send it. The name
+    // is URI-encoded: a header carries only Latin-1, and the server reads nothing but its extension.
+    const headers = { "X-Videocontrast": "1", "X-Filename": encodeURIComponent(file.name) };
+    const r = await getJSON("/api/query?k=8", { method: "POST", body: file, headers });
     showResults(`nearest to the upload ${file.name}`, null, r.neighbours);
   } catch (e) { $("status").textContent = e.message; }
 });
