@@ -22,7 +22,7 @@ from .engine.device import resolve_device
 from .engine.run import check_writable, resume_config, stored_run
 from .engine.train import pretrain
 from .eval.run import COMMANDS, knn_monitor, resolve_encoder
-from .fileio import atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -193,6 +193,8 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
     ax.legend(fontsize=7)
     ax.set_title(" x ".join(axes))
     fig.tight_layout()
-    fig.savefig(out / "results.png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    atomic_write_bytes(out / "results.png", png.getvalue())
     return table

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -144,22 +145,26 @@ def estimate_peak_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: 
     return int(act + copies * params + MEMORY_OVERHEAD)
 
 
-def check_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: str, device: torch.device) -> None:
-    """Refuse a run whose estimated peak (:func:`estimate_peak_memory`) exceeds the memory ``device`` has free,
-    before its first step: on a CPU the kernel's OOM killer would end it later without a word (SIGKILL).
+def check_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: str, device: torch.device,
+                 processes: int = 1) -> None:
+    """Refuse a run whose estimated peak (:func:`estimate_peak_memory`, times ``processes`` sharing that memory:
+    the ranks of this machine on a CPU) exceeds the memory ``device`` has free, before its first step: on a CPU the
+    kernel's OOM killer would end it later without a word (SIGKILL).
 
     Raises:
         MemoryTooSmallError: one line with the estimate, what is free, and the settings to lower.
     """
-    need = estimate_peak_memory(cfg, model, micro_batch, kind, device)
-    if need is None:
+    one = estimate_peak_memory(cfg, model, micro_batch, kind, device)
+    if one is None:
         return
+    need = one * processes
     free, where = available_memory(device)
     if need <= free:
         return
     gib = 2 ** 30
+    ranks = f"{processes} processes x " if processes > 1 else ""
     raise MemoryTooSmallError(
-        f"training needs about {need / gib:.1f} GiB of memory ({micro_batch} clips per step x "
+        f"training needs about {need / gib:.1f} GiB of memory ({ranks}{micro_batch} clips per step x "
         f"{2 if kind == 'pretrain' else 1} view(s) of {cfg.data.clip_len}x{cfg.data.size}x{cfg.data.size} through "
         f"{cfg.model.backbone}) but {free / gib:.1f} GiB is {where}; lower optim.batch_size (or raise "
         "optim.accum_steps, which keeps the global batch), data.clip_len or data.size")
@@ -460,7 +465,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     loader, sampler, steps = train_loader(cfg, dataset, info, device)
     epochs = cfg.train.epochs
     if resumed is None or resumed["epoch"] < epochs:
-        check_memory(cfg, model, loader.batch_size, kind, device)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size)) if device.type == "cpu" else 1
+        check_memory(cfg, model, loader.batch_size, kind, device, processes=local)
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
