@@ -346,3 +346,23 @@ def test_a_disk_with_room_for_the_cache_but_not_the_checkpoint_is_refused_before
     assert main(_pretrain_args(tmp_path, run, "train.epochs=1", "data.cache=disk")) == 2
     _one_line(capsys, "data.cache=disk needs", "checkpoint", "MiB")
     assert not run.exists() or not any("frame-cache" in p.name for p in run.iterdir())
+
+
+def test_a_cache_file_cut_short_during_a_run_is_named_not_blamed_on_shared_memory(tmp_path):
+    """The file truncated after epoch 1 (by the monitor, which runs between epochs): epoch 2's loader worker would
+    read past its end (SIGBUS, reported as a worker killed, which the engine blamed on shared memory)."""
+    from videocontrast.data.cache import CACHE_FILE, FrameCacheError
+    from videocontrast.engine.train import pretrain
+
+    run = tmp_path / "run"
+
+    def truncate(encoder):
+        path = run / CACHE_FILE
+        os.truncate(path, path.stat().st_size // 2)
+        return {}
+
+    cfg = tiny(tmp_path, "train.epochs=2", "data.cache=disk", "data.num_workers=1", "train.knn_every=1")
+    with pytest.raises(FrameCacheError) as e:
+        pretrain(cfg, run, quiet=True, monitor=truncate)
+    assert str(run / CACHE_FILE) in str(e.value) and "cut short" in str(e.value)
+    assert "shared memory" not in str(e.value)
