@@ -109,6 +109,10 @@ class DataConfig:
     # Decoded-frame cache for training (data/cache.py): none | memory | disk | auto (memory if it fits in half
     # the available RAM, else disk under the run folder if it fits, else none).
     cache: str = "none"
+    # Subsets of the training videos for evaluation (data/subsets.py; pretraining ignores them). 0: off.
+    val_fraction: float = 0.0  # a validation split of the training videos, grouped by source, scored instead of test
+    labels_per_class: int = 0  # train the probe / fine-tuning on N labelled videos per class
+    label_fraction: float = 0.0  # ... or on this fraction of each class (per class round(F * n_c), at least 1)
 
 
 @dataclass
@@ -431,6 +435,11 @@ def validate(cfg: Config) -> None:
         need(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0 (0: off)")
     need(t.time_limit_s >= 0, f"train.time_limit_s={t.time_limit_s} must be >= 0 (0: no limit)")
     need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: load in the main process)")
+    need(0 <= d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in [0, 1) (0: no validation split)")
+    need(d.labels_per_class >= 0, f"data.labels_per_class={d.labels_per_class} must be >= 0 (0: every label)")
+    need(0 <= d.label_fraction <= 1, f"data.label_fraction={d.label_fraction} must be in [0, 1] (0: every label)")
+    need(not (d.labels_per_class and d.label_fraction),
+         "data.labels_per_class and data.label_fraction are both set; choose one")
     ev = cfg.eval
     need(1 <= ev.finetune_epochs <= MAX_EPOCHS,
          f"eval.finetune_epochs={ev.finetune_epochs} must be in [1, {MAX_EPOCHS}]")

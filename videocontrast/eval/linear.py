@@ -37,7 +37,7 @@ def _classifier(C: float, max_iter: int, seed: int):
 
 
 def _num_folds(y: np.ndarray, groups: np.ndarray, cv_folds: int) -> int:
-    """Folds = min(cv_folds, fewest videos in any class): every fold's validation part then holds each class."""
+    """Folds = min(cv_folds, fewest groups in any class): every fold's validation part then holds each class."""
     videos_per_class = [len(np.unique(groups[y == c])) for c in np.unique(y)]
     return min(cv_folds, min(videos_per_class))
 
@@ -64,13 +64,14 @@ def _fold_path(X: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, Cs:
 
 
 def _fit_select(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: Sequence[float], cv_folds: int, max_iter: int, seed: int
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: Sequence[float], cv_folds: int, max_iter: int, seed: int,
+    unit: str = "grouped by video",
 ) -> tuple[Any, float, dict[float, float], str]:
     """Choose C by grouped, stratified k-fold CV and refit on all of ``X``.
 
     This is the only function that does model selection, and it only ever receives TRAIN arrays (a test spies on
     it): ``X (N_train_clips, D)``, ``y (N_train_clips,)`` contiguous class indices, ``groups (N_train_clips,)``
-    video ids, so the clips of one video never straddle a training and a validation fold.
+    source groups (or video ids), so the clips of one source never straddle a training and a validation fold.
 
     Returns:
         ``(fitted pipeline, chosen C, {C: mean CV accuracy}, description of the selection)``.
@@ -82,7 +83,8 @@ def _fit_select(
     folds = _num_folds(y, groups, cv_folds)
     if len(Cs) == 1 or folds < 2:
         C = float(Cs[0]) if len(Cs) == 1 else float(Cs[len(Cs) // 2])
-        why = "single C given" if len(Cs) == 1 else "no CV possible: a class has fewer than 2 training videos"
+        why = "single C given" if len(Cs) == 1 else \
+            "no CV possible: a class has fewer than 2 training source groups"
         model = _classifier(C, max_iter, seed).fit(X, y)
         return model, C, {}, f"C fixed to {C:g} ({why})"
 
@@ -101,7 +103,7 @@ def _fit_select(
     best = max(scores.items(), key=lambda kv: (kv[1], -kv[0]))[0]
     with threadpool_limits(limits=1, user_api="blas"):
         model = _classifier(best, max_iter, seed).fit(X, y)
-    return model, best, scores, f"{folds}-fold StratifiedGroupKFold CV (grouped by video) on train only"
+    return model, best, scores, f"{folds}-fold StratifiedGroupKFold CV ({unit}) on train only"
 
 
 def _check_split(split: Mapping[str, Any], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,7 +139,9 @@ def linear_probe(
 
     Args:
         train, test: feature sets from :func:`videocontrast.eval.features.extract_features`
-            (``feats (N_clips, D)``, ``labels (N_clips,)``, ``video_ids (N_clips,)``). Labels may be any
+            (``feats (N_clips, D)``, ``labels (N_clips,)``, ``video_ids (N_clips,)``); ``train`` may also hold
+            ``source_groups (N_clips,)`` (ints: each clip's source, see ``data.subsets``), by which the CV folds are
+            then grouped, so that clips of one scene are never on both sides of a fold. Labels may be any
             non-negative integers (e.g. a class subset 4, 7, 9); they are mapped to contiguous indices internally
             and reported back in the original label space. ``test`` may also be a function that returns the test
             set: it is called while the C search runs in a thread, so extracting the test features (decode and
@@ -164,8 +168,14 @@ def linear_probe(
     if classes.max() >= len(class_names):
         raise ValueError(f"linear_probe: label {classes.max()} has no entry in class_names (len {len(class_names)})")
     ytr = np.searchsorted(classes, ytr_orig)
+    if "source_groups" in train:
+        groups, unit = np.asarray(train["source_groups"]).astype(np.int64), "grouped by source"
+        if groups.shape != ytr.shape:
+            raise ValueError(f"linear_probe: 'train' source_groups has shape {groups.shape}, labels {ytr.shape}")
+    else:
+        groups, unit = gtr, "grouped by video"
 
-    fit_args = (Xtr, ytr, gtr, tuple(Cs), cv_folds, max_iter, seed)
+    fit_args = (Xtr, ytr, groups, tuple(Cs), cv_folds, max_iter, seed, unit)
     if callable(test):
         with ThreadPoolExecutor(1) as pool:
             fitting = pool.submit(_fit_select, *fit_args)

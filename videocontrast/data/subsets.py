@@ -1,0 +1,383 @@
+"""Which training videos an evaluation learns from: source groups, a validation split, label subsets.
+
+* **Source groups** (:func:`source_group`): clips cut from one source video share a scene, so they must never be
+  on both sides of a fold or of a validation split. UCF101 ``v_Class_gXX_cYY`` -> ``Class_gXX``; HMDB51
+  ``<source>_<action>_<body>_<camera>_<people>_<view>_<quality>_<n>`` -> ``<source>``; a folder whose root holds
+  a ``clips.csv`` with ``path`` and ``source_group`` columns (paths relative to the root, as in
+  ``fight-detection``) -> that column; otherwise the file-name rule of :func:`name_prefix_group`.
+* **Validation split** (:func:`validation_split`): a fraction of the training videos, whole source groups at a
+  time, about that fraction of every class, chosen by seed. The test split is never touched.
+* **Label subsets** (:func:`label_subset`): N videos per class, or a fraction of each class, from the training
+  videos left after the validation split; chosen by seed from the videos' paths alone, so every encoder of one
+  dataset and seed gets the same subset, and the subsets of one seed are nested (1 per class inside 5 inside 10).
+
+:func:`plan_subsets` writes both as split files in the run folder (``labelled_split.txt``, ``val_split.txt``:
+UCF101's trainlist format, ``Class/file.avi <1-based label>`` a line, paths relative to the dataset root) with
+``subsets.json`` recording the settings, and reuses them when the same settings come again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..fileio import atomic_write_text
+from .datasets import VideoDataset, VideoRecord
+
+DEFAULT_VAL_FRACTION = 0.2  # `--val` without a value
+SOURCE_CSV = "clips.csv"
+VAL_SPLIT = "val_split.txt"
+LABELLED_SPLIT = "labelled_split.txt"
+SUBSETS_JSON = "subsets.json"
+
+_UCF101 = re.compile(r"^v_(?P<group>.+_g\d+)_c\d+$", re.IGNORECASE)
+# HMDB51's meta tags after the action: visible body part, camera motion, people, viewpoint, quality, clip number.
+_HMDB51_TAGS = re.compile(r"_[a-z]+_(?:cm|nm)_np\d+_(?:fr|ba|le|ri)_(?:bad|med|goo)_\d+$", re.IGNORECASE)
+# A short clip counter after a separator: `_c03`, `-c3`, `_02`, `-7`, `_clip12`, `_part2`. Four digits or more
+# (IMG_1234) are a camera's file number, not a clip of one recording.
+_COUNTER = re.compile(r"[_-](?:c|clip|part|seg|segment)?\d{1,3}$", re.IGNORECASE)
+
+
+def name_prefix_group(stem: str) -> str:
+    """The source of a clip by its file name alone: the name without a trailing short clip counter after ``_``
+    or ``-`` (``street_03`` and ``street-c4`` -> ``street``; ``v_X_g01_c02`` -> ``v_X_g01``); a name without one
+    (``fi001``, ``IMG_1234``) is its own group (see :func:`source_group` for a prefix that is the class folder's
+    name)."""
+    m = _COUNTER.search(stem)
+    return stem[: m.start()] if m and m.start() > 0 else stem
+
+
+def source_group(relpath: str, dataset: str, listed: Mapping[str, str] | None = None) -> str:
+    """The source group of the video at ``relpath`` (posix, relative to the dataset root) of kind ``dataset``;
+    ``listed``: the ``clips.csv`` groups (:func:`read_source_csv`), which win when they name the file."""
+    if listed:
+        group = listed.get(relpath.lower())
+        if group:
+            return f"csv:{group}"
+    if dataset == "synthetic":
+        return relpath  # every synthetic video is drawn on its own
+    stem = Path(relpath).stem
+    if dataset == "ucf101" or stem.lower().startswith("v_"):
+        m = _UCF101.match(stem)
+        if m:
+            return m.group("group")
+    if dataset == "hmdb51":
+        m = _HMDB51_TAGS.search(stem)
+        if m and m.start() > 0:
+            source = stem[: m.start()]
+            action = Path(relpath).parent.name
+            if action and source.lower().endswith("_" + action.lower()):
+                source = source[: -len(action) - 1]  # the action precedes the tags
+            return source
+    group = name_prefix_group(stem)
+    # A name without a counter is its own group (its folder kept, so that two classes' `a.mp4` differ), and so is
+    # one whose prefix is its folder's name: `fight/fight_012.mp4` numbers files of a class, not clips of a source.
+    return relpath if group == stem or group.lower() == Path(relpath).parent.name.lower() else group
+
+
+def read_source_csv(root: str | os.PathLike) -> dict[str, str]:
+    """``root/clips.csv``'s ``source_group`` by lower-case relative path; empty when there is no such file or
+    column (a row with an empty group is left to the name rule)."""
+    path = Path(root) / SOURCE_CSV
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "path" not in reader.fieldnames or "source_group" not in reader.fieldnames:
+            return {}
+        return {Path(row["path"].strip().replace("\\", "/")).as_posix().lower(): row["source_group"].strip()
+                for row in reader if row.get("path") and (row.get("source_group") or "").strip()}
+
+
+def relative_path(record: VideoRecord, root: str | os.PathLike) -> str:
+    return Path(os.path.relpath(record.path, root)).as_posix()
+
+
+def source_groups(records: Sequence[VideoRecord], root: str | os.PathLike, dataset: str) -> list[str]:
+    """The source group of every record (see the module docstring)."""
+    listed = read_source_csv(root)
+    return [source_group(relative_path(r, root), dataset, listed) for r in records]
+
+
+def source_groups_of_paths(paths: Sequence[str], root: str | os.PathLike, dataset: str) -> list[str]:
+    """:func:`source_groups` of videos given by their paths (as records hold them)."""
+    return source_groups([VideoRecord(p, -1) for p in paths], root, dataset)
+
+
+def restrict(ds: VideoDataset, keep: set[str]) -> VideoDataset:
+    """A copy of ``ds`` with only the records whose path is in ``keep``, cropped to the same frame box (the
+    whole dataset's typical aspect ratio, not the subset's)."""
+    records = [r for r in ds.records if r.path in keep]
+    out = VideoDataset(records, ds.classes, ds.views_fn, decode_size=ds.decode_size, transform=ds.transform,
+                       seed=ds.seed, strict=ds.strict, aspect=ds.frame_box, on_bad=ds.on_bad)
+    out.missing, out.missing_files = ds.missing, ds.missing_files
+    return out
+
+
+GROUP_RULE = ("source groups: UCF101 v_Class_gXX_cYY -> Class_gXX, HMDB51 its source video, clips.csv's "
+              "source_group, else the file name less a trailing short clip counter (_NN, -cNN)")
+
+
+# ----------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    """What to carve out of the training videos; zeros mean off (every training video, labelled, no split)."""
+
+    val_fraction: float = 0.0
+    labels_per_class: int = 0
+    label_fraction: float = 0.0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.val_fraction or self.labels_per_class or self.label_fraction)
+
+    def check(self) -> None:
+        """Raises ValueError (one line, naming the flag) for a value no subset can have."""
+        if self.labels_per_class and self.label_fraction:
+            raise ValueError("--labels-per-class and --label-fraction both given; choose one")
+        if self.labels_per_class < 0 or self.labels_per_class != int(self.labels_per_class):
+            raise ValueError(f"--labels-per-class {self.labels_per_class}: must be a whole number >= 1")
+        if not 0 <= self.label_fraction <= 1:
+            raise ValueError(f"--label-fraction {self.label_fraction:g}: must be in (0, 1] (e.g. 0.1 for 10%)")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val {self.val_fraction:g}: must be in (0, 1) (e.g. 0.2 for 20% of the training "
+                             "videos)")
+
+    def settings(self, dataset: str) -> dict[str, Any]:
+        return {"dataset": dataset, "seed": self.seed, "val_fraction": self.val_fraction,
+                "labels_per_class": self.labels_per_class, "label_fraction": self.label_fraction}
+
+
+def parse_count(flag: str, text: str | None) -> int:
+    """``--labels-per-class``'s value, checked here (not by argparse) so that a bad one is one line."""
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: must be a whole number >= 1") from None
+    if value < 1:
+        raise ValueError(f"{flag} {value}: must be at least 1 (leave the flag out to use every label)")
+    return value
+
+
+def parse_fraction(flag: str, text: str | None, *, closed: bool) -> float:
+    """A fraction in (0, 1] (``closed``) or (0, 1)."""
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    ok = value > 0 and (value <= 1 if closed else value < 1)
+    if not ok:
+        raise ValueError(f"{flag} {text}: must be a fraction in (0, {'1]' if closed else '1)'} "
+                         f"(e.g. {'0.1' if closed else '0.2'})")
+    return value
+
+
+# ----------------------------------------------------------------------------- choosing
+
+
+def validation_split(labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int,
+                     classes: Sequence[str] = ()) -> np.ndarray:
+    """The indices (sorted) of a validation split of about ``fraction`` of each class, whole source groups only.
+
+    Groups are visited in an order drawn from ``seed`` (over their sorted names, so the order of ``labels``
+    does not matter); a group joins while it brings each of its classes nearer to its target
+    (``max(1, round(fraction * n_c))``) and leaves each at least one training video.
+
+    Raises:
+        ValueError: a class that ends with no validation video (all its videos in one source group) or no
+            training video, named.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    names = sorted(set(groups))
+    members: dict[str, list[int]] = {g: [] for g in names}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    present, n = np.unique(labels, return_counts=True)
+    total = dict(zip(present.tolist(), n.tolist()))
+    target = {c: max(1, int(np.floor(fraction * k + 0.5))) for c, k in total.items()}
+    taken = {c: 0 for c in total}
+    chosen: list[int] = []
+    for j in np.random.default_rng([int(seed), 0x5A1]).permutation(len(names)):
+        idx = members[names[j]]
+        counts = dict(zip(*[a.tolist() for a in np.unique(labels[idx], return_counts=True)]))
+        if all((taken[c] == 0 or taken[c] + k / 2 <= target[c]) and taken[c] + k < total[c]
+               for c, k in counts.items()):
+            chosen += idx
+            for c, k in counts.items():
+                taken[c] += k
+    for c in sorted(total):
+        if taken[c] == 0:
+            name = classes[c] if c < len(classes) else str(c)
+            raise ValueError(f"a validation split grouped by source leaves class '{name}' no validation video (its "
+                             f"{total[c]} training video(s) come from one source group, which training keeps); "
+                             "add videos of other sources or leave out --val")
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def label_subset(labels: Sequence[int], keys: Sequence[str], seed: int, per_class: int = 0, fraction: float = 0.0,
+                 classes: Sequence[str] = ()) -> np.ndarray:
+    """Indices (sorted) of a class-balanced subset: ``per_class`` videos of each class present, or
+    ``max(1, round(fraction * n_c))``. Each class's videos are ordered by ``keys`` (their paths) and then by a
+    permutation drawn from ``(seed, class)``, and the subset takes the first ones: it depends on the paths and
+    the seed only, and a smaller subset of one seed lies inside a larger one.
+
+    Raises:
+        ValueError: ``per_class`` above a class's count (named, with its count).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    chosen: list[int] = []
+    for c in np.unique(labels).tolist():
+        idx = sorted(np.flatnonzero(labels == c).tolist(), key=lambda i: keys[i])
+        k = per_class if per_class else max(1, int(np.floor(fraction * len(idx) + 0.5)))
+        if k > len(idx):
+            name = classes[c] if c < len(classes) else str(c)
+            raise ValueError(f"--labels-per-class {per_class}: class '{name}' has only {len(idx)} training "
+                             f"video(s){' after the validation split' if per_class else ''}; choose at most "
+                             f"{len(idx)}")
+        order = np.random.default_rng([int(seed), 0x1AB, c]).permutation(len(idx))
+        chosen += [idx[i] for i in order[:k]]
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- the plan of one run
+
+
+@dataclass
+class Subsets:
+    """The training videos an evaluation uses (``train``: record paths, labelled) and, with a validation split,
+    the videos it is scored on instead of the test split (``val``)."""
+
+    train: set[str]
+    val: set[str]
+    groups: dict[str, str]  # record path -> source group, for every training video
+    summary: dict[str, Any] = field(default_factory=dict)  # recorded in results.json under "subsets"
+
+    @property
+    def has_val(self) -> bool:
+        return bool(self.val)
+
+    def describe_val(self) -> str:
+        s = self.summary
+        return (f"{s['val_videos']} videos, {100 * s['val_fraction']:g}% of train grouped by source"
+                if self.val else "")
+
+
+def _read_split(path: Path, by_rel: Mapping[str, VideoRecord], what: str) -> list[VideoRecord]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        rec = by_rel.get(rel.lower())
+        if rec is None:
+            raise ValueError(f"'{path}' line {n} lists '{rel}', which is not a training video of this dataset; "
+                             f"remove {path.parent / SUBSETS_JSON} and the split files to choose {what} again")
+        out.append(rec)
+    return out
+
+
+def _write_split(path: Path, records: Sequence[VideoRecord], root: str | os.PathLike) -> None:
+    lines = sorted(f"{relative_path(r, root)} {r.label + 1}" for r in records)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def plan_subsets(records: Sequence[VideoRecord], classes: Sequence[str], root: str | os.PathLike, dataset: str,
+                 spec: SubsetSpec, out_dir: str | os.PathLike | None) -> Subsets:
+    """The training/validation videos of ``spec`` over the training ``records``, written to (or, with the same
+    settings, read back from) ``out_dir``.
+
+    Raises:
+        ValueError: a bad setting; a class a split leaves empty; ``out_dir`` holding subsets of other settings, or
+            split files without their ``subsets.json``.
+    """
+    spec.check()
+    root = Path(root)
+    groups = source_groups(records, root, dataset)
+    by_path = {r.path: g for r, g in zip(records, groups)}
+    if not spec.active:
+        out = Path(out_dir) if out_dir is not None else None
+        if out is not None and (out / SUBSETS_JSON).is_file():
+            _refuse(out, json.loads((out / SUBSETS_JSON).read_text()).get("settings"), spec.settings(dataset))
+        return Subsets({r.path for r in records}, set(), by_path)
+    settings = spec.settings(dataset)
+    out = Path(out_dir) if out_dir is not None else None
+    rels = [relative_path(r, root) for r in records]
+    by_rel = {rel.lower(): r for rel, r in zip(rels, records)}
+    stored = _stored(out, settings, by_rel) if out is not None else None
+    if stored is not None:
+        labelled, val = stored
+    else:
+        labels = np.array([r.label for r in records], dtype=np.int64)
+        val_idx = (validation_split(labels, groups, spec.val_fraction, spec.seed, classes)
+                   if spec.val_fraction else np.zeros(0, dtype=np.int64))
+        rest = np.setdiff1d(np.arange(len(records)), val_idx)
+        if spec.labels_per_class or spec.label_fraction:
+            pick = label_subset(labels[rest], [rels[i] for i in rest], spec.seed, spec.labels_per_class,
+                                spec.label_fraction, classes)
+            rest = rest[pick]
+        labelled, val = [records[i] for i in rest], [records[i] for i in val_idx]
+        _check_classes(records, labelled, classes)
+    summary: dict[str, Any] = {**settings, "train_videos": len(records), "labelled_videos": len(labelled),
+                               "grouping": GROUP_RULE}
+    if out is not None:
+        summary["labelled_split"] = str(out / LABELLED_SPLIT)
+        if val:
+            summary["val_split"] = str(out / VAL_SPLIT)
+    summary["val_videos"] = len(val)
+    if val:
+        summary["val_source_groups"] = len({by_path[r.path] for r in val})
+    if out is not None and stored is None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_split(out / LABELLED_SPLIT, labelled, root)
+        if val:
+            _write_split(out / VAL_SPLIT, val, root)
+        atomic_write_text(out / SUBSETS_JSON, json.dumps({"settings": settings, **summary}, indent=2) + "\n")
+    return Subsets({r.path for r in labelled}, {r.path for r in val}, by_path, summary)
+
+
+def _check_classes(records: Sequence[VideoRecord], labelled: Sequence[VideoRecord], classes: Sequence[str]) -> None:
+    left = {r.label for r in labelled}
+    for c in sorted({r.label for r in records} - left):
+        name = classes[c] if c < len(classes) else str(c)
+        raise ValueError(f"the validation split leaves class '{name}' no training video; lower --val")
+
+
+def _refuse(out: Path, old: Any, new: Mapping[str, Any]) -> None:
+    if old != new:
+        def show(s: Any) -> str:
+            return ", ".join(f"{k}={v}" for k, v in s.items() if k != "dataset") if isinstance(s, dict) else repr(s)
+        raise ValueError(f"'{out / SUBSETS_JSON}' records the subsets of other settings ({show(old)}) than this run "
+                         f"asks for ({show(new)}); pass the same flags, or choose another --out")
+
+
+def _stored(out: Path, settings: Mapping[str, Any], by_rel: Mapping[str, VideoRecord]
+            ) -> tuple[list[VideoRecord], list[VideoRecord]] | None:
+    meta = out / SUBSETS_JSON
+    if not meta.is_file():
+        for name in (LABELLED_SPLIT, VAL_SPLIT):
+            if (out / name).exists():
+                raise ValueError(f"'{out / name}' exists without '{meta}' (which records how it was chosen); remove "
+                                 "it, or choose another --out")
+        return None
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"'{meta}' cannot be read ({e}); remove it and the split files beside it") from None
+    _refuse(out, stored.get("settings") if isinstance(stored, dict) else None, settings)
+    labelled = _read_split(out / LABELLED_SPLIT, by_rel, "the labelled subset")
+    val = _read_split(out / VAL_SPLIT, by_rel, "the validation split") if settings["val_fraction"] else []
+    return labelled, val
