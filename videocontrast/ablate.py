@@ -3,6 +3,10 @@
 Each cell (one combination) pretrains in ``OUT/cells/<name>/`` and is evaluated; its results are stored in
 ``OUT/cells/<name>/cell.json``. A finished cell is never recomputed and an interrupted cell resumes from
 its checkpoint, so an interrupted grid continues where it stopped.
+
+With ``data.val_fraction`` (``--val``) every cell is scored on a validation split of its training videos (grouped by
+source, seeded by the cell's ``train.seed``; ``OUT/cells/<name>/<eval>/val_split.txt``), never on the test split:
+the table's columns are then ``linear_val_top1``, ... and its title says so. Pretraining ignores the split.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from .config import Config, ConfigError, apply_overrides, validate
 from .engine.device import resolve_device
 from .engine.run import check_writable, resume_config, stored_run
 from .engine.train import pretrain
-from .eval.run import COMMANDS, knn_monitor, resolve_encoder
+from .eval.run import COMMANDS, knn_monitor, resolve_encoder, training_subsets
 from .fileio import atomic_write_bytes, atomic_write_text
 
 
@@ -100,6 +104,7 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
     The grid, every cell's settings and the evaluation names are checked before the first cell trains."""
     evals = check_evals(list(evals))
     cells = grid_cells(cfg, grid)
+    scored_on = _scored_on(cfg)
     axes = list(cells[0][0])
     check_writable(out)
     rows: list[dict[str, Any]] = []
@@ -108,15 +113,38 @@ def run_ablation(cfg: Config, grid: list[str], out: Path, evals: list[str] = ("l
         for combo, c in cells:
             cdir = out / "cells" / cell_name(combo)
             done = cdir / "cell.json"
-            if done.exists() and _reusable(c, cdir / "pretrain"):
-                rows.append(json.loads(done.read_text()))
+            row = json.loads(done.read_text()) if done.exists() else None
+            # a cell scored on another split (test vs a validation split) is evaluated again, its pretraining kept
+            if row is not None and row.get("scored_on", "test") == scored_on and _reusable(_pretrain_config(c),
+                                                                                        cdir / "pretrain"):
+                rows.append(row)
             else:
                 rows.append(_run_cell(combo, c, cdir, out, evals))
             bar = _advance(bar, len(cells), cell_name(combo))
     finally:
         if bar is not None:
             bar.close()
-    return write_tables(rows, out, axes)
+    return write_tables(rows, out, axes, caption=_caption(cfg))
+
+
+def _scored_on(cfg: Config) -> str:
+    return f"validation {cfg.data.val_fraction:g}" if cfg.data.val_fraction else "test"
+
+
+def _caption(cfg: Config) -> str:
+    """What the table's scores are on."""
+    if not cfg.data.val_fraction:
+        return "Scores on the test split."
+    return (f"Scores on a validation split ({100 * cfg.data.val_fraction:g}% of each cell's training videos, grouped "
+            "by source, stratified by class); the test split was not used.")
+
+
+def _pretrain_config(c: Config) -> Config:
+    """A cell's pretraining settings: the evaluation's subsets left out (pretraining uses every training video),
+    so that a grid scored on a validation split shares its pretraining with the same grid scored on test."""
+    p = copy.deepcopy(c)
+    p.data.val_fraction, p.data.labels_per_class, p.data.label_fraction = 0.0, 0, 0.0
+    return p
 
 
 def _reusable(c: Config, run_dir: Path) -> bool:
@@ -133,14 +161,18 @@ def _reusable(c: Config, run_dir: Path) -> bool:
 def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: list[str]) -> dict[str, Any]:
     """Pretrain one cell (resuming its checkpoint), evaluate it and store ``cdir/cell.json``."""
     device = resolve_device(c.train.device)
-    run = pretrain(c, cdir / "pretrain", resume=True, quiet=True, monitor=knn_monitor(c, device))
+    pc = _pretrain_config(c)
+    run = pretrain(pc, cdir / "pretrain", resume=True, quiet=True, monitor=knn_monitor(pc, device))
     enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
     row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
     for name in evals:
-        res = COMMANDS[name](enc, device, cdir / name, out / "cache")
+        subsets = training_subsets(c, cdir / name)  # the cell's own seed and dataset
+        res = COMMANDS[name](enc, device, cdir / name, out / "cache", subsets=subsets)
         for k in ("top1", "video_top1", "R@1", "R@5"):
-            if k in res:
-                row[f"{name}_{k}"] = res[k]
+            for key in (k, f"val_{k}"):
+                if key in res:
+                    row[f"{name}_{key}"] = res[key]
+    row["scored_on"] = _scored_on(c)
     done = cdir / "cell.json"
     done.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done, json.dumps(row, indent=2))
@@ -157,15 +189,16 @@ def _advance(bar: tqdm | None, total: int, name: str) -> tqdm:
     return bar
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
-    """Markdown + CSV tables and a bar chart of every metric column."""
+def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str], caption: str = "") -> str:
+    """Markdown + CSV tables and a bar chart of every metric column; ``caption`` (what the scores are on) heads
+    the markdown table and titles the chart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cols = list(dict.fromkeys(k for r in rows for k in r if k != "scored_on"))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -174,10 +207,10 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
             cells.append(f"{v:.3f}" if k == "final_loss" and isinstance(v, float) else
                          f"{100 * v:.1f}%" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = "\n".join(([caption, ""] if caption else []) + lines)
     atomic_write_text(out / "results.md", table + "\n")
     text = io.StringIO(newline="")
-    w = csv.DictWriter(text, fieldnames=cols)
+    w = csv.DictWriter(text, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "results.csv", text.getvalue())
@@ -191,7 +224,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str]) -> str:
     ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.legend(fontsize=7)
-    ax.set_title(" x ".join(axes))
+    ax.set_title(" x ".join(axes) + (" (validation split)" if "validation" in caption else ""))
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png")

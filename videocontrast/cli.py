@@ -13,12 +13,13 @@ from .ablate import run_ablation
 from .build import dataset_root
 from .config import ConfigError, apply_overrides, list_presets, load_config, validate
 from .data.datasets import DATASET_NAMES, dataset_info
+from .data.subsets import DEFAULT_VAL_FRACTION, parse_count, parse_fraction
 from .demo import run_demo
 from .engine.device import resolve_device
 from .engine.run import check_resumable, check_writable, stored_run
 from .engine.train import NonFiniteLossError, TrainingInterrupted, pretrain
 from .export import EXPORT_FORMATS, export_backbone
-from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, write_results
+from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, training_subsets, write_results
 from .methods import METHODS
 from .preview import preview
 from .embed import embed_collection
@@ -95,6 +96,44 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. optim.lr=0.01 aug.temporal=drop")
 
 
+def _val_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--val", nargs="?", const=str(DEFAULT_VAL_FRACTION), default=None, metavar="F",
+                   help="score on a validation split carved out of the training videos (a fraction F, default "
+                        f"{DEFAULT_VAL_FRACTION:g}, grouped by source, stratified by class, seeded by train.seed) "
+                        "instead of the test split; written to OUT/val_split.txt")
+
+
+def _subset_flags(p: argparse.ArgumentParser, val: bool) -> None:
+    g = p.add_argument_group("training subsets (written to OUT/labelled_split.txt and reused)")
+    g.add_argument("--labels-per-class", default=None, metavar="N",
+                   help="train on N labelled videos per class, chosen by train.seed (the same for every encoder)")
+    g.add_argument("--label-fraction", default=None, metavar="F",
+                   help="train on a fraction F of each class's videos (round(F * n), at least 1)")
+    if val:
+        _val_flag(g)
+
+
+def _subset_overrides(args: argparse.Namespace) -> list[str]:
+    """``--val``, ``--labels-per-class``, ``--label-fraction`` as config overrides, each checked first (a bad
+    value is one line naming the flag)."""
+    val = getattr(args, "val", None)
+    if val is not None and "=" in val:  # `--val optim.lr=...`: the bare flag followed by an override
+        args.overrides = [*args.overrides, val]
+        val = str(DEFAULT_VAL_FRACTION)
+    per_class = getattr(args, "labels_per_class", None)
+    fraction = getattr(args, "label_fraction", None)
+    if per_class is not None and fraction is not None:
+        raise ValueError("--labels-per-class and --label-fraction both given; choose one")
+    out = []
+    if val is not None:
+        out.append(f"data.val_fraction={parse_fraction('--val', val, closed=False)}")
+    if per_class is not None:
+        out.append(f"data.labels_per_class={parse_count('--labels-per-class', per_class)}")
+    if fraction is not None:
+        out.append(f"data.label_fraction={parse_fraction('--label-fraction', fraction, closed=True)}")
+    return out
+
+
 def _dataset_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     for flag, key in (("dataset", "data.dataset"), ("root", "data.root"), ("splits", "data.splits"),
@@ -168,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint path, `random`, `supervised`, or a state-dict file of external weights")
         _dataset_flags(p)
         p.add_argument("--out", required=True, help="output folder (results.json)")
+        if name != "retrieve":
+            _subset_flags(p, val=name != "finetune")
         _config_flags(p)
 
     p = add("embed", "embed a folder, list file or CSV manifest of videos into a searchable folder")
@@ -238,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretraining epochs of every cell (default: the config's train.epochs)")
     p.add_argument("--out", required=True)
     p.add_argument("--eval", default="linear,knn", help="evaluations per cell: linear,knn,retrieve")
+    _val_flag(p)
     p.add_argument("--config", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("overrides", nargs="*", default=[])
@@ -279,16 +321,37 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = _build_config(args)
+    cfg = _build_config(args, _subset_overrides(args))
     device = resolve_device(cfg.train.device)
     out = Path(args.out)
     check_writable(out)  # created by the command's first write, so a failure on the arguments leaves nothing
-    enc = resolve_encoder(args.checkpoint, cfg, device, out)
-    results = COMMANDS[args.command](enc, device, out)
+    # Chosen from the command's seed and dataset before any encoder exists: the same videos for every encoder.
+    subsets = training_subsets(cfg, out)
+    enc = resolve_encoder(args.checkpoint, cfg, device, out, subsets)
+    run = COMMANDS[args.command]
+    results = run(enc, device, out, subsets=subsets)
     path = write_results(out, results)
-    print(f"{args.command}: {enc.description}\n{format_table(results)}\nprotocol: "
+    print(f"{args.command}: {enc.description}\n{_subset_line(results)}{format_table(results)}\nprotocol: "
           f"{json.dumps(results.get('protocol', {}))}\n-> {path}")
     return 0
+
+
+def _subset_line(results: dict) -> str:
+    """What the scores below are on (a validation split, a label subset), or nothing for all labels on test."""
+    s = results.get("subsets") or {}
+    lines = []
+    if s.get("labels_per_class") or s.get("label_fraction"):
+        how = (f"{s['labels_per_class']} per class" if s.get("labels_per_class")
+               else f"{100 * s['label_fraction']:g}% of each class")
+        lines.append(f"trained on {s['labelled_videos']} labelled videos ({how}, seed {s['seed']}; "
+                     f"{s.get('labelled_split', '')})")
+    if results.get("evaluated_on") == "validation":
+        top1 = results.get("val_top1", results.get("val_R@1"))
+        name = "top-1" if "val_top1" in results else "R@1"
+        shown = f" {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
+        lines.append(f"validation {name}{shown} ({results['validation']}; {s.get('val_split', '')}); the test split "
+                     "was not used")
+    return "".join(line + "\n" for line in lines)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -386,7 +449,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
-    cfg = _build_config(args, extra)
+    cfg = _build_config(args, [*extra, *_subset_overrides(args)])
     table = run_ablation(cfg, args.grid, Path(args.out), evals=args.eval.split(","))
     print(table)
     return 0

@@ -83,7 +83,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
              test_loader: DataLoader | None = None, *, backbone_lr_ratio: float | None = None,
              kind: str = "finetune", quiet: bool = False,
              resume_hint: str = "rerun the same command to continue",
-             plan_epochs: Callable[[float], int] | None = None) -> dict[str, Any]:
+             plan_epochs: Callable[[float], int] | None = None, evaluated_on: str = "test") -> dict[str, Any]:
     """Fine-tune ``backbone`` + a new linear classifier on ``train_set``, then evaluate on ``test_loader``.
 
     Args:
@@ -105,6 +105,8 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         plan_epochs: a new run's total epochs from its first epoch's seconds (see
             :func:`~videocontrast.engine.train.fit`); ``eval.finetune_epochs`` must then be at least 2, so that
             the warm-up spans the first epoch.
+        evaluated_on: what ``test_loader`` holds: ``test``, or ``validation`` (training videos held out; the
+            scores are then named ``val_top1``, ... so that none is read as a test score).
 
     Returns:
         ``top1``, ``top5``, ``video_top1``, ``video_top5`` on the test split (absent without ``test_loader``),
@@ -133,9 +135,12 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     result: dict[str, Any] = {}
     if test_loader is not None:
         device = next(backbone.parameters()).device
-        result.update(evaluate_classifier(run["model"].classifier(), test_loader,
-                                          build_eval_transform(run_cfg).to(device), device,
-                                          autocast_dtype(run_cfg.train.precision, device)))
+        scores = evaluate_classifier(run["model"].classifier(), test_loader,
+                                     build_eval_transform(run_cfg).to(device), device,
+                                     autocast_dtype(run_cfg.train.precision, device))
+        prefix = "val_" if evaluated_on == "validation" else ""
+        result.update({prefix + k: v for k, v in scores.items()})
+        result["evaluated_on"] = evaluated_on
     o = run_cfg.optim
     result["history"] = run["history"]
     result["selected_epoch"] = run["epochs"] - 1
@@ -155,6 +160,7 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
         "batch_size": o.batch_size,
         "selection": "last epoch (test split never used for selection)",
         "train_clips": "one Random m clip per video and epoch, labelled with its video's class",
+        "train_videos": len(train_set),
         "augment": run_cfg.eval.finetune_augment,
         "augment_spatial": describe_augment(run_cfg),
         "video_level": "mean of clip softmax probabilities per video",

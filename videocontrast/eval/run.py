@@ -19,11 +19,14 @@ import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..build import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
                      eval_crop_positions, eval_loader, labeled_dataset, method_from_checkpoint,
                      model_from_checkpoint)
 from ..config import Config, config_from_dict, load_config
+from ..data.datasets import VideoDataset
+from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict, source_groups_of_paths
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.train import Monitor
 from ..serialization import CheckpointReadError, one_line, safe_torch_load
@@ -51,7 +54,8 @@ def with_dataset(cfg: Config, data_from: Config) -> Config:
     out = copy.deepcopy(cfg)
     for name in ("dataset", "root", "splits", "split", "num_workers", "strict", "require_complete",
                  "eval_clips", "synthetic_videos_per_class", "synthetic_frames", "synthetic_size",
-                 "synthetic_seed", "synthetic_appearances", "eval_crops"):
+                 "synthetic_seed", "synthetic_appearances", "eval_crops", "val_fraction", "labels_per_class",
+                 "label_fraction"):
         setattr(out.data, name, getattr(data_from.data, name))
     out.eval = copy.deepcopy(data_from.eval)
     return out
@@ -184,12 +188,15 @@ def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.devi
     return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
 
 
-def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path) -> Encoder:
+def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path,
+                    subsets: Subsets | None = None) -> Encoder:
     """Turn ``--checkpoint`` into an encoder (see :func:`load_weights`); ``supervised`` first trains the
-    supervised baseline in ``out_dir/supervised``. ``cfg`` supplies the dataset flags (and the architecture for
-    ``random``/``supervised``/external weights)."""
+    supervised baseline in ``out_dir/supervised``, on the training videos of ``subsets`` (default: those
+    :func:`training_subsets` gives for ``cfg`` and ``out_dir``). ``cfg`` supplies the dataset flags (and the
+    architecture for ``random``/``supervised``/external weights)."""
     if spec == "supervised":
-        spec = str(train_supervised(cfg, device, out_dir / "supervised"))
+        subsets = subsets if subsets is not None else training_subsets(cfg, out_dir)
+        spec = str(train_supervised(cfg, device, out_dir / "supervised", subsets))
     return load_weights(spec, cfg, device)
 
 
@@ -253,9 +260,73 @@ def class_names(cfg: Config) -> list[str]:
     return list(labeled_dataset(cfg, "train", "eval").classes)
 
 
-def _train_test(enc: Encoder, device: torch.device, cache_dir: Path | None) -> tuple[dict, dict, list[str]]:
-    """What every frozen-feature protocol starts from: train and test features and the class names."""
-    return features(enc, "train", device, cache_dir), features(enc, "test", device, cache_dir), class_names(enc.cfg)
+def subset_spec(cfg: Config) -> SubsetSpec:
+    d = cfg.data
+    return SubsetSpec(d.val_fraction, d.labels_per_class, d.label_fraction, cfg.train.seed)
+
+
+def training_subsets(cfg: Config, out_dir: Path | None) -> Subsets | None:
+    """The training videos (and validation split) that ``data.val_fraction``, ``data.labels_per_class`` and
+    ``data.label_fraction`` choose with ``train.seed``, written to / reused from ``out_dir``
+    (:func:`~videocontrast.data.subsets.plan_subsets`); None when all are off and ``out_dir`` holds no subsets."""
+    spec = subset_spec(cfg)
+    spec.check()
+    if not spec.active and (out_dir is None or not (Path(out_dir) / "subsets.json").is_file()):
+        return None
+    ds = labeled_dataset(cfg, "train", "eval")
+    return plan_subsets(ds.records, ds.classes, dataset_root(cfg), cfg.data.dataset, spec, out_dir)
+
+
+def _rows(feats: dict[str, Any], keep: set[str] | None, groups: dict[str, str]) -> dict[str, Any]:
+    """The feature rows of the videos whose path is in ``keep`` (all with None), with ``source_groups`` (one
+    int per row: the video's source group, see data.subsets) for the linear probe's grouped CV."""
+    ids = np.asarray(feats["video_ids"])
+    uniq = np.unique(ids)
+    paths = np.asarray(feats["paths"], dtype=object)[np.searchsorted(uniq, ids)]  # each row's video path
+    mask = np.ones(len(ids), dtype=bool) if keep is None else np.array([p in keep for p in paths], dtype=bool)
+    if not mask.any():
+        raise ValueError("none of the chosen training videos has features (all unreadable?)")
+    names = [groups.get(p, p) for p in paths[mask]]
+    codes = np.unique(np.asarray(names, dtype=object), return_inverse=True)[1].astype(np.int64)
+    out = {k: np.asarray(v)[mask] for k, v in feats.items() if k in ("feats", "labels", "video_ids")}
+    out["paths"] = [p for p in feats["paths"] if keep is None or p in keep]
+    out["source_groups"] = codes
+    return {**{k: v for k, v in feats.items() if k not in out and k != "unreadable"}, **out}
+
+
+def _probe_sets(enc: Encoder, device: torch.device, cache_dir: Path | None, subsets: Subsets | None
+                ) -> tuple[dict[str, Any], Any]:
+    """The training features and what is scored: the validation split's features when ``subsets`` has one,
+    else a function that extracts the test split's (called while the linear probe's C search runs)."""
+    train = features(enc, "train", device, cache_dir)
+    if subsets is None:
+        d = enc.cfg.data
+        groups = dict(zip(train["paths"], source_groups_of_paths(train["paths"], dataset_root(enc.cfg), d.dataset)))
+        return _rows(train, None, groups), lambda: features(enc, "test", device, cache_dir)
+    fit = _rows(train, subsets.train, subsets.groups)
+    if subsets.has_val:
+        return fit, _rows(train, subsets.val, subsets.groups)
+    return fit, lambda: features(enc, "test", device, cache_dir)
+
+
+# Keys of a result that are scores on the evaluated split: with a validation split they are named val_KEY, so
+# that no validation score is ever read as a test score.
+SCORE_KEYS = ("top1", "top5", "video_top1", "video_top5", "per_class", "num_test_clips", "num_test_videos")
+
+
+def _label_split(res: dict[str, Any], subsets: Subsets | None) -> dict[str, Any]:
+    """``res`` with ``evaluated_on`` (``test`` | ``validation``), its scores renamed ``val_*`` when on a validation
+    split, and ``subsets`` (the settings, counts and split files) when a subset was chosen."""
+    if subsets is not None and subsets.has_val:
+        for k in [k for k in res if k in SCORE_KEYS or k.startswith("R@")]:
+            res["val_" + k.replace("num_test_", "num_")] = res.pop(k)
+        res["evaluated_on"] = "validation"
+        res["validation"] = subsets.describe_val()
+    else:
+        res["evaluated_on"] = "test"
+    if subsets is not None and subsets.summary:
+        res["subsets"] = subsets.summary
+    return res
 
 
 def _protocol_common(enc: Encoder) -> dict[str, Any]:
@@ -268,32 +339,47 @@ def _protocol_common(enc: Encoder) -> dict[str, Any]:
                 else "centre crop" if d.eval_crops == 1 else "3 crops (start, centre, end of the long side)")}
 
 
-def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+def _subsets(enc: Encoder, out_dir: Path, subsets: Subsets | None) -> Subsets | None:
+    return subsets if subsets is not None else training_subsets(enc.cfg, out_dir)
+
+
+def run_linear(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None,
+               subsets: Subsets | None = None) -> dict[str, Any]:
+    """Linear probe on the training videos of ``subsets`` (default: :func:`training_subsets` of the encoder's
+    settings), scored on the validation split when there is one, else on the test split."""
+    subsets = _subsets(enc, out_dir, subsets)
     # The test split is extracted while the C search on the train features runs (see linear_probe).
-    train = features(enc, "train", device, cache_dir)
-    res = linear_probe(train, lambda: features(enc, "test", device, cache_dir), class_names(enc.cfg),
+    train, scored = _probe_sets(enc, device, cache_dir, subsets)
+    res = linear_probe(train, scored, class_names(enc.cfg),
                        Cs=enc.cfg.eval.linear_cs,
                        cv_folds=enc.cfg.eval.cv_folds, seed=enc.cfg.train.seed, out_dir=out_dir)
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
-    return res
+    return _label_split(res, subsets)
 
 
-def run_knn(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    train, test, names = _train_test(enc, device, cache_dir)
-    res = knn_classify(train, test, k=enc.cfg.eval.knn_k, temperature=enc.cfg.eval.knn_temperature,
-                       num_classes=len(names))
+def run_knn(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None,
+            subsets: Subsets | None = None) -> dict[str, Any]:
+    """kNN with the training videos of ``subsets`` as memory, scored as :func:`run_linear` is."""
+    subsets = _subsets(enc, out_dir, subsets)
+    train, scored = _probe_sets(enc, device, cache_dir, subsets)
+    names = class_names(enc.cfg)
+    res = knn_classify(train, scored() if callable(scored) else scored, k=enc.cfg.eval.knn_k,
+                       temperature=enc.cfg.eval.knn_temperature, num_classes=len(names))
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
-    return res
+    return _label_split(res, subsets)
 
 
 def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: Path | None = None,
-                 report_queries: int = 8) -> dict[str, Any]:
+                 report_queries: int = 8, subsets: Subsets | None = None) -> dict[str, Any]:
     """Retrieval as ``eval.retrieval_protocol`` says: ``ours`` (test videos query the training videos, backbone
     features, R@k) or ``thesis`` (Fig. 4: test videos query the other test videos with the projection head's
-    output when the encoder has one, cosine, 3 neighbours). ``results.json``'s ``protocol`` names it."""
+    output when the encoder has one, cosine, 3 neighbours). ``results.json``'s ``protocol`` names it. With a
+    validation split in ``subsets`` its videos are the queries instead of the test split's."""
+    subsets = _subsets(enc, out_dir, subsets)
     if enc.cfg.eval.retrieval_protocol == "thesis":
         layer = "head" if enc.projection is not None else "backbone"
-        test = features(enc, "test", device, cache_dir, layer=layer)
+        test = (_rows(features(enc, "train", device, cache_dir, layer=layer), subsets.val, subsets.groups)
+                if subsets is not None and subsets.has_val else features(enc, "test", device, cache_dir, layer=layer))
         names = class_names(enc.cfg)
         res = retrieve_within(test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=3)
         common = _protocol_common(enc)
@@ -301,7 +387,8 @@ def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: P
                               "backbone pooled output (this encoder has no projection head)")
         res["protocol"] = {**common, **res["protocol"], "name": "thesis"}
     else:
-        train, test, names = _train_test(enc, device, cache_dir)
+        train, scored = _probe_sets(enc, device, cache_dir, subsets)
+        test, names = scored() if callable(scored) else scored, class_names(enc.cfg)
         res = retrieve(train, test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=5)
         res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {}), "name": "ours"}
     neighbours = res.pop("neighbours", [])
@@ -309,28 +396,54 @@ def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: P
     queries = neighbours[::step][:report_queries]
     res["queries"] = queries  # the queries the report shows, with their neighbours (paths, classes, sims)
     metrics = {k: v for k, v in res.items() if k.startswith("R@")}
-    res["report"] = str(retrieval_report(out_dir, queries, title=f"Retrieval: {enc.description}",
+    res["report"] = str(retrieval_report(out_dir, queries, title=f"Retrieval: {enc.description}"
+                                         + (" (validation split)" if subsets is not None and subsets.has_val else ""),
                                          metrics=metrics))
-    return res
+    return _label_split(res, subsets)
 
 
-def run_finetune(enc: Encoder, device: torch.device, out_dir: Path) -> dict[str, Any]:
+def _val_loader(cfg: Config, subsets: Subsets) -> DataLoader:
+    """Evaluation clips of the validation videos (training videos held out), as ``build.eval_loader`` gives the
+    test split's."""
+    ds = restrict(labeled_dataset(cfg, "train", "eval"), subsets.val)
+    ds.on_bad = "mark"
+    ds.drop_unreadable(f"in the validation split of {dataset_root(cfg)}")
+    if len(ds) == 0:
+        raise ValueError(f"none of the validation videos of {dataset_root(cfg)} can be read")
+    return DataLoader(ds, batch_size=min(cfg.eval.batch_size, len(ds)), shuffle=False,
+                      num_workers=cfg.data.num_workers)
+
+
+def labelled_train_set(cfg: Config, subsets: Subsets | None) -> VideoDataset:
+    """The training videos fine-tuning and the supervised baseline learn from: those of ``subsets`` (all with
+    None), one Random m clip each."""
+    ds = labeled_dataset(cfg, "train", "finetune")
+    return ds if subsets is None else restrict(ds, subsets.train)
+
+
+def run_finetune(enc: Encoder, device: torch.device, out_dir: Path, subsets: Subsets | None = None
+                 ) -> dict[str, Any]:
+    """Fine-tuning on the training videos of ``subsets``, scored on its validation split when it has one."""
     cfg = enc.cfg
-    res = finetune(enc.module, cfg, out_dir, labeled_dataset(cfg, "train", "finetune"),
-                   eval_loader(cfg, "test"))
+    subsets = _subsets(enc, out_dir, subsets)
+    on_val = subsets is not None and subsets.has_val
+    res = finetune(enc.module, cfg, out_dir, labelled_train_set(cfg, subsets),
+                   _val_loader(cfg, subsets) if on_val else eval_loader(cfg, "test"),
+                   evaluated_on="validation" if on_val else "test")
     res["protocol"] = {**_protocol_common(enc), **res.get("protocol", {})}
-    return res
+    return _label_split(res, subsets)
 
 
-def train_supervised(cfg: Config, device: torch.device, out_dir: Path) -> Path:
+def train_supervised(cfg: Config, device: torch.device, out_dir: Path, subsets: Subsets | None = None) -> Path:
     """The supervised baseline: the same backbone trained from random init with cross-entropy on the training
-    labels (no test data used), in the run folder ``out_dir`` (continued if interrupted, reused when done).
+    labels (no test data used; only the videos of ``subsets`` when given: a label subset, train minus the
+    validation split), in the run folder ``out_dir`` (continued if interrupted, reused when done).
 
     Returns:
         the path of its checkpoint (``kind: supervised``), usable as ``--checkpoint``.
     """
     backbone = backbone_from_config(cfg, seed=cfg.train.seed).to(device)
-    res = finetune(backbone, cfg, out_dir, labeled_dataset(cfg, "train", "finetune"), None,
+    res = finetune(backbone, cfg, out_dir, labelled_train_set(cfg, subsets), None,
                    backbone_lr_ratio=1.0, kind="supervised")
     return Path(res["checkpoint"])
 
@@ -339,10 +452,10 @@ COMMANDS = {"linear": run_linear, "knn": run_knn, "retrieve": run_retrieve, "fin
 
 
 def format_table(results: dict[str, Any]) -> str:
-    keys = [k for k in ("top1", "top5", "video_top1", "video_top5", "R@1", "R@5", "R@10", "R@20", "R@50")
-            if isinstance(results.get(k), (int, float))]
-    head = " | ".join(f"{k:>10}" for k in keys)
-    vals = " | ".join(f"{100 * results[k]:9.1f}%" for k in keys)
+    keys = [p + k for k in ("top1", "top5", "video_top1", "video_top5", "R@1", "R@5", "R@10", "R@20", "R@50")
+            for p in ("", "val_") if isinstance(results.get(p + k), (int, float))]
+    head = " | ".join(f"{k:>{max(10, len(k))}}" for k in keys)
+    vals = " | ".join(f"{100 * results[k]:{max(10, len(k)) - 1}.1f}%" for k in keys)
     return f"{head}\n{vals}"
 
 
