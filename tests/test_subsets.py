@@ -317,5 +317,12 @@ def test_ablate_val_scores_every_cell_on_a_validation_split_and_says_so(syntheti
     assert table.startswith("Scores on a validation split (20% of each cell's training videos")
     assert "knn_val_top1" in table and "knn_top1 " not in table
     for cell in ("temporal-none", "temporal-shift"):
-        assert (out / "cells" / cell / "knn" / VAL_SPLIT).is_file()
+        assert (out / "cells" / cell / "knn_val" / VAL_SPLIT).is_file()
         assert json.loads((out / "cells" / cell / "cell.json").read_text())["scored_on"] == "validation 0.2"
+    # the same grid on the test split: evaluated again (the pretraining kept), the table says so
+    pretrained = (out / "cells" / "temporal-none" / "pretrain" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert main(["ablate", "--config", "demo", "--grid", "aug.temporal=none,shift", "--epochs", "1", "--eval", "knn",
+                 "--out", str(out), f"data.root={synthetic}", *TINY]) == 0
+    table = (out / "results.md").read_text()
+    assert table.startswith("Scores on the test split.") and "knn_top1" in table and "knn_val_top1" not in table
+    assert (out / "cells" / "temporal-none" / "pretrain" / "checkpoints" / "last.pt").stat().st_mtime_ns == pretrained

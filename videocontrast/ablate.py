@@ -5,7 +5,7 @@ Each cell (one combination) pretrains in ``OUT/cells/<name>/`` and is evaluated;
 its checkpoint, so an interrupted grid continues where it stopped.
 
 With ``data.val_fraction`` (``--val``) every cell is scored on a validation split of its training videos (grouped by
-source, seeded by the cell's ``train.seed``; ``OUT/cells/<name>/<eval>/val_split.txt``), never on the test split:
+source, seeded by the cell's ``train.seed``; ``OUT/cells/<name>/<eval>_val/val_split.txt``), never on the test split:
 the table's columns are then ``linear_val_top1``, ... and its title says so. Pretraining ignores the split.
 """
 
@@ -166,8 +166,10 @@ def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: li
     enc = resolve_encoder(run["checkpoint"], run["config"], device, cdir)
     row: dict[str, Any] = {**combo, "final_loss": run["history"][-1]["loss"] if run["history"] else None}
     for name in evals:
-        subsets = training_subsets(c, cdir / name)  # the cell's own seed and dataset
-        res = COMMANDS[name](enc, device, cdir / name, out / "cache", subsets=subsets)
+        # validation scores in a folder of their own: a grid scored on test later keeps them, and vice versa
+        edir = cdir / (f"{name}_val" if c.data.val_fraction else name)
+        subsets = training_subsets(c, edir)  # the cell's own seed and dataset
+        res = COMMANDS[name](enc, device, edir, out / "cache", subsets=subsets)
         for k in ("top1", "video_top1", "R@1", "R@5"):
             for key in (k, f"val_{k}"):
                 if key in res:
