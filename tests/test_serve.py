@@ -125,12 +125,12 @@ def test_query_by_path_only_inside_the_roots(served):
     c = served["client"]
     emb = np.load(served["index"] / "embeddings.npy")
     target = served["videos"] / "b" / "v3.mp4"
-    r = c.get("/api/query", params={"path": str(target), "k": 2})
+    r = c.get("/api/query", params={"path": str(target), "k": 2}, headers=PAGE)
     assert r.status_code == 200
     assert [n["row"] for n in r.json()["neighbours"]] == list(np.argsort(-(emb @ emb[3]), kind="stable")[:2])
     for bad in (served["dir"] / "outside" / "secret.mp4", served["videos"] / ".." / "outside" / "secret.mp4",
                 served["videos"] / "a" / "link_out.mp4", "/etc/passwd"):
-        assert c.get("/api/query", params={"path": str(bad)}).status_code == 403
+        assert c.get("/api/query", params={"path": str(bad)}, headers=PAGE).status_code == 403
 
 
 def test_query_by_upload(served):

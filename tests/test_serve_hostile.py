@@ -43,6 +43,7 @@ from test_export import make_checkpoint, one_line_error  # noqa: E402
 
 BASE = "http://127.0.0.1:8000"  # what a browser on this machine sends as Host
 PAGE = {"X-Videocontrast": "1", "Origin": BASE}  # what the page's own script sends with a POST
+QUERY = {"X-Videocontrast": "1"}  # what it sends with a query by path (a GET: no Origin)
 SECRET = b"TOP-SECRET shadow line\n" * 500
 
 
@@ -141,8 +142,8 @@ def test_a_row_linking_out_of_the_roots_is_refused_on_every_route(lib_dir, tmp_p
         for url in (f"/preview/{row}", "/media/0/b/linked.mp4"):
             r = c.get(url)
             assert r.status_code == 403 and r.content != secret, (url, r.status_code)
-        r = c.get("/api/query", params={"path": str(target)})
-        assert r.status_code == 403
+        r = c.get("/api/query", params={"path": str(target)}, headers=QUERY)
+        assert r.status_code == 403 and "not a video of this index" in r.json()["error"]
     finally:
         target.unlink()
         os.replace(backup, target)
@@ -183,6 +184,78 @@ def test_a_cross_site_post_is_refused_and_the_pages_own_works(lib_dir, served, m
     assert '"X-Videocontrast": "1"' in js
 
 
+# what a browser sends when another site's page loads a URL of ours (an <img>, a <video>, a fetch)
+CROSS = {"cross-site": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"},
+         "same-site": {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}}
+
+
+@pytest.mark.parametrize("site", list(CROSS))
+@pytest.mark.parametrize("url", ["/preview/0", "/media/0/a/v0.mp4", "/api/items", "/api/neighbours/0",
+                                 "/static/serve.js", "/"])
+def test_another_sites_page_can_load_nothing_but_a_link_to_the_page(served, monkeypatch, url, site):
+    lib = served.app.state.library
+    opened = []
+    real_open = lib.open
+    monkeypatch.setattr(lib, "open", lambda path: opened.append(path) or real_open(path))
+    r = served.get(url, headers=CROSS[site])
+    assert r.status_code == 403 and "another site" in r.json()["error"], (url, r.status_code)
+    assert opened == []  # no file opened, nothing decoded: no work to time, nothing to measure
+    # the page's own <img>, <video> and fetches (same-origin), a URL typed in (none), curl (no header)
+    for own in ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"}, {"Sec-Fetch-Site": "none"}, {}):
+        assert served.get(url, headers=own).status_code == 200, (url, own)
+    # a link on another site to the page itself is followed
+    navigate = {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert served.get(url, headers=navigate).status_code == (200 if url == "/" else 403)
+    frame = {**navigate, "Sec-Fetch-Dest": "iframe"}  # but not framed in another site's page
+    assert served.get(url, headers=frame).status_code == 403
+
+
+def test_query_by_path_needs_the_pages_header(lib_dir, served, monkeypatch):
+    """A GET carries no Origin: without the header an <img src=/api/query?path=...> on any page would decode
+    (a loop of them: the CPU) and time 403 against a decode (which paths are indexed)."""
+    lib = served.app.state.library
+    calls = []
+    real_embed = lib.embed_file
+    monkeypatch.setattr(lib, "embed_file", lambda path: calls.append(path) or real_embed(path))
+    params = {"path": str(lib_dir["videos"] / "a" / "v0.mp4"), "k": 1}
+    for headers in ({}, {"X-Videocontrast": "0"}):
+        r = served.get("/api/query", params=params, headers=headers)
+        assert r.status_code == 403 and "X-Videocontrast" in r.json()["error"], (headers, r.status_code)
+    assert served.get("/api/query", params=params, headers={**QUERY, **CROSS["cross-site"]}).status_code == 403
+    assert calls == []
+    r = served.get("/api/query", params=params, headers=QUERY)
+    assert r.status_code == 200 and len(calls) == 1
+    row, _ = media_url(served, "v0.mp4")
+    assert r.json()["neighbours"][0]["row"] == row
+    # the page's script sends the header with every request of its own
+    js = (Path(serve_mod.__file__).parent / "static" / "serve.js").read_text()
+    get_json = js[js.index("async function getJSON"):]
+    assert '"X-Videocontrast": "1"' in get_json[:get_json.index("\n}\n")]
+    assert js.count("fetch(") == 1
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "127.0.0.1"])
+def test_an_ip_address_as_host_is_served_and_foreign_names_are_not(lib_dir, bind):
+    """DNS rebinding needs a name: any address literal is safe, so a LAN browser reaching a wildcard bind by
+    the machine's address (or the printed http://0.0.0.0:8000/) gets the page."""
+    c = client(lib_dir["index"], host=bind)
+    for host in ("192.0.2.2:8000", "[fe80::1]:8000", "0.0.0.0:8000", "10.1.2.3", "[2001:db8::5]", "[::1]:8000",
+                 "localhost:8000", "LOCALHOST"):
+        assert c.get("/api/items", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "evil.example:8000", "192.0.2.2.evil.example", "localhost.evil.example",
+                 "127.1:8000", "[fe80::zz]:8000", "192.0.2.2:80:80", "", "a b"):
+        assert c.get("/api/items", headers={"Host": host}).status_code == 400, host
+    name = socket.gethostname()
+    wildcard = bind in ("0.0.0.0", "::")
+    assert c.get("/api/items", headers={"Host": f"{name}:8000"}).status_code == (200 if wildcard else 400)
+
+
+def test_a_name_given_as_host_is_served(lib_dir):
+    c = client(lib_dir["index"], host="myhost.lan")
+    assert c.get("/api/items", headers={"Host": "myhost.lan:8000"}).status_code == 200
+    assert c.get("/api/items", headers={"Host": "other.lan:8000"}).status_code == 400
+
+
 @pytest.fixture
 def no_serving(monkeypatch):
     """uvicorn's Server.run records its sockets instead of serving forever."""
@@ -220,12 +293,13 @@ def test_query_by_path_answers_alike_for_every_path_that_is_not_indexed(lib_dir,
     for path in (d / "outside" / "secret.mp4", d / "outside" / "nosuch.mp4", "/etc/passwd", "/nonexistent/x",
                  videos / "a" / "extra.mp4", videos / "a" / "nosuch.mp4", videos / "a" / "link_out.mp4",
                  videos / "a" / ".." / ".." / "outside" / "secret.mp4", videos, "relative/v0.mp4"):
-        r = served.get("/api/query", params={"path": str(path)})
+        r = served.get("/api/query", params={"path": str(path)}, headers=QUERY)
         answers.add((r.status_code, r.content))
-    assert len(answers) == 1 and next(iter(answers))[0] == 403, answers
+    assert len(answers) == 1 and next(iter(answers))[0] == 403 and b"not a video of this index" in \
+        next(iter(answers))[1], answers
     assert calls == []  # none was decoded
     emb = np.load(lib_dir["index"] / "embeddings.npy")
-    r = served.get("/api/query", params={"path": str(videos / "a" / "v2.mp4"), "k": 2})
+    r = served.get("/api/query", params={"path": str(videos / "a" / "v2.mp4"), "k": 2}, headers=QUERY)
     assert r.status_code == 200 and len(calls) == 1
     row, _ = media_url(served, "v2.mp4")
     assert [n["row"] for n in r.json()["neighbours"]] == list(np.argsort(-(emb @ emb[row]), kind="stable")[:2])
@@ -341,7 +415,7 @@ def test_too_many_frames_are_refused_before_decoding(lib_dir, tmpdir_watch, no_d
     body = (lib_dir["videos"] / "a" / "v1.mp4").read_bytes()  # 14 frames
     r = c.post("/api/query?k=1", content=body, headers=PAGE)
     assert r.status_code == 413 and "14 frames" in r.json()["error"], r.text
-    r = c.get("/api/query", params={"path": str(lib_dir["videos"] / "a" / "v1.mp4")})
+    r = c.get("/api/query", params={"path": str(lib_dir["videos"] / "a" / "v1.mp4")}, headers=QUERY)
     assert r.status_code == 413
 
 
@@ -444,7 +518,7 @@ def test_a_port_in_use_is_one_line_and_nothing_claims_to_serve(lib_dir, capsys, 
     ("/api/query?k=-5&prefix=%00", "k"),
 ])
 def test_bad_query_parameters_are_400_naming_the_parameter(served, url, name):
-    r = served.get(url)
+    r = served.get(url, headers=QUERY)
     assert r.status_code == 400, (url, r.status_code)
     message = r.json()["error"]
     assert message.startswith(name + " ") and "\n" not in message, message

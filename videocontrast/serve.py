@@ -9,7 +9,7 @@ Routes::
     GET  /                          the page;            GET /static/{name}   its script and style
     GET  /api/items?offset=&limit=  a page of rows: path, label, clip span, preview and media URLs, whether it exists
     GET  /api/neighbours/{row}?k=   the rows nearest row (optional label=, prefix=)
-    GET  /api/query?path=&k=        nearest to an indexed video file (optional label=, prefix=)
+    GET  /api/query?path=&k=        nearest to an indexed video file (optional label=, prefix=; X-Videocontrast: 1)
     POST /api/query?k=              nearest to the uploaded video (the request body; header X-Videocontrast: 1)
     GET  /preview/{row}             animated WebP of the row's span, made once with our decoder, cached on disk
     GET  /media/{root}/{path}       the video file, with its content type (HTTP range requests for seeking)
@@ -63,8 +63,8 @@ STATIC = Path(__file__).parent / "static"
 PREVIEW_FRAMES, PREVIEW_SIZE = 10, 96  # frames per animated preview, short side in pixels
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
                ".avi": "video/x-msvideo"}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
-PAGE_HEADER = "x-videocontrast"  # the page's script sends it with its POST; another site's form or script cannot
+PAGE_HEADER = "x-videocontrast"  # the page's script sends it with its requests; another site's page cannot
+PAGE_ONLY = ("/api/query",)  # GET routes that decode: they need PAGE_HEADER
 NOT_INDEXED = "not a video of this index"  # one answer for every such path: existing or not, inside a root or not
 MAX_TEXT = 4096  # characters in a text query parameter (a path prefix, a label)
 # Open without following a link on the last component (where the platform has it), without blocking on a FIFO,
@@ -391,20 +391,57 @@ def placeholder(text: str) -> bytes:
 # ----------------------------------------------------------------------------------------- other sites
 
 def trusted_hosts(host: str) -> list[str]:
-    """The ``Host`` names a request may carry: this machine's loopback names and the address served on (with
-    every interface, 0.0.0.0 or ::, this machine's own names and addresses). Any other name is what a page that
-    rebinds its own name to this machine would send."""
-    names = set(LOOPBACK_HOSTS)
+    """The names a request's ``Host`` may carry besides an IP address: ``localhost``, the ``--host`` given
+    (with every interface, 0.0.0.0 or ::, this machine's own names). Any other name is what a page that rebinds
+    its own name to this machine would send; an address cannot be rebound, so every address is accepted."""
+    names = {"localhost"}
     bare = host.strip("[]").lower()
     if bare in ("", "0.0.0.0", "::"):
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
-        try:
-            names |= {str(a[4][0]).split("%")[0] for a in socket.getaddrinfo(socket.gethostname(), None)}
-        except OSError:
-            pass
-    else:
+    elif not _is_address(bare):
         names.add(bare)
-    return sorted(names | {f"[{n}]" for n in names if ":" in n and not n.startswith("[")})
+    return sorted(names)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class TrustedHost:
+    """ASGI middleware: 400 for a request whose ``Host`` is neither an IP address (IPv4, or IPv6 in brackets;
+    with or without a port) nor one of ``names`` (:func:`trusted_hosts`). DNS rebinding (another site's page
+    pointing its own name at this machine) always sends a name, never an address. Starlette's
+    TrustedHostMiddleware matches names and ``*.domain`` patterns only: it cannot accept every address, which a
+    browser on the network reaching ``--host 0.0.0.0`` by the machine's address sends."""
+
+    def __init__(self, app, names: list[str]) -> None:
+        self.app, self.names = app, set(names)
+
+    def allowed(self, host: str) -> bool:
+        try:
+            split = urlsplit(f"//{host}")
+            name, _ = split.hostname, split.port  # a port that is not a number: ValueError
+        except ValueError:
+            return False
+        if not name or split.netloc != host or split.username is not None or split.path:
+            return False
+        if host.startswith("["):  # only an IPv6 address goes in brackets
+            return ":" in name and _is_address(name)
+        return _is_address(name) or name in self.names
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            from starlette.datastructures import Headers
+            from starlette.responses import PlainTextResponse
+
+            if not self.allowed(Headers(scope=scope).get("host", "")):
+                await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _same_origin(origin: str, host: str, scheme: str) -> bool:
@@ -418,9 +455,20 @@ def _same_origin(origin: str, host: str, scheme: str) -> bool:
 
 
 class SameOrigin:
-    """ASGI middleware: 403 for a request carrying another site's ``Origin``, and for a POST (or any other
-    non-reading method) that neither carries the page's ``X-Videocontrast`` header nor is JSON. Another site's
-    form or no-CORS fetch can send neither without a CORS preflight, which this server never grants."""
+    """ASGI middleware: 403 for a request that another site's page makes, before any work:
+
+    * one its browser marks ``Sec-Fetch-Site: cross-site`` or ``same-site`` (every current browser sends it),
+      except a top-level navigation to the page ``/`` (a link to it). A GET carries no ``Origin``: without this
+      an ``<img>`` or ``<video>`` on any page could load previews (decodes, in a loop: the CPU), time them (which
+      rows are indexed) and read the duration and size of a guessed ``/media`` file;
+    * one carrying another site's ``Origin``;
+    * a query by path (GET :data:`PAGE_ONLY`, it decodes) without the page's ``X-Videocontrast: 1`` header, and
+      a POST (or any other non-reading method) with neither that header nor a JSON body.
+
+    Another site's form, ``<img>`` or no-CORS fetch can send neither without a CORS preflight, which this
+    server never grants. ``/preview`` and ``/media`` are loaded by the page's own ``<img>`` and ``<video>``,
+    which cannot send a header: ``Sec-Fetch-Site`` (``same-origin`` for them) is their defence.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
@@ -433,11 +481,19 @@ class SameOrigin:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            site = headers.get("sec-fetch-site", "").lower()
+            reading = scope["method"] in ("GET", "HEAD", "OPTIONS")
+            link = scope["path"] == "/" and reading and headers.get("sec-fetch-mode") == "navigate" \
+                and headers.get("sec-fetch-dest", "document") == "document"
             reason = None
-            if origin is not None and not _same_origin(origin, headers.get("host", ""), scope.get("scheme", "http")):
+            if site in ("cross-site", "same-site") and not link:
+                reason = f"a request from another site (Sec-Fetch-Site: {site}) is refused"
+            elif origin is not None and not _same_origin(origin, headers.get("host", ""),
+                                                         scope.get("scheme", "http")):
                 reason = f"a request from another site ({origin[:80]}) is refused"
-            elif scope["method"] not in ("GET", "HEAD", "OPTIONS") and headers.get(PAGE_HEADER) != "1" \
-                    and kind != "application/json":
+            elif reading and scope["path"] in PAGE_ONLY and headers.get(PAGE_HEADER) != "1":
+                reason = "a query needs the header X-Videocontrast: 1 (the page sends it)"
+            elif not reading and headers.get(PAGE_HEADER) != "1" and kind != "application/json":
                 reason = "a POST needs the header X-Videocontrast: 1 (the page sends it) or a JSON body"
             if reason:
                 await JSONResponse({"error": reason}, status_code=403)(scope, receive, send)
@@ -477,8 +533,7 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -588,8 +643,7 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
     routes = [Route("/", page), Route("/static/{name}", static), Route("/api/items", items),
               Route("/api/neighbours/{row:int}", neighbours), Route("/api/query", query, methods=["GET", "POST"]),
               Route("/preview/{row:int}", preview), Route("/media/{root:int}/{path:path}", media)]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(host), www_redirect=False),
-                  Middleware(SameOrigin)]
+    middleware = [Middleware(TrustedHost, names=trusted_hosts(host)), Middleware(SameOrigin)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={Refusal: refused})
     app.state.library = lib
     return app
@@ -649,7 +703,7 @@ def run_server(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, ch
     if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
         print(f"videocontrast serve: warning: --host {host} opens the page to the network: anyone who can reach "
               f"port {bound} can read the whole collection (serve has no users or passwords); Host names accepted: "
-              f"{', '.join(trusted_hosts(host))}", file=sys.stderr)
+              f"any IP address, {', '.join(trusted_hosts(host))}", file=sys.stderr)
     print(f"serving {folder} ({len(app.state.library.col)} rows) at http://{shown}:{bound}/  (Ctrl-C stops)",
           flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

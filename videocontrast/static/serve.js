@@ -51,8 +51,11 @@ function play(fig, img, item) {
   video.play().catch(() => {});
 }
 
-async function getJSON(url, options) {
-  const response = await fetch(url, options);
+// Every request of the page carries X-Videocontrast: the server refuses a query (or a POST) without it, and
+// another site's page cannot send it (a custom header needs a CORS preflight, never granted).
+async function getJSON(url, options = {}) {
+  const headers = { "X-Videocontrast": "1", ...(options.headers || {}) };
+  const response = await fetch(url, { ...options, headers });
   const body = await response.json();
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
@@ -92,9 +95,8 @@ $("by-upload").addEventListener("submit", async (event) => {
   if (!file) { $("status").textContent = "choose a video first"; return; }
   $("status").textContent = "embedding the upload...";
   try {
-    // The server refuses a POST without X-Videocontrast: another site's form or script cannot send it. The name
-    // is URI-encoded: a header carries only Latin-1, and the server reads nothing but its extension.
-    const headers = { "X-Videocontrast": "1", "X-Filename": encodeURIComponent(file.name) };
+    // The name is URI-encoded: a header carries only Latin-1, and the server reads nothing but its extension.
+    const headers = { "X-Filename": encodeURIComponent(file.name) };
     const r = await getJSON("/api/query?k=8", { method: "POST", body: file, headers });
     showResults(`nearest to the upload ${file.name}`, null, r.neighbours);
   } catch (e) { $("status").textContent = e.message; }
