@@ -2,11 +2,13 @@
 
 What a user sees is checked: status codes, the bytes served, files left in the temporary folder, what the CLI
 prints and its exit code. A local process swapping an indexed file for a link to a secret never gets the secret
-served; a row whose file links out of the roots is refused on every route; a foreign ``Host`` (DNS rebinding)
-or a cross-site POST is refused; query-by-path answers the same for every path that is not an indexed file and
-decodes none of them; uploads are capped while they stream (the app pulls no more of the body than the cap);
-a video declaring a huge picture or too many frames is refused before any frame is decoded; at most
-``max_decodes`` queries decode at once; bad ports, hosts and query parameters get one line.
+served; a row whose file links out of the roots is refused on every route; a foreign ``Host`` name (DNS
+rebinding) is refused, any IP address accepted; whatever another site's page asks (Sec-Fetch-Site, Origin, a
+POST or query without the page's header) is refused before any work; query-by-path answers the same for every
+path that is not an indexed file and decodes none of them; uploads are capped while they stream (the app pulls
+no more of the body than the cap), get a deadline, hold no decode slot while they arrive and leave no file
+when the client leaves; a video declaring a huge picture or too many frames is refused before any frame is
+decoded; at most ``max_decodes`` queries decode at once; bad ports, hosts and query parameters get one line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -366,6 +369,102 @@ def test_a_streamed_upload_stops_at_the_cap(lib_dir, tmpdir_watch, length):
     assert list(tmpdir_watch.iterdir()) == []
 
 
+def _scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8000"), *headers], "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000)}
+
+
+async def _status(app, scope: dict, receive) -> list[int]:
+    """Call the ASGI app: the statuses it sent (none when it sent nothing)."""
+    status: list[int] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status
+
+
+def _stalled_upload(started: asyncio.Event):
+    """An upload that sends one chunk, then nothing more, ever (a client trickling nothing)."""
+    sent = [False]
+
+    async def receive():
+        if not sent[0]:
+            sent[0] = True
+            started.set()
+            return {"type": "http.request", "body": b"\0" * 1000, "more_body": True}
+        await asyncio.Event().wait()
+
+    return receive
+
+
+UPLOAD = [(b"x-videocontrast", b"1"), (b"content-type", b"video/mp4")]
+
+
+def test_a_stalled_upload_holds_no_decode_slot(lib_dir, tmpdir_watch, monkeypatch):
+    app = create_app(lib_dir["index"], limits=limits(max_decodes=1, max_uploads=1))
+    lib = app.state.library
+    monkeypatch.setattr(lib, "embed_file", lambda path: lib.col.emb[2])
+    path = str(lib_dir["videos"] / "a" / "v2.mp4")
+
+    async def scenario():
+        started = asyncio.Event()
+        upload = asyncio.create_task(_status(app, _scope("POST", "/api/query", b"k=1", UPLOAD),
+                                             _stalled_upload(started)))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.05)  # the upload is now waiting for its next chunk
+
+        async def no_body():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        query = _scope("GET", "/api/query", urlencode({"k": 1, "path": path}).encode(), [(b"x-videocontrast", b"1")])
+        got = await asyncio.wait_for(_status(app, query, no_body), 10)
+        # uploads have their own bound (the temporary folder): one at a time here
+        got += await asyncio.wait_for(_status(app, _scope("POST", "/api/query", b"k=1", UPLOAD), no_body), 10)
+        upload.cancel()  # the client gives up
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        return got
+
+    assert asyncio.run(scenario()) == [200, 503]
+    assert list(tmpdir_watch.iterdir()) == []
+
+
+def test_an_upload_over_its_time_is_cut_with_408(lib_dir, tmpdir_watch):
+    app = create_app(lib_dir["index"], limits=limits(max_decodes=1, upload_seconds=0.3))
+
+    async def scenario():
+        t0 = time.monotonic()
+        got = await asyncio.wait_for(_status(app, _scope("POST", "/api/query", b"k=1", UPLOAD),
+                                             _stalled_upload(asyncio.Event())), 10)
+        return got, time.monotonic() - t0
+
+    status, took = asyncio.run(scenario())
+    assert status == [408] and took < 5, (status, took)
+    assert list(tmpdir_watch.iterdir()) == []
+    # its slot, had it taken one, would be gone: a query still decodes
+    c = TestClient(app, base_url=BASE, raise_server_exceptions=False)
+    body = (lib_dir["videos"] / "a" / "v0.mp4").read_bytes()
+    assert c.post("/api/query?k=1", content=body, headers=PAGE).status_code == 200
+
+
+def test_a_client_leaving_mid_upload_is_no_error(lib_dir, tmpdir_watch):
+    app = create_app(lib_dir["index"])
+    messages = iter([{"type": "http.request", "body": b"\0" * 1000, "more_body": True},
+                     {"type": "http.disconnect"}])
+
+    async def receive():
+        return next(messages)
+
+    status = asyncio.run(_status(app, _scope("POST", "/api/query", b"k=1", UPLOAD), receive))  # raises nothing
+    assert 500 not in status, status
+    assert list(tmpdir_watch.iterdir()) == []
+
+
 def test_uploads_leave_no_temporary_file(lib_dir, served, tmpdir_watch):
     body = (lib_dir["videos"] / "a" / "v0.mp4").read_bytes()
     assert served.post("/api/query?k=1", content=body, headers=PAGE).status_code == 200
@@ -420,7 +519,7 @@ def test_too_many_frames_are_refused_before_decoding(lib_dir, tmpdir_watch, no_d
 
 
 def test_at_most_max_decodes_queries_decode_at_once(lib_dir, monkeypatch):
-    c = client(lib_dir["index"], limits=limits(max_decodes=2))
+    c = client(lib_dir["index"], limits=limits(max_decodes=2, max_uploads=5))
     lib = c.app.state.library
     inside, release = [], threading.Event()
     q = lib.col.emb[0]

@@ -22,13 +22,15 @@ check is never followed. ``..``, absolute paths, links out of a root and their U
 (403); a query path that is not an indexed file gets that same 403 whether it exists or not, and is never opened.
 A video that was deleted or moved since ``embed`` gets a placeholder preview (and no media link).
 
-Against other sites (DNS rebinding, cross-site requests): a request whose ``Host`` is not this machine's loopback
-name or the address served on gets 400 (Starlette's TrustedHostMiddleware); one with another site's ``Origin``,
-or a POST without the page's ``X-Videocontrast: 1`` header (or a JSON body), gets 403. Queries are bounded
-(:class:`Limits`): the upload's size (by ``Content-Length`` before reading, then while it streams to a temporary
-file, deleted after), the picture and frame count of the query video (from its header and a demux, before any
-frame is decoded), the time a query may take, and how many decode at once (more get 503, not a queue). There are
-no users or passwords: anyone who can reach the port can read the collection.
+Against other sites (DNS rebinding, cross-site requests): a request whose ``Host`` is neither an IP address nor
+``localhost`` or the name served on gets 400 (:class:`TrustedHost`); one that another site's page makes
+(``Sec-Fetch-Site: cross-site`` or ``same-site``, but for a link to ``/``), one with another site's ``Origin``, and
+a query or POST without the page's ``X-Videocontrast: 1`` header (a POST: or a JSON body) get 403
+(:class:`SameOrigin`). Queries are bounded (:class:`Limits`): the upload's size (by ``Content-Length`` before
+reading, then while it streams to a temporary file, deleted after), the time it may take to arrive and how many
+arrive at once (it holds no decode slot meanwhile), the picture and frame count of the query video (from its
+header and a demux, before any frame is decoded), the time a decode may take, and how many decode at once (more
+get 503, not a queue). There are no users or passwords: anyone who can reach the port can read the collection.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -75,18 +77,23 @@ _FD_DIR = next((d for d in ("/proc/self/fd", "/dev/fd") if os.path.isdir(d)), No
 
 @dataclass(frozen=True)
 class Limits:
-    """What one query may cost: the upload's size, the query video's picture (width x height) and frame count,
-    the seconds before the page gets 503, and how many queries decode at once (more are refused with 503, not
-    queued). A query over its time keeps decoding in the background, holding its slot, until it ends."""
+    """What one query may cost: the upload's size and the seconds it may take to arrive (then 408), how many
+    uploads arrive at once, the query video's picture (width x height) and frame count, the seconds its decode
+    may take before the page gets 503, and how many queries decode at once. More uploads or decodes than that
+    are refused with 503, not queued. An upload holds no decode slot while it arrives; a query over its time
+    keeps decoding in the background, holding its slot, until it ends."""
 
     max_upload_mb: float = 200.0
     max_pixels: int = 4096 * 2160
     max_frames: int = 108_000  # an hour at 30 fps
     max_seconds: float = 60.0
     max_decodes: int = 2
+    upload_seconds: float = 120.0
+    max_uploads: int = 4  # with max_upload_mb: what uploads may hold of the temporary folder at once
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_pixels", "max_frames", "max_seconds", "max_decodes"):
+        for name in ("max_upload_mb", "max_pixels", "max_frames", "max_seconds", "max_decodes", "upload_seconds",
+                     "max_uploads"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 flag = {"max_upload_mb": "--max-upload-mb"}.get(name, name)
@@ -176,6 +183,7 @@ class Library:
         self._encoder = None
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(self.limits.max_decodes)
+        self.uploads = threading.BoundedSemaphore(self.limits.max_uploads)
         self.pool = ThreadPoolExecutor(self.limits.max_decodes, thread_name_prefix="videocontrast-query")
         # The files the page may hand out: real paths of the table's rows, each under one of the roots, with the
         # size each had when indexed.
@@ -317,25 +325,23 @@ class Library:
     def embed_file(self, path: str) -> np.ndarray:
         return embed_queries(self.encoder(), [path], self.col.meta.get("clips", 4))[0]
 
-    async def query_embedding(self, open_query: Callable[[], Awaitable[tuple[str, Callable[[], None]]]],
-                              name: str) -> np.ndarray:
+    async def query_embedding(self, path: str, name: str, done: Callable[[], None]) -> np.ndarray:
         """The embedding of one query video, within :class:`Limits` (``name``: the video in messages).
 
-        ``open_query``, awaited once a decode slot is held, gives ``(path, done)``: the file to decode and what
-        to call once it is no longer needed. Refusal 503 when ``max_decodes`` queries already decode or this one
-        takes over ``max_seconds``; its decode then goes on in the background and keeps its slot until it ends.
+        ``path``: the file to decode, already complete (an upload has been received: it held no slot while it
+        arrived); ``done``: called once the file is no longer needed, whatever happens. Refusal 503 when
+        ``max_decodes`` queries already decode or this one takes over ``max_seconds``; its decode then goes on
+        in the background and keeps its slot until it ends.
         """
         lim = self.limits
         if not self.slots.acquire(blocking=False):
+            done()
             raise Refusal(503, f"busy: {lim.max_decodes} queries are being decoded; try again in a moment")
-        done: Callable[[], None] | None = None
         try:
-            path, done = await open_query()
             future = self.pool.submit(self._decode, path, name, done)
         except BaseException:
             try:
-                if done is not None:
-                    done()
+                done()
             finally:
                 self.slots.release()
             raise
@@ -571,11 +577,18 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
 
     async def receive_upload(request: Request) -> tuple[str, Callable[[], None]]:
         """The request body streamed to a temporary file, at most ``max_upload_mb`` (413 as soon as it is more,
-        whatever ``Content-Length`` said); the file and a function deleting it."""
+        whatever ``Content-Length`` said) within ``upload_seconds`` (408 after: a client trickling its upload
+        is cut), ``max_uploads`` at once (503); the file and a function deleting it. No decode slot is held."""
         too_big = f"the upload is larger than the limit of {lim.max_upload_mb:g} MB (serve --max-upload-mb)"
         suffix = Path(request.headers.get("x-filename", "")).suffix.lower()
         suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4"
-        fd, tmp = tempfile.mkstemp(prefix="videocontrast-upload-", suffix=suffix)
+        if not lib.uploads.acquire(blocking=False):
+            raise Refusal(503, f"busy: {lim.max_uploads} uploads are being received; try again in a moment")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="videocontrast-upload-", suffix=suffix)
+        except BaseException:
+            lib.uploads.release()
+            raise
 
         def delete() -> None:
             try:
@@ -583,16 +596,29 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
             except FileNotFoundError:
                 pass
 
-        try:
+        async def stream(out) -> None:
             size = 0
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > lim.max_upload_bytes:
-                        raise Refusal(413, too_big)
-                    out.write(chunk)
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > lim.max_upload_bytes:
+                    raise Refusal(413, too_big)
+                out.write(chunk)
             if size == 0:
                 raise Refusal(400, "upload a video as the request body")
+
+        try:
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    await asyncio.wait_for(stream(out), lim.upload_seconds)
+            finally:
+                lib.uploads.release()
+        except asyncio.TimeoutError:
+            delete()
+            raise Refusal(408, f"the upload took longer than {lim.upload_seconds:g} s; try a smaller video") \
+                from None
+        except ClientDisconnect:  # the client left mid-upload: the answer goes nowhere, nothing to log
+            delete()
+            raise Refusal(400, "the upload was cut short (the client disconnected)") from None
         except BaseException:
             delete()
             raise
@@ -605,12 +631,8 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
             raw = _text_param(request, "path")
             if not raw:
                 raise Refusal(400, "path is missing: /api/query?path=VIDEO (a video of this index)")
-
-            async def open_query():
-                f = lib.open(raw)  # before any decode: 403 for every path that is not an indexed file
-                return f.path, f.close
-
-            q = await lib.query_embedding(open_query, raw)
+            f = lib.open(raw)  # before any decode: 403 for every path that is not an indexed file
+            q = await lib.query_embedding(f.path, raw, f.close)
             name = raw
         else:
             length = request.headers.get("content-length")
@@ -619,7 +641,8 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
             if length is not None and int(length) > lim.max_upload_bytes:
                 raise Refusal(413, f"the upload is larger than the limit of {lim.max_upload_mb:g} MB "
                                    "(serve --max-upload-mb)")
-            q = await lib.query_embedding(lambda: receive_upload(request), "the uploaded video")
+            tmp, delete = await receive_upload(request)  # complete before it takes a decode slot
+            q = await lib.query_embedding(tmp, "the uploaded video", delete)
             name = "upload"
         return JSONResponse({"query": {"path": name}, "neighbours": lib.neighbours(q, k, label, prefix)})
 
