@@ -379,3 +379,38 @@ def test_a_bad_file_in_a_query_folder_is_reported_and_skipped(setup, tmp_path, c
         (queries / good).write_bytes(b"neither")
     assert main(["search", str(out), str(queries)]) == 2
     assert "none of the 3 query videos" in one_line_error(capsys.readouterr().err, "search")
+
+
+# --- 6 (for embed, index and export): no write through a link planted in the output folder -------------------
+
+def _plant(folder: Path, names: list[str], victim: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).symlink_to(victim)
+
+
+def test_export_never_writes_through_a_planted_link(setup, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "o"
+    # the temporary names export used to write by name (found by a reviewer: 14 MB of weights went into the
+    # victim), and the final names
+    _plant(out, [".m.pt.tmp", ".m.pt.json.tmp", "m.pt.json"], victim)
+    assert main(["export", str(setup["ckpt"]), "--out", str(out / "m.pt")]) == 0
+    assert victim.read_text() == "keep me"
+    assert (out / "m.pt").is_file() and not (out / "m.pt").is_symlink()
+    assert not (out / "m.pt.json").is_symlink() and json.loads((out / "m.pt.json").read_text())["format"]
+    assert vc.load_encoder(out / "m.pt").clip_len == 4
+
+
+def test_embed_never_writes_through_a_planted_link(setup, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "o"
+    _plant(out, [".embeddings.npy.tmp", "meta.json", ".index.json.tmp", ".index.faiss.tmp", "table.parquet"], victim)
+    _plant(out / "parts", ["settings.json"], victim)
+    _embed(setup, setup["videos"], out, index_kind="flat")
+    assert victim.read_text() == "keep me"
+    for name in ("embeddings.npy", "meta.json", "table.parquet", "index.faiss", "index.json"):
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    assert load_collection(out).index is not None

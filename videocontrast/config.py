@@ -65,11 +65,20 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 MAX_LIST_ITEMS = 10_000
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load``, with nesting too deep for the parser (``[[[[...`` 10^4 deep: a RecursionError from
+    inside PyYAML) reported as a YAML error like any other."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def _read_yaml_file(path: Path) -> dict[str, Any]:
     """A config file's top-level mapping, read with ``yaml.safe_load`` (plain data only: a ``!!python/...``
     tag is an error, never a call). Any problem is a one-line ConfigError naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML ({_yaml_problem(e)}); fix it (the config.yaml "
                           "of any run folder is a valid example)") from None
@@ -280,7 +289,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     try:
         if is_list:
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = _safe_load(value)
             if not isinstance(value, (list, tuple)):
                 value = [value]
             if len(value) > MAX_LIST_ITEMS or not all(isinstance(v, _SCALARS) for v in value):
@@ -314,12 +323,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.field=value (e.g. optim.lr=0.01)")
+            raise ConfigError(f"override {_shown(item)} is not of the form section.field=value (e.g. optim.lr=0.01)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _safe_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_problem(e)})") from None
+            raise ConfigError(f"override {_shown(item)}: the value is not valid YAML ({_yaml_problem(e)})") from None
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -46,6 +46,7 @@ from .config import Config
 from .engine.run import check_writable
 from .data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
 from .data.decode import VideoDecodeError, VideoInfo, read_frames
+from .fileio import atomic_write, atomic_write_text
 from .index import build_index, embeddings_sha1, remove_index, save_index
 from .shards import TABLE_COLUMNS, fmt, part_key, read_parts, read_table, stat_key, write_part, write_table  # noqa: F401
 from .transforms.temporal import uniform_clips
@@ -318,10 +319,10 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     if info.rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
         stored = parts / "settings.json"
-        if stored.is_file() and json.loads(stored.read_text()) != settings:
-            for p in parts.glob("r*-*"):  # made with other weights or clips: nothing to reuse
+        if _stored_settings(stored) != settings:
+            for p in parts.glob("r*-*"):  # made with other weights or clips (or unknown): nothing to reuse
                 p.unlink()
-        stored.write_text(json.dumps(settings))
+        atomic_write_text(stored, json.dumps(settings))
     dist.barrier()
     done = read_parts(parts)
     todo = [it for it in items if part_key(it, *stat_key(it.path)) not in done]
@@ -376,6 +377,17 @@ def check_finite(emb: np.ndarray, checkpoint, what: str) -> None:
                          "holds NaN/inf or its activations overflow; use other weights (e.g. an earlier checkpoint)")
 
 
+def _stored_settings(path: Path) -> Any:
+    """The settings an earlier run recorded in ``parts/settings.json``; None when there are none to trust (absent,
+    damaged, or a link planted there: its target is not read)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _merge(out: Path, items: list[Item], roots: list[str] | None, bad: list[dict[str, str]], encoder, checkpoint,
            settings: dict[str, Any], dtype: str, index_kind: str | None) -> None:
     """Rank 0: the parts, in the input's order, as embeddings.npy + the table + meta.json (+ the FAISS index)."""
@@ -411,16 +423,13 @@ def _merge(out: Path, items: list[Item], roots: list[str] | None, bad: list[dict
     # The old index describes the old table: gone before the table changes, so that no kill in between leaves an
     # index that answers with the wrong rows (search also checks its fingerprint).
     remove_index(out)
-    tmp = out / ".embeddings.npy.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, emb)
-    tmp.replace(out / "embeddings.npy")
+    atomic_write(out / "embeddings.npy", lambda f: np.save(f, emb))
     write_table(table, out)
     spec = str(checkpoint)
     meta = {"checkpoint": spec if spec == "random" else str(Path(spec).resolve()), "source": encoder.source,
             "config": encoder.config.to_dict(), **settings, "dtype": dtype, "dim": int(emb.shape[1]),
             "count": int(len(emb)), "embeddings_sha1": embeddings_sha1(emb), "roots": roots, "unreadable": bad}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     if index_kind:
         try:
             index, params = build_index(emb, index_kind)

@@ -20,8 +20,9 @@ videocontrast itself reads an exported file back anywhere ``--checkpoint`` is ta
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from .api import load_encoder
 from .build import backbone_kwargs
 from .config import Config
 from .engine.run import check_writable
-from .eval.features import weights_fingerprint
+from .fileio import atomic_write_bytes, atomic_write_text
 from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
 
@@ -53,10 +54,9 @@ def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) ->
     return build + read + "model.load_state_dict(state, strict=True)\nmodel.eval()\n"
 
 
-def describe(encoder: nn.Module, weights: Path, fmt: str, name: str | None = None) -> dict[str, Any]:
-    """What the exported network expects and gives (the JSON written beside the weights); ``name``: the file's
-    name once in place (default: ``weights``'s)."""
-    name = name or weights.name
+def describe(encoder: nn.Module, sha1: str, fmt: str, name: str) -> dict[str, Any]:
+    """What the exported network expects and gives (the JSON written beside the weights): ``sha1`` the hex SHA-1
+    of the weights file's bytes, ``name`` its file name."""
     cfg: Config = encoder.config
     d, backbone = cfg.data, cfg.model.backbone
     residual = d.input == "residual"
@@ -94,7 +94,7 @@ def describe(encoder: nn.Module, weights: Path, fmt: str, name: str | None = Non
         "output": f"(B, {int(encoder.feature_dim)}) float32: global average pool of layer4 over T, H, W "
                   "(L2-normalise for cosine similarity)",
         "source": {"checkpoint": encoder.source, "fingerprint": encoder.fingerprint},
-        "sha1": weights_fingerprint(weights).split(":", 1)[1],
+        "sha1": sha1,
         "config": cfg.to_dict(),
     }
 
@@ -125,23 +125,20 @@ def export_backbone(checkpoint: str | Path, out: str | Path, fmt: str | None = N
     encoder = load_encoder(checkpoint, "cpu", config)
     # Own, contiguous copies: safetensors refuses shared or strided storage, torch.save would keep whole storages.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
-    tmp, side_tmp = out.with_name(f".{out.name}.tmp"), side.with_name(f".{side.name}.tmp")
+    # Serialised in memory, then each file written whole under a fresh name and renamed over its own
+    # (fileio.atomic_write_bytes): nothing is written through a link planted at the name or at a temporary name.
+    if fmt == "safetensors":
+        data = safetensors.torch.save(state, metadata={"format": "pt", "backbone": encoder.config.model.backbone})
+    else:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "safetensors":
-            safetensors.torch.save_file(state, str(tmp),
-                                        metadata={"format": "pt", "backbone": encoder.config.model.backbone})
-        else:
-            torch.save(state, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files readable by the owner only
-        side_tmp.write_text(json.dumps(describe(encoder, tmp, fmt, out.name), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out)
-        side_tmp.replace(side)  # a kill in between leaves a description whose SHA-1 refuses the new weights
+        atomic_write_bytes(out, data)
+        # the description last: a kill in between leaves the old description, whose SHA-1 refuses the new weights
+        description = describe(encoder, hashlib.sha1(data).hexdigest(), fmt, out.name)
+        atomic_write_text(side, json.dumps(description, indent=2) + "\n")
     except OSError as e:
         raise ValueError(f"--out '{out}' cannot be written ({e.strerror or e}); choose another --out") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-        side_tmp.unlink(missing_ok=True)
     return out, side

@@ -40,31 +40,40 @@ def refuse_symlink(path: str | os.PathLike, what: str = "file") -> None:
 
 
 @contextlib.contextmanager
-def temporary_sibling(path: str | os.PathLike) -> Iterator[Path]:
+def temporary_sibling(path: str | os.PathLike) -> Iterator[tuple[int, Path]]:
     """A new, empty file next to ``path`` (``.NAME.tmpXXXX``, created with ``O_EXCL``: never an existing file or
-    link), renamed over ``path`` when the block ends normally and removed when it raises."""
+    link), as ``(open descriptor, name)``; renamed over ``path`` when the block ends normally and removed when it
+    raises. Write through the descriptor, never by reopening the name: someone who can write in the folder could
+    put a link at the name in between, and the rename is refused when the name is no longer this file."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
-    os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
-        yield tmp
+        os.fchmod(fd, 0o666 & ~_UMASK)  # on the descriptor, for the same reason
+        yield fd, tmp
+        mine, there = os.fstat(fd), os.lstat(tmp)
+        if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            raise OSError(f"'{tmp}' was replaced while videocontrast wrote it; '{path}' is left as it was")
         os.replace(tmp, path)  # atomic on POSIX and Windows; replaces a link at `path`, not its target
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                tmp.unlink()
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
     """Write ``path`` whole through ``write(f)`` (``f`` a binary file), atomically: see :func:`temporary_sibling`.
     ``fsync``: flushed to the disk before the rename (a checkpoint must survive a power cut)."""
     path = Path(path)
-    with temporary_sibling(path) as tmp:
-        with open(tmp, "r+b") as f:
+    with temporary_sibling(path) as (fd, _):
+        with os.fdopen(os.dup(fd), "r+b") as f:
             write(f)
+            f.flush()
             if fsync:
-                f.flush()
                 os.fsync(f.fileno())
     return path
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .fileio import atomic_write_bytes, atomic_write_text
+
 # Up to this many vectors search is exact: below it an IVF index saves little time and costs recall. Chosen from
 # bench/bench_index.py on a 2-core machine (README, "Searching at scale"): at 10^4 exact search answers
 # thousands of queries/s already, at 10^5 IVF is ~10x faster at recall@10 >= 0.95 on feature-like vectors.
@@ -188,12 +190,9 @@ def save_index(index, params: dict[str, Any], folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # The parameters first: a kill before the index is in place leaves no index.faiss (exact search), never an
     # index beside the parameters of another.
-    side = folder / f".{PARAMS_FILE}.tmp"
-    side.write_text(json.dumps(params, indent=2) + "\n")
-    side.replace(folder / PARAMS_FILE)
-    tmp = folder / f".{INDEX_FILE}.tmp"
-    faiss.write_index(index, str(tmp))
-    tmp.replace(folder / INDEX_FILE)
+    atomic_write_text(folder / PARAMS_FILE, json.dumps(params, indent=2) + "\n")
+    # serialised in memory and written through fileio (FAISS's write_index takes a name, which could be a link)
+    atomic_write_bytes(folder / INDEX_FILE, faiss.serialize_index(index).tobytes())
     return folder / INDEX_FILE
 
 
@@ -210,6 +209,8 @@ def load_index(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     except (ValueError, RuntimeError) as e:
         reason = " ".join(str(e).split())[:120]
         raise ValueError(f"index '{path}' is damaged ({reason}); build it again with `videocontrast embed`") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"'{side}' is damaged (not a JSON object); build the index again with `videocontrast embed`")
     if index.ntotal != params.get("count") or index.d != params.get("dim"):
         raise ValueError(f"index '{path}' holds {index.ntotal}x{index.d} vectors but {side} says "
                          f"{params.get('count')}x{params.get('dim')}; build it again with `videocontrast embed`")

@@ -9,6 +9,7 @@ or CSV, columns :data:`TABLE_COLUMNS`.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import atomic_write, atomic_write_text
 
 TABLE_COLUMNS = ("path", "label", "start", "end", "clip", "clip_start", "clip_end", "duration", "size", "mtime_ns",
                  "fingerprint")
@@ -68,16 +71,8 @@ def part_key(item, size: int, mtime_ns: int) -> tuple:
 def write_part(parts: Path, rank: int, seq: int, rows: list[dict[str, Any]], emb: list[np.ndarray]) -> None:
     name = f"r{rank}-{seq:05d}-{time.time_ns()}"  # unique across runs: parts of earlier runs stay
     if emb:
-        tmp = parts / f".{name}.npy"
-        with open(tmp, "wb") as f:
-            np.save(f, np.concatenate(emb).astype(np.float32))
-        tmp.replace(parts / f"{name}.npy")
-    tmp = parts / f".{name}.csv"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, PART_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(parts / f"{name}.csv")  # last: a part counts only once both files are there
+        atomic_write(parts / f"{name}.npy", lambda f: np.save(f, np.concatenate(emb).astype(np.float32)))
+    atomic_write_text(parts / f"{name}.csv", _csv_text(PART_COLUMNS, rows))  # last: a part counts once both are there
 
 
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
@@ -91,13 +86,16 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
         (out / stale).unlink(missing_ok=True)
     if pa is not None:
         t = pa.table({c: [r[c] for r in rows] for c in TABLE_COLUMNS})
-        pq.write_table(t, out / "table.parquet")
-        return out / "table.parquet"
-    with open(out / "table.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, TABLE_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return out / "table.csv"
+        return atomic_write(out / "table.parquet", lambda f: pq.write_table(t, f))
+    return atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, rows))
+
+
+def _csv_text(columns: tuple[str, ...] | list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, columns)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def read_table(folder: str | Path) -> dict[str, np.ndarray]:

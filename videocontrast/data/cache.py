@@ -48,16 +48,50 @@ class CacheDoesNotFit(ValueError):
     """The frames of a dataset do not fit where ``data.cache`` asks to keep them (a user's choice to change)."""
 
 
-def available_memory() -> int:
-    """Bytes of RAM available now (``MemAvailable`` of /proc/meminfo; physical pages elsewhere)."""
+def available_memory(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """Bytes of RAM available now: ``MemAvailable`` of /proc/meminfo (physical pages elsewhere), or less where a
+    control group caps this process (a container's ``--memory``, a SLURM job): its OOM killer acts at the cap,
+    whatever the machine has free."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if free is None:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    capped = _cgroup_room(Path(cgroup_root))
+    return free if capped is None else min(free, capped)
+
+
+def _cgroup_room(root: Path) -> int | None:
+    """Bytes left under this container's memory cap (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``),
+    not counting the page cache the kernel would drop first (``inactive_file``); None without a cap."""
+    for limit, usage, stat in ((root / "memory.max", root / "memory.current", root / "memory.stat"),
+                               (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
+                                root / "memory" / "memory.stat")):
+        try:
+            cap_text = limit.read_text().strip()
+            if cap_text == "max":
+                return None
+            cap, used = int(cap_text), int(usage.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if cap >= 1 << 60:  # v1 writes "no limit" as a huge number (2^63 less a page)
+            return None
+        cache = 0
+        try:
+            for line in stat.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key in ("inactive_file", "total_inactive_file"):
+                    cache = max(cache, int(value))
+        except (OSError, ValueError):
+            pass
+        return max(0, cap - max(0, used - cache))
+    return None
 
 
 def _gib(n: float) -> str:
@@ -121,6 +155,9 @@ class FrameCache:
     def _create_file(self, final: Path, shape: tuple[int, ...]) -> np.memmap:
         for stale in final.parent.glob(f".{final.name}{TMP_MARK}*"):  # left by a killed run (under its lock)
             stale.unlink(missing_ok=True)
+        if final.is_dir() and not final.is_symlink():
+            raise FrameCacheError(f"'{final}' is a folder, where the frame cache file goes; move it away or set "
+                                  "data.cache=memory")
         if final.is_symlink() or final.exists():
             final.unlink()  # the previous run's cache (or a planted link): its room is needed, its target is not
         fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}{TMP_MARK}")
