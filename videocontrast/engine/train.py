@@ -537,8 +537,9 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     t_start = time.perf_counter()
     try:
         while state.epoch < epochs:
-            if dataset.frame_cache is not None:
-                dataset.frame_cache.check()  # a cut-short cache file: one line now, not a SIGBUS in the epoch
+            cache = getattr(dataset, "frame_cache", None)  # any map-style dataset trains; a VideoDataset may cache
+            if cache is not None:
+                cache.check()  # a cut-short cache file: one line now, not a SIGBUS in the epoch
             dataset.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch)
             stats = train_one_epoch(state, loader)
@@ -575,7 +576,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
             raise
         if main:
             truncate_metrics(out / "metrics.jsonl", saved_epoch or 0)
-        if dataset.frame_cache is not None:
+        if getattr(dataset, "frame_cache", None) is not None:
             dataset.frame_cache.check()  # a worker killed by a cut-short cache file, not by shared memory
         raise SharedMemoryError(shared_memory_message(e, cfg, kept(), resume_hint)) from None
     except KeyboardInterrupt:
