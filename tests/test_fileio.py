@@ -66,3 +66,27 @@ def test_appending_refuses_a_link(tmp_path):
     with pytest.raises(SymlinkRefusedError, match="metrics.jsonl"):
         open_append(name, "metrics file")
     assert victim.read_text() == "keep me\n"
+
+
+def test_evaluation_results_reports_and_plots_are_not_written_through_links(tmp_path):
+    """results.json of linear/knn/finetune/retrieve and every plot go through fileio (a reviewer found
+    results.json and finetune.json written through a planted link after the run files were fixed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from videocontrast.eval.run import write_results
+    from videocontrast.fileio import save_figure
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    for name in ("results.json", "plot.png"):
+        (tmp_path / name).symlink_to(victim)
+    write_results(tmp_path, {"top1": 0.5})
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / "plot.png", dpi=50)
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"top1": 0.5' in (tmp_path / "results.json").read_text()

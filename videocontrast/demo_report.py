@@ -15,6 +15,7 @@ from .eval.metrics import video_labels
 from .eval.report import html_page, image_html, percent, table_html
 from .eval.retrieval import video_embeddings
 from .verdict import BASELINE_NAMES, baselines, best_baseline, verdict
+from .fileio import atomic_write_text, save_figure
 
 # results.json metric key -> column header
 COLUMNS = {"linear_top1": "linear probe top-1", "linear_video_top1": "linear probe top-1 (video)",
@@ -56,7 +57,7 @@ def loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("pretraining loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -83,7 +84,7 @@ def embedding_plot(sets: Mapping[str, Mapping[str, Any]], classes: list[str], pa
         ax.set_yticks([])
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -167,5 +168,5 @@ def write_report(out: Path, results: Mapping[str, Any]) -> Path:
                     + rerun_note + table_html(timing_rows)),
     ]
     path = out / "report.html"
-    path.write_text(html_page("videocontrast demo", sections))
+    atomic_write_text(path, html_page("videocontrast demo", sections))
     return path

@@ -97,3 +97,10 @@ def open_append(path: str | os.PathLike, what: str = "file") -> IO[str]:
             refuse_symlink(path, what)
         raise e
     return os.fdopen(fd, "a")
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``fig.savefig`` into ``path`` atomically (the format from its suffix): a plot is a file a run writes too."""
+    path = Path(path)
+    fmt = savefig_kwargs.pop("format", None) or path.suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))

@@ -10,6 +10,7 @@ import torch
 from .build import build_augment, dataset_from_config
 from .config import Config
 from .transforms.spatial import denormalize
+from .fileio import save_figure
 
 
 def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) -> Path:
@@ -44,6 +45,6 @@ def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) 
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "preview.png"
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -33,6 +33,7 @@ from .engine.train import pretrain
 from .eval.report import default_frame_reader, retrieval_figure
 from .eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
 from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
+from .fileio import atomic_write_text, save_figure
 
 SCALES = ("full", "smoke")
 # Every config of a smoke run gets these on top of its preset and the table's overrides.
@@ -181,7 +182,7 @@ def smoke_splits(ds: str, src: DataSource, out: Path, per_class: tuple[int, int]
         raise FileNotFoundError(f"no split files next to --{ds} '{root}'; pass --{ds}-splits DIR")
     out.mkdir(parents=True, exist_ok=True)
     if ds == "ucf101":
-        (out / "classInd.txt").write_text((splits / "classInd.txt").read_text())
+        atomic_write_text(out / "classInd.txt", (splits / "classInd.txt").read_text())
         for name, n in (("trainlist01.txt", per_class[0]), ("testlist01.txt", per_class[1])):
             kept, count = [], {}
             for line in (splits / name).read_text().splitlines():
@@ -190,7 +191,7 @@ def smoke_splits(ds: str, src: DataSource, out: Path, per_class: tuple[int, int]
                 if rel and (root / rel).is_file() and count.get(cls, 0) < n:
                     count[cls] = count.get(cls, 0) + 1
                     kept.append(line.strip())
-            (out / name).write_text("".join(f"{k}\n" for k in kept))
+            atomic_write_text(out / name, "".join(f"{k}\n" for k in kept))
     else:
         for path in sorted(splits.glob("*_test_split1.txt")):
             cls = path.name[: -len("_test_split1.txt")]
@@ -203,7 +204,7 @@ def smoke_splits(ds: str, src: DataSource, out: Path, per_class: tuple[int, int]
                     count[parts[1]] < per_class[int(parts[1]) - 1]
                 count[parts[1]] = count.get(parts[1], 0) + keep
                 lines.append(f"{parts[0]} {parts[1] if keep else '0'}")
-            (out / path.name).write_text("".join(f"{x}\n" for x in lines))
+            atomic_write_text(out / path.name, "".join(f"{x}\n" for x in lines))
     return DataSource(root, out)
 
 
@@ -237,7 +238,7 @@ def run_table(name: str, out: str | Path, rep: Reproduction) -> dict[str, Path]:
         ours.append(row)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv"}
-    paths["md"].write_text(_markdown(table, ours, rep))
+    atomic_write_text(paths["md"], _markdown(table, ours, rep))
     _csv(paths["csv"], table, ours)
     if table.figure == "bars":
         paths["png"] = _bars(out / f"{name}.png", table, ours)
@@ -315,7 +316,7 @@ def _bars(path: Path, table: Table, ours: list[list[Any]]) -> Path:
             ax.legend(fontsize=7)
     fig.suptitle(table.title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -336,7 +337,7 @@ def _retrieval_png(path: Path, table: Table, results: dict[Job, Any]) -> Path:
 
         fig = plt.figure(figsize=(4, 1))
         fig.text(0.5, 0.5, "not run", ha="center")
-        fig.savefig(path)
+        save_figure(fig, path)
         plt.close(fig)
         return path
     return retrieval_figure(path, queries, default_frame_reader(64), title=table.title)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..fileio import atomic_write_text
+
 
 def _as_int_tensor(x: Any, n: int, field: str) -> torch.Tensor:
     t = torch.as_tensor(x).reshape(-1).long().cpu()
@@ -254,5 +256,5 @@ class FeatureCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        path.with_suffix(".json").write_text(key_json + "\n")
+        atomic_write_text(path.with_suffix(".json"), key_json + "\n")
         return result

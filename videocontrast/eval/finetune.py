@@ -31,6 +31,7 @@ from videocontrast.engine.train import continue_run, fit, seed_everything
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.metrics import topk_accuracy, video_labels, video_level
 from videocontrast.methods import Supervised
+from videocontrast.fileio import atomic_write_text
 
 
 # The fine-tuned model (backbone + classifier, no optimiser state) in the run folder; a `--checkpoint` for every
@@ -168,5 +169,5 @@ def finetune(backbone: nn.Module, cfg: Config, out_dir: str | Path, train_set: V
     }
     if dist.is_main_process():
         save_finetuned(out / FINETUNED, run["model"], run_cfg, kind, run["epochs"])
-        (out / "finetune.json").write_text(json.dumps(result, indent=2, default=str))
+        atomic_write_text(out / "finetune.json", json.dumps(result, indent=2, default=str))
     return result

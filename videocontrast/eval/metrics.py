@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..fileio import save_figure
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -195,6 +197,6 @@ def confusion_matrix_png(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

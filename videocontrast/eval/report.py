@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from videocontrast.data.decode import probe_video, read_frames
+from videocontrast.fileio import atomic_write_text, save_figure
 
 FrameReader = Callable[[str], Any]
 
@@ -164,7 +165,7 @@ def retrieval_figure(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -220,5 +221,5 @@ def retrieval_report(
     sections.append(("Neighbour list", "<p>The same neighbours as a list (rank 1 is the most similar).</p>"
                      + table_html(rows)))
     page = out_dir / "retrieval.html"
-    page.write_text(html_page(title, sections), encoding="utf-8")
+    atomic_write_text(page, html_page(title, sections), encoding="utf-8")
     return page

@@ -36,6 +36,7 @@ from .knn import knn_classify
 from .linear import linear_probe
 from .report import retrieval_report
 from .retrieval import retrieve, retrieve_within
+from ..fileio import atomic_write_text
 
 
 @dataclass
@@ -462,5 +463,5 @@ def format_table(results: dict[str, Any]) -> str:
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+    atomic_write_text(path, json.dumps(results, indent=2, default=str))
     return path
