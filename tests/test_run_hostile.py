@@ -93,6 +93,32 @@ def test_a_demo_folder_records_only_outputs_that_were_not_there(tmp_path):
         check_clearable(out)
 
 
+def test_a_demo_folder_from_before_manifests_can_still_be_made_fresh(tmp_path):
+    """A reviewer's finding: folders of demos run before demo.json existed were refused by --fresh for ever, and a
+    plain rerun recorded their outputs as someone else's."""
+    from videocontrast.demo import check_clearable, clear_demo, record_outputs, recorded_outputs
+
+    out = tmp_path / "old"
+    (out / "pretrain" / "checkpoints").mkdir(parents=True)
+    (out / "pretrain" / "config.yaml").write_text("method: simclr\n")
+    (out / "cache").mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "results.json").write_text(json.dumps({"verdict": "v", "margin_vs_best": 0.1, "pretrained": {},
+                                                   "random_init": {}}))
+    check_clearable(out)  # no refusal
+    record_outputs(out)  # a plain rerun: what the old demo wrote stays the demo's
+    assert {"pretrain", "cache", "results.json"} <= set(recorded_outputs(out))
+    assert sorted(clear_demo(out)) == ["cache", "pretrain", "results.json"]
+    assert (out / "notes.txt").read_text() == "mine"
+    # without the demo's verdict in results.json it is not taken for a demo
+    other = tmp_path / "other"
+    (other / "pretrain").mkdir(parents=True)
+    (other / "pretrain" / "config.yaml").write_text("method: simclr\n")
+    (other / "results.json").write_text(json.dumps({"top1": 0.5}))
+    with pytest.raises(ValueError, match="pretrain, results.json"):
+        check_clearable(other)
+
+
 # -- 6: no write through a planted symbolic link ------------------------------------------------------------------
 
 def test_planted_config_and_cache_links_are_not_written_through(tmp_path, capsys):

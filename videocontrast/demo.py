@@ -71,12 +71,25 @@ def quick_config(cfg: Config) -> Config:
 def recorded_outputs(out: Path) -> list[str]:
     """The outputs :data:`MANIFEST` in ``out`` records as a demo's (only names of :data:`DEMO_OUTPUTS`: a manifest
     is a file in a folder anyone may write, so it cannot make --fresh remove anything else); [] without one."""
+    if not (out / MANIFEST).is_file() and _demo_before_manifests(out):
+        return [n for n in DEMO_OUTPUTS if _present(out / n)]
     try:
         data = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
         return []
     names = data.get("outputs") if isinstance(data, dict) else None
     return [n for n in DEMO_OUTPUTS if isinstance(names, list) and n in names]
+
+
+def _demo_before_manifests(out: Path) -> bool:
+    """``out`` is a demo folder written before demos recorded their outputs: a pretraining run in ``pretrain/``
+    and a ``results.json`` with a demo's verdict and margins (what no other command writes)."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ((out / "pretrain" / "config.yaml").is_file() and isinstance(results, dict)
+            and {"verdict", "margin_vs_best", "pretrained", "random_init"} <= results.keys())
 
 
 def record_outputs(out: Path) -> None:
