@@ -49,7 +49,8 @@ def test_demo_and_retrieval_reports_render_in_chromium(tmp_path):
     res = json.loads((out / "results.json").read_text())
     pages = [out / "report.html", *(out / name / "retrieval.html" for name in ("pretrained", "random_init",
                                                                                 "random_init_rgb", "supervised"))]
-    assert pages[0].read_text().count("<img") >= 4  # loss, embeddings, retrieval of pretrained and the best baseline
+    # loss, label efficiency, embeddings, retrieval of pretrained and the best baseline
+    assert pages[0].read_text().count("<img") >= 5 and 'src="label_efficiency.png"' in pages[0].read_text()
     assert f'src="{res["best_baseline"]}/img/retrieval.png"' in pages[0].read_text()
     for page in pages:
         n, broken, console = open_in_chromium(page, tmp_path)

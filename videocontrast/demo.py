@@ -22,14 +22,18 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .build import backbone_from_config, dataset_root, describe_augment, eval_loader, finetune_aug, labeled_dataset
-from .config import Config, ConfigError
-from .demo_report import embedding_plot, encoder_rows, loss_curve, write_report
+from .build import (backbone_from_config, cache_frames, dataset_root, describe_augment, eval_loader, finetune_aug,
+                    labeled_dataset)
+from .config import MAX_EPOCHS, Config, ConfigError
+from .data.datasets import VideoDataset
+from .data.subsets import SubsetSpec, Subsets, plan_subsets, restrict
+from .demo_report import (embedding_plot, encoder_rows, label_efficiency_plot, label_efficiency_rows, loss_curve,
+                          write_report)
 from .engine.device import resolve_device
 from .engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
@@ -43,11 +47,25 @@ from .verdict import BASELINES, best_baseline, margins, verdict
 # What a demo writes into its folder. The names it created are recorded in MANIFEST when it starts, and `--fresh`
 # removes those and nothing else: a folder whose outputs no demo recorded is refused, never emptied.
 DEMO_OUTPUTS = ("pretrain", "pretrained", *BASELINES, "cache", "results.json", "report.html", "loss.png",
-                "embeddings.png")
+                "embeddings.png", "label_efficiency", "label_efficiency.png")
 MANIFEST = "demo.json"
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
 RESUME_HINT = "re-run the same command to continue"
+# Label efficiency: every encoder with this many labelled training videos per class (those every class has), the
+# subsets nested and the same for every encoder (data.subsets.label_subset, seeded by train.seed), plus all labels.
+LABEL_COUNTS = (1, 5, 10)
+LABEL_DIR = "label_efficiency"  # OUT/label_efficiency/<N>_per_class/: split files, probes, supervised baseline
+# The supervised baselines of the label subsets share this part of pretraining's wall-clock time, each in proportion
+# to its videos (what a pass over them costs); each trains at least SUBSET_MIN_EPOCHS passes over its videos (a
+# tiny subset needs many passes to fit, and they are cheap) and at most the all-labels baseline's optimisation steps.
+SUBSET_BUDGET_SHARE = 0.3
+SUBSET_MIN_EPOCHS = 30
+# A subset's time limit, which guards its plan (the plan, not the limit, keeps it to its share): the subsets' whole
+# budget, and at least this, so that the SUBSET_MIN_EPOCHS of a tiny budget are not cut (and then continued by a
+# rerun as a run cut short).
+SUBSET_LIMIT_FLOOR_S = 60.0
+SUBSET_SAVE_STEPS = 50  # a subset's run of 1-step epochs writes its checkpoint about every this many steps
 
 
 def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
@@ -211,7 +229,9 @@ def _history_seconds(history: list[dict[str, Any]]) -> float:
 
 
 def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, budget_s: float,
-                              quiet: bool = False) -> dict[str, Any]:
+                              quiet: bool = False, train_set: Callable[[], VideoDataset] | None = None,
+                              max_steps: int | None = None, min_epochs: int = 1,
+                              limit_s: float | None = None) -> dict[str, Any]:
     """Supervised from scratch: ``cfg``'s backbone at random init trained with cross-entropy on the training labels
     (:class:`~videocontrast.methods.Supervised` on the engine's :func:`~videocontrast.engine.train.fit`, through
     :func:`~videocontrast.eval.finetune.finetune` with the backbone at the classifier's lr) within the wall-clock
@@ -224,6 +244,10 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
 
     It trains with its own augmentation (``eval.finetune_augment``, see :func:`~videocontrast.build.finetune_aug`),
     not pretraining's; a finished run in ``run_dir`` that trained with another is refused, not reused.
+
+    ``train_set`` gives the labelled videos it learns from (called only when it trains; default: every training
+    video); ``max_steps`` caps the planned epochs at that many optimisation steps and ``min_epochs`` is the least
+    it plans (a label subset's run); ``limit_s`` (default ``budget_s``) is the time limit that guards the plan.
 
     Returns:
         ``checkpoint`` (path), ``epochs``, ``epochs_planned``, ``time_s`` (training seconds, all runs), ``budget_s``,
@@ -245,7 +269,7 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
                           "runs made before that setting existed trained with the pretraining augmentation, "
                           "eval.finetune_augment=pretrain): rerun with --fresh to start over or choose another --out")
     spent = _history_seconds(stored.history) if stored is not None else 0.0
-    left = budget_s - spent
+    left = (budget_s if limit_s is None else max(limit_s, budget_s)) - spent
     # a new run starts planned as long as pretraining (>= 2, so the 1-epoch warm-up spans the first epoch) and
     # re-plans after its first epoch; a stored run keeps the epochs it planned
     planning = stored is None or stored.checkpoint is None
@@ -257,15 +281,31 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
     last_epoch_s = stored.history[-1].get("time_s", 0.0) if not planning and stored.history else 0.0
     if not planning and (stored.final or left <= last_epoch_s):
         return {**info, "checkpoint": str(stored.checkpoint), "epochs": stored.epochs_done,
-                "epochs_planned": sup.eval.finetune_epochs, "time_s": spent, "trained_now": False}
+                "epochs_planned": sup.eval.finetune_epochs, "time_s": spent, **_fit_stats(stored.history),
+                "trained_now": False}
     sup.train.time_limit_s = max(left, 1e-3)
+    data = train_set() if train_set is not None else labeled_dataset(sup, "train", "finetune")
+    per_epoch = max(1, len(data) // max(1, min(sup.optim.batch_size, len(data))))  # drop_last batches
+    if max_steps is not None:
+        sup.train.save_every = max(sup.train.save_every, SUBSET_SAVE_STEPS // per_epoch)
+
+    def plan(first_s: float) -> int:
+        epochs = max(plan_supervised_epochs(budget_s, first_s), min_epochs)
+        return epochs if max_steps is None else max(1, min(epochs, max_steps // per_epoch, MAX_EPOCHS))
+
     backbone = backbone_from_config(sup, seed=sup.train.seed).to(device)
-    res = finetune(backbone, sup, run_dir, labeled_dataset(sup, "train", "finetune"), None, backbone_lr_ratio=1.0,
+    res = finetune(backbone, sup, run_dir, data, None, backbone_lr_ratio=1.0,
                    kind="supervised", quiet=quiet, resume_hint="re-run the same demo command to continue it",
-                   plan_epochs=(lambda first_s: plan_supervised_epochs(budget_s, first_s)) if planning else None)
+                   plan_epochs=plan if planning else None)
     return {**info, "checkpoint": res["checkpoint"], "epochs": len(res["history"]),
             "epochs_planned": res["epochs_planned"], "time_s": _history_seconds(res["history"]),
-            "trained_now": True}
+            **_fit_stats(res["history"]), "trained_now": True}
+
+
+def _fit_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Optimisation steps and the last epoch's training loss of a run's ``history`` (how well it fitted)."""
+    last = history[-1] if history else {}
+    return {"steps": int(last.get("step", 0)), "final_loss": last.get("loss")}
 
 
 def plan_supervised_epochs(budget_s: float, first_epoch_s: float) -> int:
@@ -286,6 +326,119 @@ def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[
     retr = run_retrieve(enc, device, edir, cache)
     return {**_summary(lin, knn, retr), "encoder": enc.description, "predictions": lin.get("predictions"),
             "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]}}
+
+
+class SharedFrames:
+    """The labelled training videos the supervised baselines learn from, decoded once (``data.cache``) for all of
+    them: the all-labels run and every label subset's read one frame cache (kept in ``folder`` when on disk).
+
+    The videos are decoded only when a run first asks for them, so a rerun whose runs are all finished decodes
+    nothing; when the first to ask is a label subset's run, only the videos of :attr:`expected` (the largest
+    subset's, which holds the smaller ones) are decoded. A video outside the cache is read from its file."""
+
+    def __init__(self, cfg: Config, folder: Path) -> None:
+        self.cfg, self.folder = cfg, folder
+        self.expected: set[str] | None = None  # the videos the subset runs will ask for (None: every video)
+        self._full: VideoDataset | None = None
+        self._cache: Any = None
+
+    def subset(self, keep: set[str] | None = None) -> VideoDataset:
+        """Every training video (``keep`` None) or those whose path is in ``keep``, on the shared cache."""
+        if self._full is None:
+            self._full = labeled_dataset(self.cfg, "train", "finetune")
+            cover = (self._full if keep is None or self.expected is None
+                     else restrict(self._full, self.expected | keep))
+            cache_frames(self.cfg, cover, self.folder)
+            self._cache = cover.frame_cache
+        part = self._full if keep is None else restrict(self._full, keep)
+        if part.frame_cache is None:
+            part.frame_cache = self._cache  # indexed by path: a dataset reads the cached videos it holds
+        return part
+
+
+def label_counts(labels: np.ndarray) -> tuple[list[int], list[int], int]:
+    """The counts of :data:`LABEL_COUNTS` every class present in ``labels`` (one per training video) has, those
+    skipped for being larger than the smallest class, and the smallest class's count."""
+    smallest = int(np.unique(np.asarray(labels), return_counts=True)[1].min())
+    return ([n for n in LABEL_COUNTS if n <= smallest], [n for n in LABEL_COUNTS if n > smallest], smallest)
+
+
+def skipped_note(skipped: list[int], smallest: int) -> str:
+    """'10 labelled videos per class skipped: the smallest class has 7 training videos.' ('' when none)."""
+    if not skipped:
+        return ""
+    return (f"{' and '.join(map(str, skipped))} labelled videos per class skipped: the smallest class has "
+            f"{smallest} training video{'s' if smallest != 1 else ''}.")
+
+
+def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders: dict[str, Encoder],
+                     frames: SharedFrames, budget_s: float, max_steps: int, quiet: bool,
+                     now: dict[str, float], reused: list[str]) -> dict[str, Any]:
+    """Every encoder with 1, 5 and 10 labelled training videos per class (:data:`LABEL_COUNTS`, those every class
+    has): the frozen encoders' linear probe and kNN on the rows of their cached features that belong to the
+    subset's videos (no forward pass), and the supervised baseline trained from scratch on the subset's videos
+    (the frames of :class:`SharedFrames`): the subsets' runs share ``budget_s`` seconds in proportion to their
+    videos, each at least :data:`SUBSET_MIN_EPOCHS` passes and at most ``max_steps`` optimisation steps.
+
+    The subsets are chosen once per count by ``train.seed`` (:func:`~videocontrast.data.subsets.plan_subsets`,
+    nested: 1 per class inside 5 inside 10) and written to ``OUT/label_efficiency/<N>_per_class/`` as split files,
+    reused by a rerun; every encoder is scored on the same videos. Adds its seconds to ``now``
+    (``label_efficiency_supervised``, ``label_efficiency_probes``) and what it reused to ``reused``.
+
+    Returns:
+        results.json's ``label_efficiency``: ``labels_per_class``, per encoder ``linear_top1``/``knn_top1`` lists
+        aligned with it, ``best_baseline``/``margin``/``margin_ci95`` per count, the supervised runs (``training``),
+        the linear probe's C selection (``linear_selection``), the split files, ``skipped`` and ``note``.
+    """
+    ds = labeled_dataset(pre_cfg, "train", "eval")
+    counts, skipped, smallest = label_counts(np.array([r.label for r in ds.records]))
+    res: dict[str, Any] = {"labels_per_class": counts, "skipped": skipped, "smallest_class": smallest,
+                           "note": skipped_note(skipped, smallest), "seed": pre_cfg.train.seed,
+                           **{name: {"linear_top1": [], "knn_top1": []} for name in encoders},
+                           "training": [], "linear_selection": [], "split_files": [], "best_baseline": [],
+                           "margin": [], "margin_ci95": []}
+    sup_s = probe_s = 0.0
+    reused_counts = []
+    cache = out / "cache"
+    chosen = {n: plan_subsets(ds.records, ds.classes, dataset_root(pre_cfg), pre_cfg.data.dataset,
+                              SubsetSpec(labels_per_class=n, seed=pre_cfg.train.seed), out / LABEL_DIR / f"{n}_per_class")
+              for n in counts}
+    frames.expected = set().union(*(s.train for s in chosen.values()))
+    for n, subsets in chosen.items():
+        share = budget_s * n / max(1, sum(counts))
+        here = out / LABEL_DIR / f"{n}_per_class"
+        res["split_files"].append(subsets.summary["labelled_split"])
+        t = time.perf_counter()
+        train = train_supervised_baseline(pre_cfg, device, here / "supervised" / "train", share, quiet,
+                                          train_set=lambda: frames.subset(subsets.train), max_steps=max_steps,
+                                          min_epochs=SUBSET_MIN_EPOCHS,
+                                          limit_s=max(budget_s, SUBSET_LIMIT_FLOOR_S))
+        sup_s += time.perf_counter() - t
+        if not train["trained_now"]:
+            reused_counts.append(n)
+        res["training"].append({k: v for k, v in train.items() if k != "trained_now"})
+        t = time.perf_counter()
+        scored: dict[str, dict[str, Any]] = {}
+        for name, enc in encoders.items():
+            if name == "supervised":  # the baseline trained on this subset's videos, not on all labels
+                enc = load_weights(train["checkpoint"], pre_cfg, device)
+            lin = run_linear(enc, device, here / name, cache, subsets=subsets)
+            knn = run_knn(enc, device, here / name, cache, subsets=subsets)
+            res[name]["linear_top1"].append(lin["top1"])
+            res[name]["knn_top1"].append(knn["top1"])
+            scored[name] = {"linear_top1": lin["top1"], "predictions": lin.get("predictions")}
+            if name == "pretrained":
+                res["linear_selection"].append(lin["protocol"].get("selection"))
+        best = best_baseline(scored)
+        res["best_baseline"].append(best)
+        res["margin"].append(scored["pretrained"]["linear_top1"] - scored[best]["linear_top1"])
+        res["margin_ci95"].append(margin_interval(scored["pretrained"], scored[best], seed=pre_cfg.train.seed))
+        probe_s += time.perf_counter() - t
+    now["label_efficiency_supervised"] = sup_s
+    now["label_efficiency_probes"] = probe_s
+    if counts and reused_counts == counts:
+        reused.append(f"label-efficiency supervised training ({', '.join(map(str, counts))} per class)")
+    return res
 
 
 def margin_interval(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> list[float] | None:
@@ -326,7 +479,9 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
 
     # -- the encoders, evaluated the same way
     t = time.perf_counter()
-    sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet)
+    frames = SharedFrames(pre_cfg, out / "supervised")
+    sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet,
+                                    train_set=frames.subset)
     now["supervised_training"] = time.perf_counter() - t
     if not sup["trained_now"]:
         reused.append(f"supervised training ({sup['epochs']} epochs)")
@@ -348,6 +503,9 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
         if previous and (previous.get("fingerprints") or {}).get(name) == enc.fingerprint:
             reused.append(f"features of {name}")
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
+    results["label_efficiency"] = label_efficiency(
+        pre_cfg, out, device, encoders, frames, SUBSET_BUDGET_SHARE * pretrain_info["time_s"],
+        max(1, int(sup.get("steps") or 0)), quiet, now, reused)
     names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
     train_feats = features(encoders["pretrained"], "train", device, out / "cache")
     classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos
@@ -376,6 +534,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
                                                                if previous else [])]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     loss_curve(run["history"], out / "loss.png")
+    label_efficiency_plot(results, out / "label_efficiency.png")
     embedding_plot({k: feature_sets[k] for k in ("pretrained", best)}, names, out / "embeddings.png")
     report = write_report(out, results)
     if not quiet:
@@ -401,11 +560,17 @@ def _timings(previous: dict[str, Any] | None, now: dict[str, float], reused: lis
                 kept[step] = kept.get(step, 0.0) + secs
                 added += secs
                 new_work.append(f"pretraining continued to epoch {continued_to} (+{secs:.0f}s)")
-        elif step == "supervised_training":
-            if not any(r.startswith("supervised") for r in reused):
+        elif step in ("supervised_training", "label_efficiency_supervised"):
+            tag = "supervised" if step == "supervised_training" else "label-efficiency supervised"
+            if not any(r.startswith(tag) for r in reused) or step not in kept:
                 kept[step] = kept.get(step, 0.0) + secs
                 added += secs
-                new_work.append(f"supervised training (+{secs:.0f}s)")
+                new_work.append(f"{tag} training (+{secs:.0f}s)")
+        elif step == "label_efficiency_probes":
+            if step not in kept or not any(r.startswith("label-efficiency") for r in reused):
+                added += secs - kept.get(step, 0.0)
+                kept[step] = secs
+                new_work.append(f"label-efficiency probes ({secs:.0f}s)")
         elif not any(r == f"features of {step[len('eval_'):]}" for r in reused) or step not in kept:
             added += secs - kept.get(step, 0.0)
             kept[step] = secs
@@ -427,6 +592,13 @@ def _print_summary(results: dict[str, Any], said: str, report: Path, out: Path) 
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths))))
     for r in rows:
         print("  ".join(r[c].ljust(w) if i == 0 else r[c].rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
+    le = label_efficiency_rows(results)
+    if le:
+        heads = list(le[0])
+        widths = [max(len(h), *(len(r[h]) for r in le)) for h in heads]
+        print("label efficiency: linear top-1 by labelled training videos per class")
+        for r in [dict(zip(heads, heads)), *le]:
+            print("  ".join(r[h].ljust(w) if i == 0 else r[h].rjust(w) for i, (h, w) in enumerate(zip(heads, widths))))
     print(results["verdict"])
     if said:
         print(said)

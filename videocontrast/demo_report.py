@@ -44,6 +44,62 @@ def encoder_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def label_efficiency_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One row per encoder: its linear top-1 with 1, 5, 10 labelled training videos per class (those evaluated)
+    and with all labels; [] without a ``label_efficiency`` section."""
+    le = results.get("label_efficiency")
+    if not isinstance(le, Mapping) or not le.get("labels_per_class"):
+        return []
+    counts = le["labels_per_class"]
+    rows = []
+    for name in ["pretrained", *baselines(results)]:
+        curve = le.get(name)
+        if not isinstance(curve, Mapping):
+            continue
+        row = {"encoder": BASELINE_NAMES.get(name, name)}
+        row.update({f"{n} per class": pct(v) for n, v in zip(counts, curve.get("linear_top1", []))})
+        row["all labels"] = pct(results[name].get("linear_top1"))
+        rows.append(row)
+    return rows
+
+
+def label_efficiency_plot(results: Mapping[str, Any], path: Path) -> Path | None:
+    """Linear top-1 against labelled training videos per class (log scale), one line per encoder, its all-labels
+    score as a dashed line of the same colour; None (nothing written) without a ``label_efficiency`` section."""
+    le = results.get("label_efficiency")
+    if not isinstance(le, Mapping) or not le.get("labels_per_class"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = le["labels_per_class"]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
+    for i, name in enumerate(n for n in ["pretrained", *baselines(results)] if isinstance(le.get(n), Mapping)):
+        colour = f"C{i}"
+        ax.plot(counts, [100 * v for v in le[name]["linear_top1"]], marker="o", color=colour,
+                label=BASELINE_NAMES.get(name, name))
+        if isinstance(results[name].get("linear_top1"), (int, float)):
+            ax.axhline(100 * results[name]["linear_top1"], color=colour, linestyle="--", linewidth=1, alpha=0.8)
+    chance = (results.get("dataset") or {}).get("chance")
+    if isinstance(chance, (int, float)):
+        ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks(counts)
+    ax.set_xticklabels([str(n) for n in counts])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training videos per class (dashed: all labels)")
+    ax.set_ylabel("linear-probe top-1 (%)")
+    ax.set_title("label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 def loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -128,6 +184,21 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                      f"of a {tr.get('budget_s', 0):.0f}s budget (pretraining's); {tr.get('optimizer')} "
                      f"lr {tr.get('lr')}"
                      + (f"; augmentation {tr['augment']}: {tr.get('augment_spatial')}" if tr.get("augment") else "")))
+    le = results.get("label_efficiency") or {}
+    if le.get("labels_per_class"):
+        runs = "; ".join(f"{n} per class: {t.get('epochs')} epochs, {t.get('steps')} steps in {t.get('time_s', 0):.0f}s, "
+                         f"final training loss {t['final_loss']:.3f}" if isinstance(t.get("final_loss"), float) else
+                         f"{n} per class: {t.get('epochs')} epochs, {t.get('steps')} steps"
+                         for n, t in zip(le["labels_per_class"], le.get("training") or []))
+        selection = sorted({str(x) for x in le.get("linear_selection") or []})
+        rows.append(("label efficiency",
+                     f"{', '.join(map(str, le['labels_per_class']))} labelled training videos per class, chosen by "
+                     f"seed {le.get('seed')} (nested, the same videos for every encoder; split files in "
+                     "label_efficiency/N_per_class/); the frozen encoders' features are those of all labels, the "
+                     "linear probe and kNN see only the subset's videos; linear probe C: "
+                     f"{' / '.join(selection) or '?'}; supervised from scratch trained on the subset alone, as many "
+                     "steps as the all-labels baseline within a share of pretraining's time: " + runs
+                     + (f". {le['note']}" if le.get("note") else "")))
     return [{"what": k, "how": v} for k, v in rows]
 
 
@@ -154,6 +225,18 @@ def write_report(out: Path, results: Mapping[str, Any]) -> Path:
                    "<p>Each row is one encoder measured the same way on the test split; higher is better, and the "
                    "last column is how far the pretrained encoder is ahead of that row.</p>"
                    + table_html(encoder_rows(results))),
+    ]
+    le_rows = label_efficiency_rows(results)
+    if le_rows:
+        note = (results.get("label_efficiency") or {}).get("note")
+        sections.append(("Label efficiency", "<p>Linear-probe top-1 on the test split when only a few training "
+                         "videos per class are labelled (the same videos for every encoder; supervised from scratch "
+                         "is trained on just those), and with all labels: self-supervised pretraining should matter "
+                         "most on the left.</p>"
+                         + (f"<p>{html.escape(note)}</p>" if note else "")
+                         + image_html("label_efficiency.png", "linear top-1 against labelled videos per class")
+                         + table_html(le_rows)))
+    sections += [
         (f"Retrieval: pretrained vs the strongest baseline ({BASELINE_NAMES.get(best, best)})",
          "<p>Each row is a test video (left) and its nearest training videos; a green border means the same class, "
          "red another class.</p>" + _pair(results, best)),

@@ -89,10 +89,58 @@ def interval_sentence(interval: tuple[float, float] | list[float], test_videos: 
             f"over {over}): {reading}. Training seeds add their own spread, which this interval does not include.")
 
 
+# The count of labelled videos per class the verdict leads with, when the demo evaluated it (else its largest).
+LEAD_COUNT = 5
+
+
+def _interval_words(interval: Any) -> str:
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return "without an interval (the two encoders' test predictions cannot be paired)"
+    low, high = interval
+    where = "above 0" if low > 0 else "below 0" if high < 0 else "it contains 0: within the test set's noise"
+    return f"95% interval {100 * low:+.1f} to {100 * high:+.1f} points, {where}"
+
+
+def few_label_sentences(results: Mapping[str, Any]) -> list[str]:
+    """The label-efficiency result (``results['label_efficiency']``) in sentences: pretrained vs the strongest
+    baseline at :data:`LEAD_COUNT` labelled videos per class (or the largest count evaluated) with the margin and
+    its interval, the other counts in short, and which counts were skipped; [] without that section."""
+    le = results.get("label_efficiency")
+    counts = list(le.get("labels_per_class") or []) if isinstance(le, Mapping) else []
+    if not counts or not isinstance(le.get("pretrained"), Mapping):
+        return []
+    present = [b for b in BASELINES if isinstance(le.get(b), Mapping)]
+
+    def at(i: int) -> tuple[str, float, float]:
+        best = (le.get("best_baseline") or [None] * len(counts))[i]
+        if best not in present:
+            best = max(present, key=lambda b: (le[b]["linear_top1"][i], -present.index(b)))
+        p, b = le["pretrained"]["linear_top1"][i], le[best]["linear_top1"][i]
+        return best, float(p), float(b)
+
+    lead = counts.index(LEAD_COUNT) if LEAD_COUNT in counts else len(counts) - 1
+    n = counts[lead]
+    best, p, b = at(lead)
+    intervals = le.get("margin_ci95") or [None] * len(counts)
+    who = BASELINE_NAMES.get(best, best) + (" on the same videos" if best == "supervised" else "")
+    out = [f"With {n} labelled video{'s' if n != 1 else ''} per class, pretrained {_pct(p)} vs {_pct(b)} linear-probe "
+           f"top-1 for the strongest baseline, {who} ({_pts(p - b)}; {_interval_words(intervals[lead])})."]
+    others = [i for i in range(len(counts)) if i != lead]
+    if others:
+        out.append("With " + "; with ".join(
+            f"{counts[i]} per class, {_pct(at(i)[1])} vs {_pct(at(i)[2])} for "
+            f"{BASELINE_NAMES.get(at(i)[0], at(i)[0])} ({_pts(at(i)[1] - at(i)[2])})" for i in others) + ".")
+    if le.get("note"):
+        out.append(str(le["note"]))
+    return out
+
+
 def verdict(results: Mapping[str, Any]) -> str:
     """The plain-language verdict: pretrained vs the strongest baseline by linear top-1 (with the margin and, when
     ``margin_ci95`` is there, its interval: a margin whose interval reaches 0 is not called a win), whether kNN and
-    retrieval agree, the dataset and chance level, and a note when pretraining was cut short."""
+    retrieval agree, the dataset and chance level, and a note when pretraining was cut short. With a
+    ``label_efficiency`` section the few-label result comes first (:func:`few_label_sentences`), then this
+    all-labels result."""
     p = results["pretrained"]
     best = best_baseline(results)
     b = results[best]
@@ -109,7 +157,8 @@ def verdict(results: Mapping[str, Any]) -> str:
         head = f"Pretraining did NOT clearly beat the strongest baseline: {versus}, within 2 points."
     else:
         head = f"Pretraining did NOT beat the strongest baseline: {versus}."
-    sentences = [head]
+    few = few_label_sentences(results)
+    sentences = [*few, f"With all labels, {head[0].lower()}{head[1:]}" if few else head]
     if interval is not None:
         sentences.append(interval_sentence(interval, (results.get("dataset") or {}).get("test_videos")))
 
