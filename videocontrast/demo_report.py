@@ -197,8 +197,8 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
                      "label_efficiency/N_per_class/); the frozen encoders' features are those of all labels, the "
                      "linear probe and kNN see only the subset's videos; linear probe C: "
                      f"{' / '.join(selection) or '?'}; supervised from scratch trained on the subset alone, as many "
-                     "optimisation steps as the all-labels baseline (at least 30 passes), the subsets' time limits "
-                     "together pretraining's time: " + runs
+                     "optimisation steps as the all-labels baseline (at least 30 passes) within time limits that add up "
+                     "to half of pretraining's time: " + runs
                      + (f". {le['note']}" if le.get("note") else "")))
     return [{"what": k, "how": v} for k, v in rows]
 
