@@ -185,3 +185,33 @@ def test_the_supervised_baselines_augmentation_is_named_in_the_verdict_and_the_r
     # a results.json written before the setting existed says nothing about it
     del res["supervised"]["training"]["augment"]
     assert "augmentation" not in verdict(res)
+
+
+def test_a_supervised_baseline_stopped_by_its_time_limit_is_reused_while_the_budget_is_the_same(tmp_path, monkeypatch):
+    """The time limit counts wall-clock seconds (checkpoint writes, the loader's start) that the run's epoch times
+    leave out, so a baseline its limit stopped could look as if it had an epoch's budget left: a rerun of the same
+    demo then trained it again (seen under load in CI: test_demo_says_what_it_reuses... failed)."""
+    import videocontrast.demo as demo
+    from videocontrast.build import finetune_aug
+    from videocontrast.config import load_config
+    from videocontrast.engine.run import StoredRun
+
+    cfg = load_config("demo")
+    stored_cfg = load_config("demo")
+    stored_cfg.aug = finetune_aug(stored_cfg)
+    stored_cfg.train.epochs = 10
+    history = [{"epoch": 1, "step": 4, "time_s": 1.0, "loss": 1.0},
+               {"epoch": 2, "step": 8, "time_s": 1.0, "loss": 0.5, "time_limit_reached": True}]
+    stored = StoredRun(stored_cfg, epochs_done=2, final=False, checkpoint=tmp_path / "last.pt", history=history)
+    monkeypatch.setattr(demo, "stored_run", lambda d: stored)
+    trained = []
+    monkeypatch.setattr(demo, "finetune", lambda *a, **k: trained.append(1) or (_ for _ in ()).throw(RuntimeError))
+    # budget 5 s, 2 s of epochs spent: 3 s "left" > the 1 s epoch, yet the limit stopped it
+    out = demo.train_supervised_baseline(cfg, "cpu", tmp_path, 5.0, quiet=True, train_set=lambda: list(range(8)),
+                                         budget_grew=False)
+    assert out["trained_now"] is False and out["epochs"] == 2 and not trained
+    # pretraining continued (a larger budget): the baseline continues too
+    with pytest.raises(RuntimeError):
+        demo.train_supervised_baseline(cfg, "cpu", tmp_path, 5.0, quiet=True, train_set=lambda: list(range(8)),
+                                       budget_grew=True)
+    assert trained == [1]

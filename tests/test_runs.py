@@ -152,7 +152,10 @@ def test_a_second_process_cannot_write_into_a_run_in_use_and_ctrl_c_keeps_the_la
     assert _epochs(run) == list(range(1, done + 1))  # nothing of the interrupted epoch is left in the metrics
     # the printed command continues the run (here for one more epoch: the time limit may change on resume)
     assert main(["pretrain", "--resume", "--out", str(run), "train.time_limit_s=0.01"]) == 0
-    assert load_checkpoint(ckpt)["epoch"] == done + 1
+    saved = load_checkpoint(ckpt)
+    assert saved["epoch"] == done + 1
+    # the checkpoint says its time limit stopped it (what a demo's rerun reads to know the budget is spent)
+    assert saved["history"][-1].get("time_limit_reached") is True
 
 
 # -- leftovers of a killed run, full disk -----------------------------------------------------------------------

@@ -234,7 +234,7 @@ def _history_seconds(history: list[dict[str, Any]]) -> float:
 def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, budget_s: float,
                               quiet: bool = False, train_set: Callable[[], VideoDataset] | None = None,
                               max_steps: int | None = None, min_epochs: int = 1,
-                              limit_s: float | None = None) -> dict[str, Any]:
+                              limit_s: float | None = None, budget_grew: bool = True) -> dict[str, Any]:
     """Supervised from scratch: ``cfg``'s backbone at random init trained with cross-entropy on the training labels
     (:class:`~videocontrast.methods.Supervised` on the engine's :func:`~videocontrast.engine.train.fit`, through
     :func:`~videocontrast.eval.finetune.finetune` with the backbone at the classifier's lr) within the wall-clock
@@ -282,7 +282,11 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
             "augment_spatial": describe_augment(dataclasses.replace(sup, aug=augment))}
     # out of budget: less left than its last epoch took (the time limit would stop it before another)
     last_epoch_s = stored.history[-1].get("time_s", 0.0) if not planning and stored.history else 0.0
-    if not planning and (stored.final or left <= last_epoch_s):
+    # A run its time limit stopped is out of budget too, unless the budget grew since (pretraining continued):
+    # the limit counts wall-clock seconds (checkpoints, the loader's start) that the epoch times above leave out,
+    # so `left` can exceed an epoch when the limit had no room for one.
+    stopped = not planning and bool(stored.history) and bool(stored.history[-1].get("time_limit_reached"))
+    if not planning and (stored.final or left <= last_epoch_s or (stopped and not budget_grew)):
         return {**info, "checkpoint": str(stored.checkpoint), "epochs": stored.epochs_done,
                 "epochs_planned": sup.eval.finetune_epochs, "time_s": spent, **_fit_stats(stored.history),
                 "trained_now": False}
@@ -377,7 +381,7 @@ def skipped_note(skipped: list[int], smallest: int) -> str:
 
 def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders: dict[str, Encoder],
                      frames: SharedFrames, budget_s: float, max_steps: int, quiet: bool,
-                     now: dict[str, float], reused: list[str]) -> dict[str, Any]:
+                     now: dict[str, float], reused: list[str], budget_grew: bool = True) -> dict[str, Any]:
     """Every encoder with 1, 5 and 10 labelled training videos per class (:data:`LABEL_COUNTS`, those every class
     has): the frozen encoders' linear probe and kNN on the rows of their cached features that belong to the
     subset's videos (no forward pass), and the supervised baseline trained from scratch on the subset's videos
@@ -416,7 +420,8 @@ def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders:
         t = time.perf_counter()
         train = train_supervised_baseline(pre_cfg, device, here / "supervised" / "train", share, quiet,
                                           train_set=lambda: frames.subset(subsets.train), max_steps=max_steps,
-                                          min_epochs=SUBSET_MIN_EPOCHS, limit_s=SUBSET_LIMIT_FLOOR_S)
+                                          min_epochs=SUBSET_MIN_EPOCHS, limit_s=SUBSET_LIMIT_FLOOR_S,
+                                          budget_grew=budget_grew)
         sup_s += time.perf_counter() - t
         if not train["trained_now"]:
             reused_counts.append(n)
@@ -472,7 +477,9 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     now["pretrain"] = time.perf_counter() - t
     pre_cfg: Config = run["config"]
     planned = pre_cfg.train.epochs
-    if before is not None and before.checkpoint is not None and before.epochs_done >= planned:
+    pretrained_now = not (before is not None and before.checkpoint is not None
+                          and (before.epochs_done >= planned or before.epochs_done == run["epochs"]))
+    if not pretrained_now:
         reused.append(f"pretraining ({run['epochs']} epochs)")
     cut = run["epochs"] < planned
     pretrain_info = {"epochs": run["epochs"], "epochs_planned": planned, "steps": run["steps"],
@@ -485,7 +492,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     t = time.perf_counter()
     frames = SharedFrames(pre_cfg, out / "supervised")
     sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet,
-                                    train_set=frames.subset)
+                                    train_set=frames.subset, budget_grew=pretrained_now)
     now["supervised_training"] = time.perf_counter() - t
     if not sup["trained_now"]:
         reused.append(f"supervised training ({sup['epochs']} epochs)")
@@ -509,7 +516,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
     results["label_efficiency"] = label_efficiency(
         pre_cfg, out, device, encoders, frames, SUBSET_BUDGET_SHARE * pretrain_info["time_s"],
-        max(1, int(sup.get("steps") or 0)), quiet, now, reused)
+        max(1, int(sup.get("steps") or 0)), quiet, now, reused, budget_grew=pretrained_now)
     names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
     train_feats = features(encoders["pretrained"], "train", device, out / "cache")
     classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos

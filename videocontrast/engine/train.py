@@ -566,6 +566,9 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
                 if main and not quiet:
                     print(f"[videocontrast] time limit {limit:.0f}s reached after epoch {state.epoch} of {epochs}; "
                           f"checkpoint saved, {resume_hint}", flush=True)
+                # in the checkpoint's history: a rerun with the same budget must not take the seconds this run
+                # spent between epochs (checkpoints, kNN) for budget left and train another epoch
+                record["time_limit_reached"] = True
                 save(final=False)
                 break
     except NonFiniteLossError as e:
