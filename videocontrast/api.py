@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from .build import build_eval_transform
 from .config import Config, load_config
 from .data.datasets import VideoDataset, VideoRecord
+from .engine.device import check_available
 from .eval.features import extract_features
 from .eval.run import load_weights
 from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
@@ -54,14 +55,7 @@ def check_device(name: str | torch.device | None) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(f"--device '{name}' is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
-                             f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    return device
+    return check_available(device, f"--device {name}", "--device cpu")
 
 
 def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu",

@@ -40,15 +40,21 @@ def resolve_device(name: str, info: dist.DistInfo | None = None, field: str = "t
     device = parse_device(name, field)
     if device is None:
         return (info or dist.init_distributed()).device
+    return check_available(device, f"{field}={name}", f"{field}=cpu or auto")
+
+
+def check_available(device: torch.device, asked: str, instead: str) -> torch.device:
+    """``device`` when this machine has it; else a one-line ValueError starting with ``asked`` (how the user
+    named it, e.g. ``train.device=cuda:1`` or ``--device cuda``) and suggesting ``instead``."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{field}={name}: CUDA is not available on this machine (torch {torch.__version__}, "
-                             f"CUDA build {torch.version.cuda or 'none'}); use {field}=cpu or auto")
+            raise ValueError(f"{asked}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda or 'none'}); use {instead}")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ValueError(f"{field}={name}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+            raise ValueError(f"{asked}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"{field}={name}: MPS is not available on this machine; use {field}=cpu or auto")
+        raise ValueError(f"{asked}: MPS is not available on this machine; use {instead}")
     return device
 
 
