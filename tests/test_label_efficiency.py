@@ -113,7 +113,9 @@ def test_the_supervised_baseline_of_a_subset_trains_on_its_videos_alone(le_run):
         assert info["protocol"]["augment"] == "crop"  # the supervised augmentation, not pretraining's
         # as many steps as the all-labels run, at least 30 passes: batches of 8 (optim.batch_size) over 8n videos
         epochs = max(30, all_steps // n)
-        assert (train["epochs"], train["steps"]) == (epochs, epochs * n)
+        assert train["epochs_planned"] == epochs
+        # the time limit is a guard that a loaded machine can reach first: then fewer epochs ran, each of n steps
+        assert train["steps"] == train["epochs"] * n and train["epochs"] <= epochs
         assert train["checkpoint"].startswith(str(run))
 
 

@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="a short version: 24 videos per class, at most 60 epochs or 90 s of pretraining (and as "
                         "long for the supervised baseline)")
+    p.add_argument("--val", nargs="?", const=str(DEFAULT_VAL_FRACTION), default=None, metavar="F",
+                   help="score every encoder on a validation split carved out of the training videos (a fraction F, "
+                        f"default {DEFAULT_VAL_FRACTION:g}, grouped by source, seeded by train.seed; OUT/val/) instead "
+                        "of the test split, which is then never read: for choosing a recipe; the supervised "
+                        "baselines train on the other training videos")
     p.add_argument("--fresh", action="store_true",
                    help="start over in OUT: remove a previous demo there, only what OUT/demo.json records as a "
                         "demo's (a rerun without it reuses that demo's pretraining; a demo with other settings is "
@@ -380,7 +385,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     preset = args.config or "demo"
     if args.dataset and args.dataset != "synthetic" and not args.config:
         preset = "demo-real"
-    cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides])
+    subset = _subset_overrides(args)  # --val
+    cfg = load_config(preset, [*_dataset_overrides(args), *args.overrides, *subset])
     run_demo(cfg, Path(args.out), quick=args.quick, fresh=args.fresh, command=_demo_command(args))
     return 0
 
@@ -392,8 +398,14 @@ def _demo_command(args: argparse.Namespace) -> str:
         value = getattr(args, flag, None)
         if value is not None:
             words += [f"--{flag}", str(value)]
-    words += ["--out", str(args.out), *(["--quick"] if args.quick else []), *args.overrides]
+    words += ["--out", str(args.out), *(["--quick"] if args.quick else []),
+              *_val_words(getattr(args, "val", None)), *args.overrides]
     return shlex.join(words)
+
+
+def _val_words(val: str | None) -> list[str]:
+    """``--val`` as given (a value with '=' was an override after the bare flag, moved to the overrides)."""
+    return [] if val is None else ["--val"] if "=" in val else [f"--val={val}"]
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

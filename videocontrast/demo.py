@@ -41,13 +41,14 @@ from .fileio import atomic_write_text
 from .eval.finetune import finetune
 from .eval.features import same_clips
 from .eval.metrics import paired_bootstrap_interval
-from .eval.run import Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve
+from .eval.run import (Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve,
+                       scored_features)
 from .verdict import BASELINES, best_baseline, margins, verdict
 
 # What a demo writes into its folder. The names it created are recorded in MANIFEST when it starts, and `--fresh`
 # removes those and nothing else: a folder whose outputs no demo recorded is refused, never emptied.
 DEMO_OUTPUTS = ("pretrain", "pretrained", *BASELINES, "cache", "results.json", "report.html", "loss.png",
-                "embeddings.png", "label_efficiency", "label_efficiency.png")
+                "embeddings.png", "label_efficiency", "label_efficiency.png", "val")
 MANIFEST = "demo.json"
 SUMMARY_KEYS = ("linear_top1", "linear_top5", "linear_video_top1", "knn_top1", "knn_video_top1",
                 "R@1", "R@5", "R@10")
@@ -56,6 +57,7 @@ RESUME_HINT = "re-run the same command to continue"
 # subsets nested and the same for every encoder (data.subsets.label_subset, seeded by train.seed), plus all labels.
 LABEL_COUNTS = (1, 5, 10)
 LABEL_DIR = "label_efficiency"  # OUT/label_efficiency/<N>_per_class/: split files, probes, supervised baseline
+VAL_DIR = "val"  # OUT/val/: the validation split of `demo --val` (val_split.txt, labelled_split.txt, subsets.json)
 # The supervised baseline of a label subset plans as many optimisation steps as the all-labels baseline took (and at
 # least SUBSET_MIN_EPOCHS passes over its videos): measured on `demo --quick`, that fits each subset (final training
 # loss 0.03, 0.03, 0.12 at 1, 5, 10 per class, like the all-labels run's 0.14), while the planning by wall-clock time
@@ -71,11 +73,18 @@ SUBSET_LIMIT_FLOOR_S = 10.0
 SUBSET_SAVE_STEPS = 50  # a subset's run of 1-step epochs writes its checkpoint about every this many steps
 
 
+def _score(res: dict, key: str) -> Any:
+    """``res[key]``, or its validation name ``val_<key>`` (eval.run names scores on a validation split so)."""
+    return res[key] if key in res else res.get(f"val_{key}")
+
+
 def _summary(linear: dict, knn: dict, retr: dict) -> dict[str, float]:
-    return {"linear_top1": linear["top1"], "linear_top5": linear.get("top5"),
-            "linear_video_top1": linear.get("video_top1"), "knn_top1": knn["top1"],
-            "knn_video_top1": knn.get("video_top1"), "R@1": retr["R@1"], "R@5": retr["R@5"],
-            "R@10": retr.get("R@10")}
+    """The demo's scores of one encoder (on the test split, or on the validation split with ``demo --val``:
+    ``results.json``'s ``evaluated_on`` says which)."""
+    return {"linear_top1": _score(linear, "top1"), "linear_top5": _score(linear, "top5"),
+            "linear_video_top1": _score(linear, "video_top1"), "knn_top1": _score(knn, "top1"),
+            "knn_video_top1": _score(knn, "video_top1"), "R@1": _score(retr, "R@1"), "R@5": _score(retr, "R@5"),
+            "R@10": _score(retr, "R@10")}
 
 
 def quick_config(cfg: Config) -> Config:
@@ -188,7 +197,8 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
                                   "another --out")
         t0 = time.perf_counter()
         root = dataset_root(cfg)  # generates the synthetic set once
-        for subset in ("train", "test"):  # fail before pretraining (and before --fresh removes anything)
+        # fail before pretraining (and before --fresh removes anything); `--val` never reads the test split
+        for subset in ("train",) if cfg.data.val_fraction else ("train", "test"):
             eval_loader(cfg, subset)
         data_s = time.perf_counter() - t0
         if fresh:
@@ -324,14 +334,16 @@ def plan_supervised_epochs(budget_s: float, first_epoch_s: float) -> int:
     return max(1, int(0.9 * budget_s // max(first_epoch_s, 1e-6)))
 
 
-def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path) -> dict[str, Any]:
-    """Linear probe, kNN and retrieval of ``enc`` (outputs in ``out/name``, features cached in ``out/cache``)."""
+def _evaluate(name: str, enc: Encoder, device: torch.device, out: Path, val: Subsets | None = None
+              ) -> dict[str, Any]:
+    """Linear probe, kNN and retrieval of ``enc`` (outputs in ``out/name``, features cached in ``out/cache``),
+    scored on the test split, or with ``val`` trained on its training videos and scored on its validation split."""
     edir = out / name
     edir.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
-    lin = run_linear(enc, device, edir, cache)
-    knn = run_knn(enc, device, edir, cache)
-    retr = run_retrieve(enc, device, edir, cache)
+    lin = run_linear(enc, device, edir, cache, subsets=val)
+    knn = run_knn(enc, device, edir, cache, subsets=val)
+    retr = run_retrieve(enc, device, edir, cache, subsets=val)
     return {**_summary(lin, knn, retr), "encoder": enc.description, "predictions": lin.get("predictions"),
             "protocol": {"linear": lin["protocol"], "knn": knn["protocol"], "retrieval": retr["protocol"]}}
 
@@ -364,6 +376,18 @@ class SharedFrames:
         return part
 
 
+def validation_split(cfg: Config, folder: Path) -> Subsets | None:
+    """``demo --val`` (``data.val_fraction``): the validation split carved out of the training videos (grouped by
+    source, seeded by ``train.seed``; written to / reused from ``folder``), scored instead of the test split by
+    every encoder, the supervised baselines trained on the other training videos only; None without it.
+    Pretraining uses every training video either way (it reads no labels)."""
+    if not cfg.data.val_fraction:
+        return None
+    ds = labeled_dataset(cfg, "train", "eval")
+    return plan_subsets(ds.records, ds.classes, dataset_root(cfg), cfg.data.dataset,
+                        SubsetSpec(val_fraction=cfg.data.val_fraction, seed=cfg.train.seed), folder)
+
+
 def label_counts(labels: np.ndarray) -> tuple[list[int], list[int], int]:
     """The counts of :data:`LABEL_COUNTS` every class present in ``labels`` (one per training video) has, those
     skipped for being larger than the smallest class, and the smallest class's count."""
@@ -381,7 +405,8 @@ def skipped_note(skipped: list[int], smallest: int) -> str:
 
 def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders: dict[str, Encoder],
                      frames: SharedFrames, budget_s: float, max_steps: int, quiet: bool,
-                     now: dict[str, float], reused: list[str], budget_grew: bool = True) -> dict[str, Any]:
+                     now: dict[str, float], reused: list[str], budget_grew: bool = True,
+                     val: Subsets | None = None) -> dict[str, Any]:
     """Every encoder with 1, 5 and 10 labelled training videos per class (:data:`LABEL_COUNTS`, those every class
     has): the frozen encoders' linear probe and kNN on the rows of their cached features that belong to the
     subset's videos (no forward pass), and the supervised baseline trained from scratch on the subset's videos
@@ -390,7 +415,8 @@ def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders:
 
     The subsets are chosen once per count by ``train.seed`` (:func:`~videocontrast.data.subsets.plan_subsets`,
     nested: 1 per class inside 5 inside 10) and written to ``OUT/label_efficiency/<N>_per_class/`` as split files,
-    reused by a rerun; every encoder is scored on the same videos. Adds its seconds to ``now``
+    reused by a rerun; every encoder is scored on the same videos: the test split, or with ``val`` (``demo --val``)
+    its validation split, the subsets then drawn from the other training videos. Adds its seconds to ``now``
     (``label_efficiency_supervised``, ``label_efficiency_probes``) and what it reused to ``reused``.
 
     Returns:
@@ -399,7 +425,8 @@ def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders:
         the linear probe's C selection (``linear_selection``), the split files, ``skipped`` and ``note``.
     """
     ds = labeled_dataset(pre_cfg, "train", "eval")
-    counts, skipped, smallest = label_counts(np.array([r.label for r in ds.records]))
+    held_out = val.val if val is not None else set()
+    counts, skipped, smallest = label_counts(np.array([r.label for r in ds.records if r.path not in held_out]))
     res: dict[str, Any] = {"labels_per_class": counts, "skipped": skipped, "smallest_class": smallest,
                            "note": skipped_note(skipped, smallest), "seed": pre_cfg.train.seed,
                            **{name: {"linear_top1": [], "knn_top1": []} for name in encoders},
@@ -409,7 +436,8 @@ def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders:
     reused_counts = []
     cache = out / "cache"
     chosen = {n: plan_subsets(ds.records, ds.classes, dataset_root(pre_cfg), pre_cfg.data.dataset,
-                              SubsetSpec(labels_per_class=n, seed=pre_cfg.train.seed), out / LABEL_DIR / f"{n}_per_class")
+                              SubsetSpec(labels_per_class=n, val_fraction=pre_cfg.data.val_fraction if val else 0.0,
+                                         seed=pre_cfg.train.seed), out / LABEL_DIR / f"{n}_per_class")
               for n in counts}
     frames.expected = set().union(*(s.train for s in chosen.values()))
     batch = {n: min(pre_cfg.optim.batch_size, len(s.train)) for n, s in chosen.items()}  # a step's cost
@@ -433,9 +461,9 @@ def label_efficiency(pre_cfg: Config, out: Path, device: torch.device, encoders:
                 enc = load_weights(train["checkpoint"], pre_cfg, device)
             lin = run_linear(enc, device, here / name, cache, subsets=subsets)
             knn = run_knn(enc, device, here / name, cache, subsets=subsets)
-            res[name]["linear_top1"].append(lin["top1"])
-            res[name]["knn_top1"].append(knn["top1"])
-            scored[name] = {"linear_top1": lin["top1"], "predictions": lin.get("predictions")}
+            res[name]["linear_top1"].append(_score(lin, "top1"))
+            res[name]["knn_top1"].append(_score(knn, "top1"))
+            scored[name] = {"linear_top1": _score(lin, "top1"), "predictions": lin.get("predictions")}
             if name == "pretrained":
                 res["linear_selection"].append(lin["protocol"].get("selection"))
         best = best_baseline(scored)
@@ -472,8 +500,9 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     device = resolve_device(cfg.train.device)
     t = time.perf_counter()
     before = stored_run(out / "pretrain")
-    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=knn_monitor(cfg, device),
-                   resume_hint=RESUME_HINT)
+    # the kNN monitor scores the test split: not with `--val`, whose point is that the test split is not looked at
+    monitor = None if cfg.data.val_fraction else knn_monitor(cfg, device)
+    run = pretrain(cfg, out / "pretrain", resume=True, quiet=quiet, monitor=monitor, resume_hint=RESUME_HINT)
     now["pretrain"] = time.perf_counter() - t
     pre_cfg: Config = run["config"]
     planned = pre_cfg.train.epochs
@@ -489,10 +518,12 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
         pretrain_info["continue_command"] = command
 
     # -- the encoders, evaluated the same way
+    val = validation_split(pre_cfg, out / VAL_DIR)
     t = time.perf_counter()
     frames = SharedFrames(pre_cfg, out / "supervised")
     sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet,
-                                    train_set=frames.subset, budget_grew=pretrained_now)
+                                    train_set=(lambda: frames.subset(val.train)) if val else frames.subset,
+                                    budget_grew=pretrained_now)
     now["supervised_training"] = time.perf_counter() - t
     if not sup["trained_now"]:
         reused.append(f"supervised training ({sup['epochs']} epochs)")
@@ -508,24 +539,29 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
         t = time.perf_counter()
         enc = encoders[name] = load_weights(spec, enc_cfg, device)
         fingerprints[name] = enc.fingerprint
-        results[name] = _evaluate(name, enc, device, out)
-        feature_sets[name] = features(enc, "test", device, out / "cache")
+        results[name] = _evaluate(name, enc, device, out, val)
+        feature_sets[name] = scored_features(enc, device, out / "cache", val)
         now[f"eval_{name}"] = time.perf_counter() - t
         if previous and (previous.get("fingerprints") or {}).get(name) == enc.fingerprint:
             reused.append(f"features of {name}")
     results["supervised"]["training"] = {k: v for k, v in sup.items() if k != "trained_now"}
     results["label_efficiency"] = label_efficiency(
         pre_cfg, out, device, encoders, frames, SUBSET_BUDGET_SHARE * pretrain_info["time_s"],
-        max(1, int(sup.get("steps") or 0)), quiet, now, reused, budget_grew=pretrained_now)
+        max(1, int(sup.get("steps") or 0)), quiet, now, reused, budget_grew=pretrained_now, val=val)
     names = class_names(pre_cfg)  # every class the split files list (101 for UCF101 even when few are on disk)
     train_feats = features(encoders["pretrained"], "train", device, out / "cache")
     classes = [names[int(c)] for c in np.unique(train_feats["labels"])]  # those with training videos
+    train_videos = int(len(np.unique(train_feats["video_ids"])))
     results["dataset"] = {"name": pre_cfg.data.dataset,
                           "split": pre_cfg.data.split if pre_cfg.data.dataset in ("ucf101", "hmdb51") else None,
                           "classes": classes, "num_classes": len(classes),
-                          "train_videos": int(len(np.unique(train_feats["video_ids"]))),
+                          "train_videos": train_videos - (len(val.val) if val else 0),
                           "test_videos": int(len(np.unique(feature_sets["pretrained"]["video_ids"]))),
-                          "chance": 1.0 / max(1, len(classes))}
+                          "chance": 1.0 / max(1, len(classes)),
+                          "evaluated_on": "validation" if val else "test"}
+    if val:  # the scored videos are the validation split's ("test_videos" counts them); the test split is unread
+        results["dataset"]["validation"] = {**val.summary, "described": val.describe_val()}
+    results["evaluated_on"] = "validation" if val else "test"
     best = best_baseline(results)
     results["best_baseline"] = best
     results["margin_vs_best"] = results["pretrained"]["linear_top1"] - results[best]["linear_top1"]

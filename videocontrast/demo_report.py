@@ -14,7 +14,7 @@ import numpy as np
 from .eval.metrics import video_labels
 from .eval.report import html_page, image_html, percent, table_html
 from .eval.retrieval import video_embeddings
-from .verdict import BASELINE_NAMES, baselines, best_baseline, verdict
+from .verdict import BASELINE_NAMES, baselines, best_baseline, scored_split, verdict
 from .fileio import atomic_write_text, save_figure
 
 # results.json metric key -> column header
@@ -157,7 +157,8 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
         ("dataset", f"{ds.get('name', d.get('dataset', '?'))}"
                     + (f" split {ds['split']}" if ds.get("split") else "")
                     + (f", {ds.get('num_classes')} classes ({', '.join(ds.get('classes', [])[:10])}), "
-                       f"{ds.get('train_videos')} training / {ds.get('test_videos')} test videos" if ds else "")),
+                       f"{ds.get('train_videos')} training / {ds.get('test_videos')} {scored_split(ds)} videos"
+                       if ds else "")),
         ("input", f"{d.get('input', 'rgb')} clips of {d.get('clip_len')} frames at stride {d.get('stride')}, "
                   f"{d.get('size')}x{d.get('size')} pixels"),
         ("encoder", f"{m.get('backbone')} width {m.get('width')} layers {m.get('layers')}"),
@@ -223,14 +224,16 @@ def write_report(out: Path, results: Mapping[str, Any]) -> Path:
     rerun_note = (f"<p>{html.escape(reruns[-1]['said'])}</p>" if reruns and reruns[-1].get("said") else "")
     sections = [
         ("Result", f"<p><b>{html.escape(verdict(results))}</b></p>"
-                   "<p>Each row is one encoder measured the same way on the test split; higher is better, and the "
-                   "last column is how far the pretrained encoder is ahead of that row.</p>"
+                   f"<p>Each row is one encoder measured the same way on the {scored_split(results.get('dataset'))} "
+                   "split; higher is better, and the last column is how far the pretrained encoder is ahead of "
+                   "that row.</p>"
                    + table_html(encoder_rows(results))),
     ]
     le_rows = label_efficiency_rows(results)
     if le_rows:
         note = (results.get("label_efficiency") or {}).get("note")
-        sections.append(("Label efficiency", "<p>Linear-probe top-1 on the test split when only a few training "
+        sections.append(("Label efficiency", f"<p>Linear-probe top-1 on the {scored_split(results.get('dataset'))} "
+                         "split when only a few training "
                          "videos per class are labelled (the same videos for every encoder; supervised from scratch "
                          "is trained on just those), and with all labels: self-supervised pretraining should matter "
                          "most on the left.</p>"

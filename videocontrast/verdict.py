@@ -61,8 +61,14 @@ def dataset_sentence(dataset: Mapping[str, Any]) -> str:
     """'Dataset: ucf101 split 1, 3 classes, 283 training / 109 test videos; chance level 33.3%.'"""
     k = int(dataset["num_classes"])
     name = str(dataset.get("name", "?")) + (f" split {dataset['split']}" if dataset.get("split") else "")
-    return (f"Dataset: {name}, {k} classes, {dataset['train_videos']} training / {dataset['test_videos']} test "
+    scored = scored_split(dataset)
+    return (f"Dataset: {name}, {k} classes, {dataset['train_videos']} training / {dataset['test_videos']} {scored} "
             f"videos; chance level {_pct(1 / k)}.")
+
+
+def scored_split(dataset: Mapping[str, Any] | None) -> str:
+    """'validation' for a demo scored on a validation split of the training videos (``demo --val``), else 'test'."""
+    return "validation" if isinstance(dataset, Mapping) and dataset.get("evaluated_on") == "validation" else "test"
 
 
 def cut_sentence(pretrain: Mapping[str, Any]) -> str:
@@ -75,16 +81,18 @@ def cut_sentence(pretrain: Mapping[str, Any]) -> str:
             f"encoder. Re-running the same command continues it: {again}")
 
 
-def interval_sentence(interval: tuple[float, float] | list[float], test_videos: int | None = None) -> str:
-    """'The 95% interval of that margin is -4.6 to +8.7 points (paired bootstrap over the 109 test videos): ...'"""
+def interval_sentence(interval: tuple[float, float] | list[float], test_videos: int | None = None,
+                      split: str = "test") -> str:
+    """'The 95% interval of that margin is -4.6 to +8.7 points (paired bootstrap over the 109 test videos): ...'
+    (``split``: the scored split's name, 'validation' for ``demo --val``)."""
     low, high = interval
-    over = f"the {test_videos} test videos" if test_videos else "the test videos"
+    over = f"the {test_videos} {split} videos" if test_videos else f"the {split} videos"
     if low > 0:
-        reading = "it lies above 0, so the lead is larger than this test set's noise"
+        reading = f"it lies above 0, so the lead is larger than this {split} set's noise"
     elif high < 0:
-        reading = "it lies below 0, so the gap is larger than this test set's noise"
+        reading = f"it lies below 0, so the gap is larger than this {split} set's noise"
     else:
-        reading = "it contains 0, so this test set cannot tell the two apart"
+        reading = f"it contains 0, so this {split} set cannot tell the two apart"
     return (f"The 95% interval of that margin is {100 * low:+.1f} to {100 * high:+.1f} points (paired bootstrap "
             f"over {over}): {reading}. Training seeds add their own spread, which this interval does not include.")
 
@@ -160,7 +168,8 @@ def verdict(results: Mapping[str, Any]) -> str:
     few = few_label_sentences(results)
     sentences = [*few, f"With all labels, {head[0].lower()}{head[1:]}" if few else head]
     if interval is not None:
-        sentences.append(interval_sentence(interval, (results.get("dataset") or {}).get("test_videos")))
+        sentences.append(interval_sentence(interval, (results.get("dataset") or {}).get("test_videos"),
+                                           scored_split(results.get("dataset"))))
 
     by_metric = margins(results)
     ahead = [m for m, v in by_metric.items() if v["margin"] > _TIE]
@@ -189,6 +198,9 @@ def verdict(results: Mapping[str, Any]) -> str:
                          + ".")
     if isinstance(results.get("dataset"), Mapping):
         sentences.append(dataset_sentence(results["dataset"]))
+        if scored_split(results["dataset"]) == "validation":
+            sentences.insert(0, "On a validation split of the training videos (grouped by source), not the test "
+                                "split, which this demo did not read:")
     cut = cut_sentence(results.get("pretrain") or {})
     if cut:
         sentences.append(cut)

@@ -310,6 +310,15 @@ def _probe_sets(enc: Encoder, device: torch.device, cache_dir: Path | None, subs
     return fit, lambda: features(enc, "test", device, cache_dir)
 
 
+def scored_features(enc: Encoder, device: torch.device, cache_dir: Path | None = None,
+                    subsets: Subsets | None = None) -> dict[str, Any]:
+    """The features of the videos an evaluation scores: the validation split's rows of the training features when
+    ``subsets`` has one, else the test split's."""
+    if subsets is not None and subsets.has_val:
+        return _rows(features(enc, "train", device, cache_dir), subsets.val, subsets.groups)
+    return features(enc, "test", device, cache_dir)
+
+
 # Keys of a result that are scores on the evaluated split: with a validation split they are named val_KEY, so
 # that no validation score is ever read as a test score.
 SCORE_KEYS = ("top1", "top5", "video_top1", "video_top5", "per_class", "num_test_clips", "num_test_videos")
