@@ -352,15 +352,18 @@ class SharedFrames:
     """The labelled training videos the supervised baselines learn from, decoded once (``data.cache``) for all of
     them: the all-labels run and every label subset's read one frame cache (kept in ``folder`` when on disk).
 
-    The videos are decoded only when a run first asks for them, so a rerun whose runs are all finished decodes
-    nothing; when the first to ask is a label subset's run, only the videos of :attr:`expected` (the largest
+    ``decoded`` is pretraining's frame cache (``pretrain(...)["frame_cache"]``, None when pretraining was reused and
+    decoded nothing): the same training videos at the same frame size, so it is read instead of decoding them again.
+    Otherwise the videos are decoded only when a run first asks for them, so a rerun whose runs are all finished
+    decodes nothing; when the first to ask is a label subset's run, only the videos of :attr:`expected` (the largest
     subset's, which holds the smaller ones) are decoded. A video outside the cache is read from its file."""
 
-    def __init__(self, cfg: Config, folder: Path) -> None:
+    def __init__(self, cfg: Config, folder: Path, decoded: Any = None) -> None:
         self.cfg, self.folder = cfg, folder
         self.expected: set[str] | None = None  # the videos the subset runs will ask for (None: every video)
         self._full: VideoDataset | None = None
         self._cache: Any = None
+        self._decoded = decoded
 
     def subset(self, keep: set[str] | None = None) -> VideoDataset:
         """Every training video (``keep`` None) or those whose path is in ``keep``, on the shared cache."""
@@ -368,7 +371,12 @@ class SharedFrames:
             self._full = labeled_dataset(self.cfg, "train", "finetune")
             cover = (self._full if keep is None or self.expected is None
                      else restrict(self._full, self.expected | keep))
-            cache_frames(self.cfg, cover, self.folder)
+            given = self._decoded
+            if (given is not None and given.box == cover.frame_box
+                    and all(r.path in given.index for r in cover.records)):  # (a bad video: never filled)
+                cover.frame_cache = given
+            else:
+                cache_frames(self.cfg, cover, self.folder)
             self._cache = cover.frame_cache
         part = self._full if keep is None else restrict(self._full, keep)
         if part.frame_cache is None:
@@ -520,7 +528,7 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     # -- the encoders, evaluated the same way
     val = validation_split(pre_cfg, out / VAL_DIR)
     t = time.perf_counter()
-    frames = SharedFrames(pre_cfg, out / "supervised")
+    frames = SharedFrames(pre_cfg, out / "supervised", decoded=run.get("frame_cache"))
     sup = train_supervised_baseline(pre_cfg, device, out / "supervised" / "train", pretrain_info["time_s"], quiet,
                                     train_set=(lambda: frames.subset(val.train)) if val else frames.subset,
                                     budget_grew=pretrained_now)

@@ -593,8 +593,11 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
         state.log.close()
     dist.barrier()
     # -- result
+    # the decoded frames (data.cache) go back too: a caller training on the same videos next (the demo's supervised
+    # baselines) reads them instead of decoding every video again
     return {"checkpoint": str(ckpt_path), "epochs": state.epoch, "steps": state.step, "history": state.history,
-            "time_s": time.perf_counter() - t_start, "config": cfg, "model": core}
+            "time_s": time.perf_counter() - t_start, "config": cfg, "model": core,
+            "frame_cache": getattr(dataset, "frame_cache", None)}
 
 
 def _lr_schedule(cfg: Config, steps: int) -> np.ndarray:
