@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_flags(p)
     _config_flags(p)
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a short version: 24 videos per class, at most 60 epochs or 90 s of pretraining (and as "
-                        "long for the supervised baseline)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short version (about 3 minutes on 2 cores): 24 videos per class, at most 60 epochs or 60 s "
+                        "of pretraining (and as long for the supervised baseline)")
     p.add_argument("--val", nargs="?", const=str(DEFAULT_VAL_FRACTION), default=None, metavar="F",
                    help="score every encoder on a validation split carved out of the training videos (a fraction F, "
                         f"default {DEFAULT_VAL_FRACTION:g}, grouped by source, seeded by train.seed; OUT/val/) instead "
