@@ -16,16 +16,11 @@ from typing import Any, get_type_hints
 
 import yaml
 
-# Every list of names is owned by the module that implements the concept; the config only checks against it.
-from .data.cache import CACHE_MODES
-from .data.datasets import DATASET_NAMES
-from .engine.device import PRECISIONS, parse_device
 from .fileio import atomic_write_text
-from .engine.optim import OPTIMIZERS
-from .methods import BN_MODES, METHODS, check_momentum
-from .models import BACKBONES
-from .transforms.spatial import EVAL_CROPS, INPUT_MODES, SPATIAL_MODES
-from .transforms.temporal import TEMPORAL_TRANSFORMS
+# The names a config chooses from, torch-free (importing the config, or `videocontrast --help`, loads no torch); the
+# modules that implement each concept import the same lists from there.
+from .names import (BACKBONE_NAMES, BN_MODES, CACHE_MODES, DATASET_NAMES, EVAL_CROPS, INPUT_MODES, METHODS,
+                    OPTIMIZERS, PRECISIONS, SPATIAL_MODES, TEMPORAL_TRANSFORMS, check_device_name, check_momentum)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # The linear probe's grid of inverse L2 strengths C, searched by cross-validation on the training split.
@@ -386,7 +381,8 @@ def validate(cfg: Config) -> None:
 
     need(d.dataset in DATASET_NAMES, f"data.dataset='{d.dataset}' is not one of {DATASET_NAMES}")
     need(m.name in METHODS, f"method.name='{m.name}' is not one of {tuple(METHODS)}")
-    need(cfg.model.backbone in BACKBONES, f"model.backbone='{cfg.model.backbone}' is not one of {tuple(BACKBONES)}")
+    need(cfg.model.backbone in BACKBONE_NAMES,
+         f"model.backbone='{cfg.model.backbone}' is not one of {BACKBONE_NAMES}")
     need(a.temporal in TEMPORAL_TRANSFORMS, f"aug.temporal='{a.temporal}' is not one of {TEMPORAL_TRANSFORMS}")
     need(a.spatial_mode in SPATIAL_MODES, f"aug.spatial_mode='{a.spatial_mode}' is not one of {SPATIAL_MODES}")
     need(d.input in INPUT_MODES, f"data.input='{d.input}' is not one of {INPUT_MODES}")
@@ -431,7 +427,7 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     need(1 <= t.epochs <= MAX_EPOCHS, f"train.epochs={t.epochs} must be in [1, {MAX_EPOCHS}]")
     try:
-        parse_device(t.device)
+        check_device_name(t.device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     need(m.temperature is None or m.temperature > 0, f"method.temperature={m.temperature} must be > 0")

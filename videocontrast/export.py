@@ -38,8 +38,7 @@ from .engine.run import check_writable
 from .fileio import atomic_write_bytes, atomic_write_text
 from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
-
-EXPORT_FORMATS = ("torchvision", "safetensors")
+from .names import EXPORT_FORMATS
 
 
 def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:

@@ -34,8 +34,8 @@ from .eval.report import default_frame_reader, retrieval_figure
 from .eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
 from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
 from .fileio import atomic_write_text, save_figure
+from .names import SCALES
 
-SCALES = ("full", "smoke")
 # Every config of a smoke run gets these on top of its preset and the table's overrides.
 SMOKE = ("model.backbone=r3d_small", "model.width=8", "model.layers=[1,1,1,1]", "model.head_hidden=32",
          "data.size=16", "data.decode_size=20", "data.num_workers=0", "data.eval_clips=1", "optim.batch_size=4",

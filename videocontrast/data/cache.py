@@ -34,12 +34,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..fileio import TMP_MARK
+from ..names import CACHE_MODES  # data.cache
 from .decode import VideoDecodeError, read_frames
 
 __all__ = ["CACHE_MODES", "FrameCache", "CacheDoesNotFit", "FrameCacheError", "attach_cache", "estimate_bytes",
            "available_memory"]
 
-CACHE_MODES = ("none", "memory", "disk", "auto")  # data.cache
 RAM_FRACTION = 0.5  # `memory` (and `auto`) may use at most this share of the RAM available now
 CACHE_FILE = "frame-cache.npy"
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..names import DATASET_NAMES
 from ..transforms.temporal import FirstClip
 from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, probe_video, read_frames
 
@@ -45,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASET_NAMES = ("synthetic", "ucf101", "hmdb51", "folder")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
 SUBSETS = ("train", "test", "all")
 UCF101_SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"

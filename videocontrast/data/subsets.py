@@ -29,9 +29,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_text
+from ..names import DEFAULT_VAL_FRACTION  # `--val` without a value
 from .datasets import VideoDataset, VideoRecord
 
-DEFAULT_VAL_FRACTION = 0.2  # `--val` without a value
 SOURCE_CSV = "clips.csv"
 VAL_SPLIT = "val_split.txt"
 LABELLED_SPLIT = "labelled_split.txt"

@@ -6,11 +6,7 @@ import torch
 
 from .. import dist
 from ..data.cache import available_memory as available_ram  # the one reader of /proc/meminfo
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # train.precision
-
-
-DEVICE_TYPES = ("cpu", "cuda", "mps")  # train.device: auto, or one of these (cuda:N for one GPU of several)
+from ..names import DEVICE_TYPES, PRECISIONS, check_device_name  # train.device, train.precision
 
 
 def parse_device(name: str, field: str = "train.device") -> torch.device | None:
@@ -19,15 +15,7 @@ def parse_device(name: str, field: str = "train.device") -> torch.device | None:
     Raises:
         ValueError: one line naming ``field``, for a name that is not a device videocontrast trains on.
     """
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        device = None
-    if device is None or device.type not in DEVICE_TYPES or (device.index is not None and device.type != "cuda"):
-        raise ValueError(f"{field}='{name}' is not a device (use auto, cpu, cuda or cuda:N)")
-    return device
+    return None if check_device_name(name, field) == "auto" else torch.device(name)
 
 
 def resolve_device(name: str, info: dist.DistInfo | None = None, field: str = "train.device") -> torch.device:

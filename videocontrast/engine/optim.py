@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "lars")  # optim.name
+from ..names import OPTIMIZERS  # optim.name
 
 
 def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int,

@@ -18,15 +18,9 @@ from videocontrast.methods.moco import BN_MODES, MoCo, check_momentum
 from videocontrast.methods.simclr import SimCLR
 from videocontrast.methods.supervised import Supervised
 from videocontrast.models.heads import build_head
+from videocontrast.names import METHODS  # name -> (head kind, default head output size, default temperature)
 
 __all__ = ["BN_MODES", "METHODS", "MoCo", "SimCLR", "Supervised", "build_method", "check_momentum", "encoder_of"]
-
-# name -> (head kind, default head output size, default temperature)
-METHODS: dict[str, tuple[str, int, float]] = {
-    "simclr": ("mlp", 256, 0.1),
-    "moco-v1": ("linear", 128, 0.07),
-    "moco-v2": ("mlp", 256, 0.2),
-}
 
 
 def build_method(

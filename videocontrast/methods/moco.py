@@ -21,20 +21,9 @@ from torch import Tensor, nn
 
 from videocontrast import dist
 from videocontrast.losses import info_nce
+from videocontrast.names import BN_MODES, check_momentum
 
 __all__ = ["BN_MODES", "MoCo", "check_momentum"]
-
-BN_MODES = ("shuffle", "sync", "none")
-
-
-def check_momentum(m: float, name: str = "momentum") -> float:
-    """The key-encoder EMA momentum must lie in [0, 1): at 1 the key encoder would never learn.
-
-    (A schedule may reach 1 at its very end; :meth:`MoCo.momentum_update` accepts that value.)
-    """
-    if not 0.0 <= m < 1.0:
-        raise ValueError(f"{name}={m} must be in [0, 1) (1 would freeze the key encoder; MoCo uses 0.999)")
-    return float(m)
 
 
 def _infer_out_dim(head: nn.Module) -> int:

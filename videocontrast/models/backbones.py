@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torchvision.models import video as tv_video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
+from ..names import BACKBONE_NAMES
 from ..serialization import safe_torch_load
 
 __all__ = ["BACKBONES", "TORCHVISION_BACKBONES", "HaraResNet3D", "VideoEncoder", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
@@ -234,6 +235,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "hara_r3d_18": hara_r3d_18,
     "r3d_small": r3d_small,
 }
+# config checks model.backbone against names.BACKBONE_NAMES, without importing torch: the same names, in order.
+assert tuple(BACKBONES) == BACKBONE_NAMES, (tuple(BACKBONES), BACKBONE_NAMES)
 
 # Prefixes that wrappers add in front of backbone parameter names: DDP, torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")

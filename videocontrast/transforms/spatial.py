@@ -43,8 +43,10 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
-SPATIAL_MODES = ("chunk", "frame")  # one parameter draw per clip | per frame (aug.spatial_mode)
-INPUT_MODES = ("rgb", "residual")  # what the network sees (data.input): frames | frame differences (Residual)
+# aug.spatial_mode (one parameter draw per clip | per frame), data.input (frames | frame differences: Residual),
+# data.eval_crops (-> the crop positions evaluated per clip)
+from ..names import EVAL_CROPS, INPUT_MODES, SPATIAL_MODES
+
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -634,8 +636,6 @@ class ClipAugment(nn.Module):
 
 
 CROP_POSITIONS = ("center", "start", "end")
-# data.eval_crops -> the crop positions evaluated per clip (1: centre; 3: the usual multi-crop protocol).
-EVAL_CROPS: dict[int, tuple[str, ...]] = {1: ("center",), 3: ("start", "center", "end")}
 
 
 class ClipEval(nn.Module):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-TEMPORAL_TRANSFORMS: tuple[str, ...] = ("none", "shift", "drop", "reverse", "shuffle")
+from ..names import TEMPORAL_TRANSFORMS
 
 # Parameters every transform accepts, so one config dict can be passed whatever the transform is;
 # `max_shift` only has an effect for `shift`.

@@ -1,0 +1,74 @@
+"""The names a config or a command line may choose from, and the two value checks config shares with the library.
+
+Torch-free on purpose: ``config`` and ``cli`` (every ``--help``, ``choices=`` and validation message) read them
+here without importing torch. Each list is defined here once; the module that implements the concept imports it
+back under the same name (``data.datasets.DATASET_NAMES``, ``methods.METHODS``, ...), so both spellings stay one
+list.
+"""
+
+from __future__ import annotations
+
+import re
+
+# data.dataset (data.datasets)
+DATASET_NAMES = ("synthetic", "ucf101", "hmdb51", "folder")
+# data.cache (data.cache)
+CACHE_MODES = ("none", "memory", "disk", "auto")
+# data.val_fraction of `--val` without a value (data.subsets)
+DEFAULT_VAL_FRACTION = 0.2
+# aug.temporal (transforms.temporal)
+TEMPORAL_TRANSFORMS: tuple[str, ...] = ("none", "shift", "drop", "reverse", "shuffle")
+# aug.spatial_mode: one parameter draw per clip | per frame (transforms.spatial)
+SPATIAL_MODES = ("chunk", "frame")
+# data.input: what the network sees: frames | frame differences (transforms.spatial.Residual)
+INPUT_MODES = ("rgb", "residual")
+# data.eval_crops -> the crop positions evaluated per clip (1: centre; 3: the usual multi-crop protocol).
+EVAL_CROPS: dict[int, tuple[str, ...]] = {1: ("center",), 3: ("start", "center", "end")}
+# model.backbone (models.backbones.BACKBONES holds their builders, in this order)
+BACKBONE_NAMES = ("r3d_18", "r2plus1d_18", "mc3_18", "hara_r3d_18", "r3d_small")
+# method.name -> (head kind, default head output size, default temperature) (methods)
+METHODS: dict[str, tuple[str, int, float]] = {
+    "simclr": ("mlp", 256, 0.1),
+    "moco-v1": ("linear", 128, 0.07),
+    "moco-v2": ("mlp", 256, 0.2),
+}
+# method.bn_mode: the MoCo key encoder's batch norm (methods.moco)
+BN_MODES = ("shuffle", "sync", "none")
+# optim.name and eval.finetune_optimizer (engine.optim)
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
+# train.precision (engine.device)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# train.device: auto, or one of these (cuda:N for one GPU of several) (engine.device)
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# `videocontrast export --format` (export)
+EXPORT_FORMATS = ("torchvision", "safetensors")
+# `videocontrast reproduce --scale` (reproduce)
+SCALES = ("full", "smoke")
+
+# The device names train.device takes besides auto: a bare type of DEVICE_TYPES, or cuda:N (an index only for
+# cuda). N is written as torch.device reads it: ASCII digits, no leading zero, below 2**31.
+_DEVICE = re.compile(r"(?:cpu|cuda|mps)|cuda:(0|[1-9][0-9]*)", re.ASCII)
+
+
+def check_device_name(name: str, field: str = "train.device") -> str:
+    """``name`` when it names a device videocontrast trains on (``auto`` included), asked of the string alone:
+    whether this machine has the device is :func:`videocontrast.engine.device.check_available`'s question.
+
+    Raises:
+        ValueError: one line naming ``field``.
+    """
+    match = _DEVICE.fullmatch(name) if isinstance(name, str) else None
+    if name != "auto" and (match is None or (match.group(1) is not None and int(match.group(1)) >= 2**31)):
+        raise ValueError(f"{field}='{name}' is not a device (use auto, cpu, cuda or cuda:N)")
+    return name
+
+
+def check_momentum(m: float, name: str = "momentum") -> float:
+    """The key-encoder EMA momentum must lie in [0, 1): at 1 the key encoder would never learn.
+
+    (A schedule may reach 1 at its very end; :meth:`videocontrast.methods.moco.MoCo.momentum_update` accepts that
+    value.)
+    """
+    if not 0.0 <= m < 1.0:
+        raise ValueError(f"{name}={m} must be in [0, 1) (1 would freeze the key encoder; MoCo uses 0.999)")
+    return float(m)
