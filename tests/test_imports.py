@@ -1,9 +1,14 @@
-"""The package's import graph has no cycle, counting imports inside functions too (style rule 9)."""
+"""The package's import graph has no cycle, counting imports inside functions too (style rule 9); importing the
+config or parsing the command line loads no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "videocontrast"
 
@@ -106,3 +111,51 @@ def test_layers_import_downwards_only():
         assert not any(m.startswith(above) for m in graph[n]), (n, sorted(graph[n]))
     for n in (m for m in graph if m.startswith("videocontrast.engine")):
         assert not any(m.startswith(("videocontrast.eval", "videocontrast.api", "videocontrast.cli")) for m in graph[n]), n
+
+
+def _loads_torch(code: str) -> bool:
+    """Whether running ``code`` in a fresh interpreter leaves torch in ``sys.modules``."""
+    probe = f"import sys\n{code}\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=PKG.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_torch_probe_sees_torch():
+    assert _loads_torch("import videocontrast.names, torch")
+    assert _loads_torch("import videocontrast as vc; vc.load_encoder")  # the lazy api does load it
+
+
+def test_the_config_imports_no_torch():
+    assert not _loads_torch("import videocontrast.config, videocontrast.names; import videocontrast as vc")
+    # validating a config (the device and momentum checks included) needs no torch either
+    assert not _loads_torch("from videocontrast.config import load_config; load_config('cpu-small')")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["pretrain", "--help"], ["reproduce", "--help"],
+                                  ["ablate", "--help"], ["pretrain", "--method", "nope", "--out", "x"]])
+def test_the_cli_parser_imports_no_torch(argv):
+    """``videocontrast --help`` (and a bad flag) answer without importing torch: each handler imports its module."""
+    code = f"from videocontrast.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert not _loads_torch(code)
+
+
+def test_each_name_list_is_one_object():
+    """The torch modules import their lists from names.py (one definition), so the old names still work."""
+    from videocontrast import export, methods, names, reproduce
+    from videocontrast.data import cache, datasets, subsets
+    from videocontrast.engine import device, optim
+    from videocontrast.methods import moco
+    from videocontrast.models import BACKBONES
+    from videocontrast.transforms import spatial, temporal
+
+    assert datasets.DATASET_NAMES is names.DATASET_NAMES and cache.CACHE_MODES is names.CACHE_MODES
+    assert subsets.DEFAULT_VAL_FRACTION == names.DEFAULT_VAL_FRACTION
+    assert device.PRECISIONS is names.PRECISIONS and optim.OPTIMIZERS is names.OPTIMIZERS
+    assert methods.METHODS is names.METHODS and methods.BN_MODES is moco.BN_MODES is names.BN_MODES
+    assert methods.check_momentum is names.check_momentum
+    assert spatial.EVAL_CROPS is names.EVAL_CROPS and spatial.SPATIAL_MODES is names.SPATIAL_MODES
+    assert spatial.INPUT_MODES is names.INPUT_MODES and temporal.TEMPORAL_TRANSFORMS is names.TEMPORAL_TRANSFORMS
+    assert export.EXPORT_FORMATS is names.EXPORT_FORMATS and reproduce.SCALES is names.SCALES
+    assert tuple(BACKBONES) == names.BACKBONE_NAMES

@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy, so `videocontrast --help` and `import videocontrast.config` do not pay for torch's import.
+    # Lazy (api imports torch), so `videocontrast --help` and `import videocontrast.config` do not pay for torch's
+    # import: tests/test_imports.py checks that neither loads it.
     if name in ("load_encoder", "embed_videos"):
         from . import api
 

@@ -1,4 +1,8 @@
-"""The ``videocontrast`` command: thin argument parsing that builds a config and calls the library."""
+"""The ``videocontrast`` command: thin argument parsing that builds a config and calls the library.
+
+Each handler imports its command's module when it runs: the parser needs only torch-free modules (the config and
+the name lists), so ``videocontrast --help`` and a bad flag answer without importing torch.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .ablate import run_ablation
-from .build import dataset_root
 from .config import ConfigError, apply_overrides, list_presets, load_config, validate
-from .data.datasets import DATASET_NAMES, dataset_info
-from .data.subsets import DEFAULT_VAL_FRACTION, parse_count, parse_fraction
-from .demo import run_demo
-from .engine.device import resolve_device
-from .engine.run import check_resumable, check_writable, stored_run
-from .engine.train import NonFiniteLossError, TrainingInterrupted, pretrain
-from .export import EXPORT_FORMATS, export_backbone
-from .eval.run import COMMANDS, format_table, knn_monitor, resolve_encoder, training_subsets, write_results
-from .methods import METHODS
-from .preview import preview
-from .embed import embed_collection
 from .index import INDEX_KINDS
-from .reproduce import SCALES, TABLE_NAMES, reproduce
-from .search import load_collection, search
+from .names import DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS, SCALES
+from .thesis import TABLE_NAMES
 
 EPILOG = {
     "demo": "example: videocontrast demo --quick\n"
@@ -116,6 +107,8 @@ def _subset_flags(p: argparse.ArgumentParser, val: bool) -> None:
 def _subset_overrides(args: argparse.Namespace) -> list[str]:
     """``--val``, ``--labels-per-class``, ``--label-fraction`` as config overrides, each checked first (a bad
     value is one line naming the flag)."""
+    from .data.subsets import parse_count, parse_fraction
+
     val = getattr(args, "val", None)
     if val is not None and "=" in val:  # `--val optim.lr=...`: the bare flag followed by an override
         args.overrides = [*args.overrides, val]
@@ -306,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .engine.device import resolve_device
+    from .engine.run import check_resumable, stored_run
+    from .engine.train import pretrain
+    from .eval.run import knn_monitor
+
     extra = []
     if args.method is not None:
         extra.append(f"method.name={args.method}")
@@ -327,6 +325,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.device import resolve_device
+    from .engine.run import check_writable
+    from .eval.run import COMMANDS, format_table, resolve_encoder, training_subsets, write_results
+
     cfg = _build_config(args, _subset_overrides(args))
     device = resolve_device(cfg.train.device)
     out = Path(args.out)
@@ -361,6 +363,10 @@ def _subset_line(results: dict) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from .build import dataset_root
+    from .data.datasets import dataset_info
+    from .preview import preview
+
     cfg = _build_config(args)
     if args.action == "info":
         info = dataset_info(cfg.data.dataset, dataset_root(cfg), splits=cfg.data.splits, split=cfg.data.split)
@@ -383,6 +389,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
     preset = args.config or "demo"
     if args.dataset and args.dataset != "synthetic" and not args.config:
         preset = "demo-real"
@@ -410,6 +418,9 @@ def _val_words(val: str | None) -> list[str]:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import embed_collection
+    from .search import load_collection
+
     out = embed_collection(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
                            device=args.device, batch_size=args.batch_size, dtype=args.dtype,
                            config=_optional_config(args), num_workers=args.workers,
@@ -423,6 +434,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .search import search
+
     notes: list[str] = []
     results = search(args.index, args.query, k=args.k, label=args.label, prefix=args.prefix, html=args.html,
                      device=args.device, checkpoint=args.checkpoint, notes=notes)
@@ -452,6 +465,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_backbone
+
     out, side = export_backbone(args.checkpoint, args.out, args.format, config=_optional_config(args))
     meta = json.loads(side.read_text())
     print(f"wrote {out} ({meta['format']}, {meta['backbone']}, feature dim {meta['feature_dim']}; loads with "
@@ -461,6 +476,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import run_ablation
+
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     cfg = _build_config(args, [*extra, *_subset_overrides(args)])
     table = run_ablation(cfg, args.grid, Path(args.out), evals=args.eval.split(","))
@@ -469,6 +486,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .engine.run import check_writable
+    from .reproduce import reproduce
+
     if args.table not in TABLE_NAMES:
         raise ValueError(f"unknown table '{args.table}'; choose one of {', '.join(TABLE_NAMES)}")
     if args.scale not in SCALES:
@@ -501,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:  # a diverged run: what was kept and what to lower (a run failure, not bad input)
+    except RuntimeError as e:
+        if not _raised(e, "videocontrast.engine.train", "NonFiniteLossError"):
+            raise
+        # a diverged run: what was kept and what to lower (a run failure, not bad input)
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: what was kept and how to go on, no traceback
@@ -509,8 +532,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _raised(e: BaseException, module: str, name: str) -> bool:
+    """Whether ``e`` is an instance of ``module.name``, asked without importing that module (it loads torch): a
+    command that never imported it cannot have raised it."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(e, getattr(loaded, name))
+
+
 def _how_to_continue(args: argparse.Namespace, argv: list[str] | None, e: KeyboardInterrupt) -> str:
-    if not isinstance(e, TrainingInterrupted):
+    if not _raised(e, "videocontrast.engine.train", "TrainingInterrupted"):
         return ""
     if args.command == "pretrain":
         again = f"videocontrast pretrain --resume --out {shlex.quote(str(args.out))}"
