@@ -398,6 +398,38 @@ def test_residual_wrapper_gives_frame_differences():
     assert Residual(ClipEval(size=8))(still).abs().max() < 1e-6
 
 
+def test_residual_with_frames_stacks_the_frames_then_their_differences():
+    """data.input=both: channels 0-2 are frames 1..T-1 as ClipEval gives them, channels 3-5 their differences
+    (the same as Residual alone); on the constant-t/10 clip the second half is exactly 0.1/std."""
+    from videocontrast.transforms.spatial import KINETICS_STD, ClipEval, Residual
+
+    t = 5
+    clip = torch.arange(t, dtype=torch.float32).div(10).view(1, t, 1, 1, 1).expand(2, t, 3, 8, 8)
+    out = Residual(ClipEval(size=8), keep_frames=True)(clip)
+    assert out.shape == (2, 6, t - 1, 8, 8)
+    torch.testing.assert_close(out[:, :3], ClipEval(size=8)(clip)[:, :, 1:])
+    torch.testing.assert_close(out[:, 3:], Residual(ClipEval(size=8))(clip))
+    expected = torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1).reciprocal() * 0.1
+    torch.testing.assert_close(out[:, 3:], expected.expand_as(out[:, 3:]), rtol=1e-4, atol=1e-5)
+
+
+def test_input_both_builds_a_six_channel_network_end_to_end():
+    """The config's data.input=both reaches the augmentation, the evaluation transform and the backbone's first
+    convolution; torchvision's 3-channel backbones are refused in one line naming the field."""
+    from videocontrast.build import backbone_from_config, build_augment, build_eval_transform
+    from videocontrast.config import ConfigError, load_config
+
+    cfg = load_config("demo-real", ["data.input=both"])
+    clip = torch.randint(0, 256, (2, cfg.data.clip_len, 3, 40, 53), dtype=torch.uint8)
+    for transform in (build_augment(cfg), build_eval_transform(cfg)):
+        x = transform(clip)
+        assert x.shape == (2, 6, cfg.data.clip_len - 1, cfg.data.size, cfg.data.size)
+    net = backbone_from_config(cfg, seed=0)
+    assert net(x).shape == (2, net.feature_dim)
+    with pytest.raises(ConfigError, match="data.input=both.*r3d_18"):
+        load_config("demo-real", ["data.input=both", "model.backbone=r3d_18"])
+
+
 def test_clip_eval_three_crops_hand_worked():
     """A 4x6 frame whose pixel value is its column index: 4x4 crops at start/centre/end of the long (W) axis
     take columns 0-3, 1-4 and 2-5; on a portrait frame the crops move along H instead."""

@@ -33,7 +33,9 @@ from .transforms.temporal import UniformClips
 
 def _attach(encoder: nn.Module, cfg: Config) -> nn.Module:
     encoder.input_layout = ("(B, C, T, H, W) float32, RGB, normalised by mean/std"
-                            + (", then frame differences (T - 1 frames)" if cfg.data.input == "residual" else ""))
+                            + {"residual": ", then frame differences (T - 1 frames)",
+                               "both": ", then the frames and their differences stacked as 6 channels (T - 1 frames)"}
+                            .get(cfg.data.input, ""))
     encoder.clip_len = cfg.data.clip_len
     encoder.stride = cfg.data.stride
     encoder.input_size = cfg.data.size

@@ -24,6 +24,7 @@ from .data.datasets import VideoDataset, build_dataset
 from .data.synthetic import generate_synthetic
 from .methods import build_method, encoder_of
 from .models import build_backbone
+from .names import input_channels
 from .transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
 from .transforms.temporal import RandomClip, TwoViews, UniformClips
 
@@ -40,7 +41,10 @@ FINETUNE_MIN_SCALE = 0.5
 def backbone_kwargs(cfg: Config) -> dict[str, Any]:
     """``build_backbone``'s keyword arguments for ``cfg.model`` (only ``r3d_small`` takes width and depth)."""
     m = cfg.model
-    return {"width": m.width, "layers": list(m.layers)} if m.backbone == "r3d_small" else {}
+    kw: dict[str, Any] = {"width": m.width, "layers": list(m.layers)} if m.backbone == "r3d_small" else {}
+    if input_channels(cfg.data.input) != 3:  # data.input=both (config allows it only on CHANNEL_BACKBONES)
+        kw["in_channels"] = input_channels(cfg.data.input)
+    return kw
 
 
 def backbone_from_config(cfg: Config, seed: int | None = None) -> nn.Module:
@@ -197,7 +201,9 @@ def eval_loader(cfg: Config, subset: str) -> DataLoader:
 
 
 def _with_input(cfg: Config, transform: nn.Module) -> nn.Module:
-    return Residual(transform) if cfg.data.input == "residual" else transform
+    if cfg.data.input == "rgb":
+        return transform
+    return Residual(transform, keep_frames=cfg.data.input == "both")
 
 
 def build_augment(cfg: Config, kind: str = "pretrain") -> nn.Module:
@@ -258,7 +264,8 @@ def describe_augment(cfg: Config) -> str:
     else:
         text += ", nothing random"
     return text + ("; normalised with the Kinetics mean/std" +
-                   ("; then frame differences" if cfg.data.input == "residual" else ""))
+                   {"residual": "; then frame differences", "both": "; then the frames and their differences as 6 channels"}
+                   .get(cfg.data.input, ""))
 
 
 def build_eval_transform(cfg: Config, position: str = "center") -> nn.Module:

@@ -19,8 +19,9 @@ import yaml
 from .fileio import atomic_write_text
 # The names a config chooses from, torch-free (importing the config, or `videocontrast --help`, loads no torch); the
 # modules that implement each concept import the same lists from there.
-from .names import (BACKBONE_NAMES, BN_MODES, CACHE_MODES, DATASET_NAMES, EVAL_CROPS, INPUT_MODES, METHODS,
-                    OPTIMIZERS, PRECISIONS, SPATIAL_MODES, TEMPORAL_TRANSFORMS, check_device_name, check_momentum)
+from .names import (BACKBONE_NAMES, BN_MODES, CACHE_MODES, CHANNEL_BACKBONES, DATASET_NAMES, DIFFERENCE_INPUTS,
+                    EVAL_CROPS, INPUT_MODES, METHODS, OPTIMIZERS, PRECISIONS, SPATIAL_MODES, TEMPORAL_TRANSFORMS,
+                    check_device_name, check_momentum)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # The linear probe's grid of inverse L2 strengths C, searched by cross-validation on the training split.
@@ -387,8 +388,12 @@ def validate(cfg: Config) -> None:
     need(a.spatial_mode in SPATIAL_MODES, f"aug.spatial_mode='{a.spatial_mode}' is not one of {SPATIAL_MODES}")
     need(d.input in INPUT_MODES, f"data.input='{d.input}' is not one of {INPUT_MODES}")
     need(d.cache in CACHE_MODES, f"data.cache='{d.cache}' is not one of {CACHE_MODES}")
-    need(d.clip_len >= (2 if d.input == "residual" else 1),
-         f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input=residual)")
+    need(d.clip_len >= (2 if d.input in DIFFERENCE_INPUTS else 1),
+         f"data.clip_len={d.clip_len} must be >= 1 (>= 2 with data.input={d.input})" if d.input in DIFFERENCE_INPUTS
+         else f"data.clip_len={d.clip_len} must be >= 1")
+    need(d.input != "both" or cfg.model.backbone in CHANNEL_BACKBONES,
+         f"data.input=both feeds 6 channels, which model.backbone={cfg.model.backbone} (torchvision's, 3 channels) "
+         f"cannot take; use one of {CHANNEL_BACKBONES} or data.input=rgb|residual")
     need(d.stride >= 1, f"data.stride={d.stride} must be >= 1")
     need(d.eval_crops in EVAL_CROPS, f"data.eval_crops={d.eval_crops} must be 1 (centre) or 3 (start, centre, end)")
     need(d.split in (1, 2, 3), f"data.split={d.split} must be 1, 2 or 3 (the official splits)")

@@ -38,6 +38,7 @@ from .engine.device import resolve_device
 from .engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
 from .engine.train import pretrain
 from .fileio import atomic_write_text
+from .names import input_frames
 from .eval.finetune import finetune
 from .eval.features import same_clips
 from .eval.metrics import paired_bootstrap_interval
@@ -234,11 +235,10 @@ def _read_results(out: Path) -> dict[str, Any] | None:
 
 
 def rgb_config(cfg: Config) -> Config:
-    """``cfg`` on RGB input with as many frames as the network sees in ``cfg`` (residual clips of T frames are
-    T - 1 frame differences)."""
+    """``cfg`` on RGB input with as many frames as the network sees in ``cfg`` (residual and ``both`` clips of T
+    frames are T - 1 frames)."""
     rgb = copy.deepcopy(cfg)
-    if cfg.data.input == "residual":
-        rgb.data.clip_len = cfg.data.clip_len - 1
+    rgb.data.clip_len = input_frames(cfg.data.input, cfg.data.clip_len)
     rgb.data.input = "rgb"
     return rgb
 

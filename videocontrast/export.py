@@ -38,7 +38,7 @@ from .engine.run import check_writable
 from .fileio import atomic_write_bytes, atomic_write_text
 from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
-from .names import EXPORT_FORMATS
+from .names import DIFFERENCE_INPUTS, EXPORT_FORMATS
 
 
 def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:
@@ -58,7 +58,7 @@ def describe(encoder: nn.Module, sha1: str, fmt: str, name: str) -> dict[str, An
     of the weights file's bytes, ``name`` its file name."""
     cfg: Config = encoder.config
     d, backbone = cfg.data, cfg.model.backbone
-    residual = d.input == "residual"
+    residual = d.input in DIFFERENCE_INPUTS
     kwargs = backbone_kwargs(cfg)
     constructor = (f"videocontrast.models.build_backbone('{backbone}', **backbone_kwargs)"
                    if backbone not in TORCHVISION_BACKBONES
@@ -74,7 +74,8 @@ def describe(encoder: nn.Module, sha1: str, fmt: str, name: str) -> dict[str, An
         "load": _loading_code(backbone, kwargs, fmt, name),
         "feature_dim": int(encoder.feature_dim),
         "input": {
-            "layout": "(B, C, T, H, W) float32, C = 3 (RGB)",
+            "layout": ("(B, C, T, H, W) float32, C = 6 (RGB frames, then their differences)" if d.input == "both"
+                       else "(B, C, T, H, W) float32, C = 3 (RGB)"),
             "clip_len": d.clip_len,
             "stride": d.stride,
             "frames": d.clip_len - 1 if residual else d.clip_len,
@@ -83,12 +84,15 @@ def describe(encoder: nn.Module, sha1: str, fmt: str, name: str) -> dict[str, An
             "preprocess": (f"take clip_len frames every stride-th frame; resize each so its short side is decode_size "
                            f"({d.decode_size}, aspect kept, antialiased bilinear); centre crop size x size "
                            f"({d.size}); scale to [0, 1]; subtract mean and divide by std per channel"
-                           + ("; then frame differences x[:, :, 1:] - x[:, :, :-1] (T = clip_len - 1)"
-                              if residual else "")),
+                           + {"residual": "; then frame differences x[:, :, 1:] - x[:, :, :-1] (T = clip_len - 1)",
+                              "both": "; then torch.cat([x[:, :, 1:], x[:, :, 1:] - x[:, :, :-1]], dim=1) "
+                                      "(frames and their differences, C = 6, T = clip_len - 1)"}
+                           .get(d.input, "")),
             "value_range": "[0, 1] before normalisation",
             "mean": [float(v) for v in encoder.mean],
             "std": [float(v) for v in encoder.std],
             "residual": residual,
+            "input": d.input,
         },
         "output": f"(B, {int(encoder.feature_dim)}) float32: global average pool of layer4 over T, H, W "
                   "(L2-normalise for cosine similarity)",

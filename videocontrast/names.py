@@ -20,8 +20,23 @@ DEFAULT_VAL_FRACTION = 0.2
 TEMPORAL_TRANSFORMS: tuple[str, ...] = ("none", "shift", "drop", "reverse", "shuffle")
 # aug.spatial_mode: one parameter draw per clip | per frame (transforms.spatial)
 SPATIAL_MODES = ("chunk", "frame")
-# data.input: what the network sees: frames | frame differences (transforms.spatial.Residual)
-INPUT_MODES = ("rgb", "residual")
+# data.input: what the network sees: frames | frame differences | both, stacked as 6 channels
+# (transforms.spatial.Residual)
+INPUT_MODES = ("rgb", "residual", "both")
+# data.input modes whose clips are T - 1 frame differences (of clip_len decoded frames)
+DIFFERENCE_INPUTS = ("residual", "both")
+# backbones whose first convolution takes other than 3 input channels (data.input=both feeds 6)
+CHANNEL_BACKBONES = ("hara_r3d_18", "r3d_small")
+
+
+def input_frames(input_mode: str, clip_len: int) -> int:
+    """Frames the network sees of a clip of ``clip_len`` decoded frames (T - 1 with frame differences)."""
+    return clip_len - 1 if input_mode in DIFFERENCE_INPUTS else clip_len
+
+
+def input_channels(input_mode: str) -> int:
+    """The network's input channels: 3 (RGB or RGB differences), 6 with ``both`` (frames, then differences)."""
+    return 6 if input_mode == "both" else 3
 # data.eval_crops -> the crop positions evaluated per clip (1: centre; 3: the usual multi-crop protocol).
 EVAL_CROPS: dict[int, tuple[str, ...]] = {1: ("center",), 3: ("start", "center", "end")}
 # model.backbone (models.backbones.BACKBONES holds their builders, in this order)

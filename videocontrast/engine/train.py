@@ -37,6 +37,7 @@ from ..data.datasets import VideoDataset
 from ..fileio import open_append
 from ..methods import MoCo, encoder_of
 from ..methods.supervised import check_labels
+from ..names import input_frames
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import autocast_dtype, available_memory, resolve_device
 from .loader import SharedMemoryError, is_shared_memory_failure, shared_memory_message, train_loader
@@ -132,7 +133,7 @@ def estimate_peak_memory(cfg: Config, model: nn.Module, micro_batch: int, kind: 
                          device: torch.device) -> int | None:
     """Bytes one process's training step is estimated to peak at (see the note above :data:`ACTIVATION_FACTOR`);
     None when the encoder cannot be traced."""
-    t = cfg.data.clip_len - (1 if cfg.data.input == "residual" else 0)
+    t = input_frames(cfg.data.input, cfg.data.clip_len)
     per_clip = activation_elements(encoder_of(model), t, cfg.data.size)
     if per_clip is None:
         return None

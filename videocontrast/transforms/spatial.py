@@ -711,15 +711,20 @@ class Residual(nn.Module):
     """Wrap a clip transform so the model sees frame differences ("residual clips", Tao et al. 2020).
 
     ``x_t - x_{t-1}`` removes everything static (background, the look of a still object) and keeps what
-    moves, which pushes a contrastive model towards motion features instead of scene appearance.
+    moves, which pushes a contrastive model towards motion features instead of scene appearance. With
+    ``keep_frames`` (``data.input=both``) the frames ``x_t`` (t >= 1) come first and the differences are stacked
+    after them as 3 more channels: the network sees the scene and the motion of the same T - 1 frames.
 
-    Shape: whatever ``transform`` returns, ``(B, C, T, H, W)`` -> ``(B, C, T - 1, H, W)``.
+    Shape: whatever ``transform`` returns, ``(B, C, T, H, W)`` -> ``(B, C, T - 1, H, W)``
+    (``(B, 2C, T - 1, H, W)`` with ``keep_frames``).
     """
 
-    def __init__(self, transform: nn.Module) -> None:
+    def __init__(self, transform: nn.Module, keep_frames: bool = False) -> None:
         super().__init__()
         self.transform = transform
+        self.keep_frames = keep_frames
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         y = self.transform(x) if generator is None else self.transform(x, generator=generator)
-        return y[:, :, 1:] - y[:, :, :-1]
+        diff = y[:, :, 1:] - y[:, :, :-1]
+        return torch.cat([y[:, :, 1:], diff], dim=1) if self.keep_frames else diff
