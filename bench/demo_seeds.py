@@ -55,7 +55,33 @@ def table(results: list[dict]) -> str:
     lines.append("supervised epochs / seconds per seed: " + ", ".join(
         f"{s.get('epochs')}/{s.get('epochs_planned')} in {s.get('time_s', 0):.0f}s" for s in sup))
     lines.append("demo total seconds per seed: " + ", ".join(f"{r['timings']['total']:.0f}" for r in results))
+    lines += ["", *label_table(results)]
     return "\n".join(lines)
+
+
+def label_table(results: list[dict]) -> list[str]:
+    """Linear top-1 by labelled videos per class (the demo's label_efficiency), mean and range over seeds, with
+    all labels as the last column; [] when a seed has no such section or the seeds evaluated other counts."""
+    sections = [r.get("label_efficiency") for r in results]
+    if not all(isinstance(s, dict) and s.get("labels_per_class") for s in sections):
+        return []
+    counts = sections[0]["labels_per_class"]
+    if any(s["labels_per_class"] != counts for s in sections):
+        return []
+    lines = ["linear top-1 by labelled training videos per class:", "",
+             "| encoder | " + " | ".join(f"{n} per class" for n in counts) + " | all |",
+             "|---|" + "---|" * (len(counts) + 1)]
+    for key in ("pretrained", *BASELINES):
+        if all(key in s and key in r for s, r in zip(sections, results)):
+            cols = [cell([s[key]["linear_top1"][i] for s in sections]) for i in range(len(counts))]
+            lines.append(f"| {BASELINE_NAMES[key]} | " + " | ".join(cols)
+                         + f" | {cell([r[key]['linear_top1'] for r in results])} |")
+    for i, n in enumerate(counts):
+        ms = [100 * s["margin"][i] for s in sections]
+        lines.append(f"{n} per class: pretrained minus the strongest baseline, per seed: "
+                     + ", ".join(f"{m:+.1f} ({s['best_baseline'][i]})" for m, s in zip(ms, sections))
+                     + f"; mean {statistics.mean(ms):+.1f}")
+    return lines
 
 
 def main() -> int:

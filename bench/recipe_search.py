@@ -29,6 +29,7 @@ VARIANTS = {
     "demo-real": [],  # RGB, no colour jitter or grayscale, crops of >= half the frame
     "rgb-jitter0.5": ["aug.jitter=true", "aug.gray=true", "aug.strength=0.5"],
     "residual": ["data.input=residual"],
+    "both": ["data.input=both"],  # the frames and their differences, 6 channels
     "rgb-jitter1.0-scale0.3": ["aug.jitter=true", "aug.gray=true", "aug.strength=1.0", "aug.min_scale=0.3"],
 }
 
@@ -61,8 +62,9 @@ def search(out: Path, tiny: Path, seeds: list[int], variants: list[str], sets: l
     for name in sets:
         flags, over = split_args(datasets(tiny)[name])
         for seed in seeds:  # random init of each input on each seed's validation split
-            for inp in sorted({"rgb", *("residual" for v in variants if "data.input=residual" in VARIANTS[v])}):
-                extra = ["data.input=residual"] if inp == "residual" else []
+            inputs = {"rgb", *(o.split("=")[1] for v in variants for o in VARIANTS[v] if o.startswith("data.input="))}
+            for inp in sorted(inputs):
+                extra = [] if inp == "rgb" else [f"data.input={inp}"]
                 for cmd in ("linear", "knn"):
                     rdir = out / name / f"random-{inp}" / f"seed-{seed}" / cmd
                     if not (rdir / "results.json").exists():
@@ -97,7 +99,7 @@ def scores(out: Path, name: str, row: str, seeds: list[int], key: str) -> list[f
 
 
 def table(out: Path, seeds: list[int], variants: list[str], sets: list[str]) -> str:
-    rows = [*variants, "random-rgb", "random-residual"]
+    rows = [*variants, "random-rgb", "random-residual", "random-both"]
     head = "| recipe | " + " | ".join(f"{n} linear | {n} kNN" for n in sets) + " |"
     lines = ["Validation top-1 (clip level), mean (min-max) over seeds " + ", ".join(map(str, seeds)), "",
              head, "|---|" + "---|---|" * len(sets)]
