@@ -87,11 +87,11 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. optim.lr=0.01 aug.temporal=drop")
 
 
-def _val_flag(p: argparse.ArgumentParser) -> None:
+def _val_flag(p: argparse.ArgumentParser, help_: str | None = None) -> None:
     p.add_argument("--val", nargs="?", const=str(DEFAULT_VAL_FRACTION), default=None, metavar="F",
-                   help="score on a validation split carved out of the training videos (a fraction F, default "
-                        f"{DEFAULT_VAL_FRACTION:g}, grouped by source, stratified by class, seeded by train.seed) "
-                        "instead of the test split; written to OUT/val_split.txt")
+                   help=help_ or "score on a validation split carved out of the training videos (a fraction F, "
+                        f"default {DEFAULT_VAL_FRACTION:g}, grouped by source, stratified by class, seeded by "
+                        "train.seed) instead of the test split; written to OUT/val_split.txt")
 
 
 def _subset_flags(p: argparse.ArgumentParser, val: bool) -> None:
@@ -172,11 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a short version (about 3 minutes on 2 cores): 24 videos per class, at most 60 epochs or 60 s "
                         "of pretraining (and as long for the supervised baseline)")
-    p.add_argument("--val", nargs="?", const=str(DEFAULT_VAL_FRACTION), default=None, metavar="F",
-                   help="score every encoder on a validation split carved out of the training videos (a fraction F, "
-                        f"default {DEFAULT_VAL_FRACTION:g}, grouped by source, seeded by train.seed; OUT/val/) instead "
-                        "of the test split, which is then never read: for choosing a recipe; the supervised "
-                        "baselines train on the other training videos")
+    _val_flag(p, "score every encoder on a validation split carved out of the training videos (a fraction F, "
+                 f"default {DEFAULT_VAL_FRACTION:g}, grouped by source, seeded by train.seed; OUT/val/) instead of the "
+                 "test split, which is then never read: for choosing a recipe; the supervised baselines train on "
+                 "the other training videos")
     p.add_argument("--fresh", action="store_true",
                    help="start over in OUT: remove a previous demo there, only what OUT/demo.json records as a "
                         "demo's (a rerun without it reuses that demo's pretraining; a demo with other settings is "

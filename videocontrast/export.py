@@ -38,7 +38,7 @@ from .engine.run import check_writable
 from .fileio import atomic_write_bytes, atomic_write_text
 from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
-from .names import DIFFERENCE_INPUTS, EXPORT_FORMATS
+from .names import DIFFERENCE_INPUTS, EXPORT_FORMATS, input_frames
 
 
 def _loading_code(backbone: str, kwargs: dict[str, Any], fmt: str, name: str) -> str:
@@ -78,7 +78,7 @@ def describe(encoder: nn.Module, sha1: str, fmt: str, name: str) -> dict[str, An
                        else "(B, C, T, H, W) float32, C = 3 (RGB)"),
             "clip_len": d.clip_len,
             "stride": d.stride,
-            "frames": d.clip_len - 1 if residual else d.clip_len,
+            "frames": input_frames(d.input, d.clip_len),
             "decode_size": d.decode_size,
             "size": d.size,
             "preprocess": (f"take clip_len frames every stride-th frame; resize each so its short side is decode_size "

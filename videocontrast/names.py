@@ -27,16 +27,6 @@ INPUT_MODES = ("rgb", "residual", "both")
 DIFFERENCE_INPUTS = ("residual", "both")
 # backbones whose first convolution takes other than 3 input channels (data.input=both feeds 6)
 CHANNEL_BACKBONES = ("hara_r3d_18", "r3d_small")
-
-
-def input_frames(input_mode: str, clip_len: int) -> int:
-    """Frames the network sees of a clip of ``clip_len`` decoded frames (T - 1 with frame differences)."""
-    return clip_len - 1 if input_mode in DIFFERENCE_INPUTS else clip_len
-
-
-def input_channels(input_mode: str) -> int:
-    """The network's input channels: 3 (RGB or RGB differences), 6 with ``both`` (frames, then differences)."""
-    return 6 if input_mode == "both" else 3
 # data.eval_crops -> the crop positions evaluated per clip (1: centre; 3: the usual multi-crop protocol).
 EVAL_CROPS: dict[int, tuple[str, ...]] = {1: ("center",), 3: ("start", "center", "end")}
 # model.backbone (models.backbones.BACKBONES holds their builders, in this order)
@@ -59,6 +49,16 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 EXPORT_FORMATS = ("torchvision", "safetensors")
 # `videocontrast reproduce --scale` (reproduce)
 SCALES = ("full", "smoke")
+
+
+def input_frames(input_mode: str, clip_len: int) -> int:
+    """Frames the network sees of a clip of ``clip_len`` decoded frames (T - 1 with frame differences)."""
+    return clip_len - 1 if input_mode in DIFFERENCE_INPUTS else clip_len
+
+
+def input_channels(input_mode: str) -> int:
+    """The network's input channels: 3 (RGB or RGB differences), 6 with ``both`` (frames, then differences)."""
+    return 6 if input_mode == "both" else 3
 
 # The device names train.device takes besides auto: a bare type of DEVICE_TYPES, or cuda:N (an index only for
 # cuda). N is written as torch.device reads it: ASCII digits, no leading zero, below 2**31.

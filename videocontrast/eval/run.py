@@ -311,12 +311,12 @@ def _probe_sets(enc: Encoder, device: torch.device, cache_dir: Path | None, subs
 
 
 def scored_features(enc: Encoder, device: torch.device, cache_dir: Path | None = None,
-                    subsets: Subsets | None = None) -> dict[str, Any]:
-    """The features of the videos an evaluation scores: the validation split's rows of the training features when
-    ``subsets`` has one, else the test split's."""
+                    subsets: Subsets | None = None, layer: str = "backbone") -> dict[str, Any]:
+    """The features (of ``layer``, see :func:`features`) of the videos an evaluation scores: the validation split's
+    rows of the training features when ``subsets`` has one, else the test split's."""
     if subsets is not None and subsets.has_val:
-        return _rows(features(enc, "train", device, cache_dir), subsets.val, subsets.groups)
-    return features(enc, "test", device, cache_dir)
+        return _rows(features(enc, "train", device, cache_dir, layer=layer), subsets.val, subsets.groups)
+    return features(enc, "test", device, cache_dir, layer=layer)
 
 
 # Keys of a result that are scores on the evaluated split: with a validation split they are named val_KEY, so
@@ -388,8 +388,7 @@ def run_retrieve(enc: Encoder, device: torch.device, out_dir: Path, cache_dir: P
     subsets = _subsets(enc, out_dir, subsets)
     if enc.cfg.eval.retrieval_protocol == "thesis":
         layer = "head" if enc.projection is not None else "backbone"
-        test = (_rows(features(enc, "train", device, cache_dir, layer=layer), subsets.val, subsets.groups)
-                if subsets is not None and subsets.has_val else features(enc, "test", device, cache_dir, layer=layer))
+        test = scored_features(enc, device, cache_dir, subsets, layer=layer)
         names = class_names(enc.cfg)
         res = retrieve_within(test, ks=enc.cfg.eval.recall_ks, class_names=names, report_k=3)
         common = _protocol_common(enc)
