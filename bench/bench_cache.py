@@ -20,7 +20,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from videocontrast.build import dataset_from_config
+from videocontrast.build.components import dataset_from_config
 from videocontrast.config import load_config
 
 

@@ -29,7 +29,7 @@ import time
 import faiss
 import numpy as np
 
-from videocontrast.index import build_index, search_index
+from videocontrast.search.index import build_index, search_index
 
 
 def vectors(kind: str, n: int, d: int, seed: int) -> np.ndarray:

@@ -34,7 +34,7 @@ def model_step_rate(cfg, steps: int) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from videocontrast.engine.optim import build_optimizer
-    from videocontrast.build import method_from_config
+    from videocontrast.build.components import method_from_config
 
     model = method_from_config(cfg)
     if cfg.train.channels_last:

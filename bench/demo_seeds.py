@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from videocontrast.verdict import BASELINE_NAMES, BASELINES
+from videocontrast.demo.verdict import BASELINE_NAMES, BASELINES
 
 METRICS = ("linear_top1", "knn_top1", "R@1", "R@5")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from videocontrast.build import (backbone_from_config, build_eval_transform, describe_augment, finetune_aug,
+from videocontrast.build.components import (backbone_from_config, build_eval_transform, describe_augment, finetune_aug,
                                  labeled_dataset)
 from videocontrast.config import FINETUNE_AUGMENTS, load_config
 from videocontrast.data.cache import attach_cache

@@ -430,7 +430,7 @@ class Checker:
                              generator=g)
 
     def augment(self) -> dict[str, Any]:
-        from videocontrast.build import build_augment
+        from videocontrast.build.components import build_augment
 
         cfg = make_config(self.args, False, self.tmp / "synthetic")
         aug = build_augment(cfg).to(self.device)
@@ -458,7 +458,7 @@ class Checker:
         """A TrainState as engine.train.fit builds it (DDP, channels_last_3d, bf16 autocast, torch.compile)."""
         from torch import nn
 
-        from videocontrast.build import build_augment, method_from_config
+        from videocontrast.build.components import build_augment, method_from_config
         from videocontrast.engine.device import autocast_dtype
         from videocontrast.engine.optim import build_optimizer
         from videocontrast.engine.train import MetricsLog, TrainState

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from videocontrast.cli import build_parser, main
-from videocontrast.embed import read_table
+from videocontrast.search.embed import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["demo", "pretrain", "linear", "finetune", "knn", "retrieve", "embed", "search", "serve", "data", "ablate"]
@@ -93,7 +93,7 @@ def test_demo_writes_results_and_report(demo_run):
 
 
 def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run, tmp_path, capsys, monkeypatch):
-    import videocontrast.demo as demo
+    import videocontrast.demo.run as demo
 
     # This test is about the run folder; the evaluation (checked above) is stubbed where it is slow.
     monkeypatch.setattr(demo, "run_linear", lambda *a, **k: {"top1": 0.5, "protocol": {}})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import videocontrast.build as build
-import videocontrast.demo as demo
+import videocontrast.build.components as build
+import videocontrast.demo.run as demo
 from videocontrast.cli import main
 
 from test_label_efficiency import LE_TINY

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from videocontrast import dist
-from videocontrast.build import ensure_synthetic, labeled_dataset
+from videocontrast.build.components import ensure_synthetic, labeled_dataset
 from videocontrast.config import load_config
 from videocontrast.engine import train as engine
 from videocontrast.engine.checkpoint import load_checkpoint

@@ -16,8 +16,8 @@ import pytest
 
 from videocontrast.api import load_encoder
 from videocontrast.cli import main
-from videocontrast.embed import embed_collection, read_inputs, read_table
-from videocontrast.search import embed_queries
+from videocontrast.search.embed import embed_collection, read_inputs, read_table
+from videocontrast.search.query import embed_queries
 
 from conftest import write_pattern_video  # noqa: F401  (re-exported for other test modules)
 from test_export import make_checkpoint, one_line_error
@@ -141,7 +141,7 @@ def test_list_file_relative_paths_and_labels(setup, tmp_path):
 
 
 def test_a_killed_run_resumes_and_changed_files_are_embedded_again(setup, tmp_path, monkeypatch):
-    import videocontrast.embed as embed_mod
+    import videocontrast.search.embed as embed_mod
 
     videos = tmp_path / "videos"
     for p in sorted(setup["videos"].rglob("*.mp4")):

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("faiss", reason="the merged index is FAISS: pip install 'videocontrast[search]'")
 pytest.importorskip("pyarrow", reason="the table is Parquet: pip install 'videocontrast[search]'")
 
-from videocontrast.embed import embed_collection, read_table  # noqa: E402
-from videocontrast.search import load_collection, nearest  # noqa: E402
+from videocontrast.search.embed import embed_collection, read_table  # noqa: E402
+from videocontrast.search.query import load_collection, nearest  # noqa: E402
 
 from test_export import make_checkpoint  # noqa: E402
 

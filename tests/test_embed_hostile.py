@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import videocontrast as vc
-from videocontrast.build import method_from_config
+from videocontrast.build.components import method_from_config
 from videocontrast.cli import build_parser, main
 from videocontrast.config import load_config
-from videocontrast.embed import embed_collection, read_inputs, read_table
+from videocontrast.search.embed import embed_collection, read_inputs, read_table
 from videocontrast.engine.checkpoint import save_checkpoint
-from videocontrast.search import load_collection
+from videocontrast.search.query import load_collection
 
 from test_embed import write_video
 from test_export import TINY, make_checkpoint, one_line_error
@@ -74,7 +74,7 @@ def test_an_unreadable_manifest_line_does_not_widen_the_roots(setup, tmp_path):
 
 
 def test_rows_in_unrelated_folders_do_not_make_the_root_their_common_ancestor(tmp_path):
-    from videocontrast.embed import usable_roots
+    from videocontrast.search.embed import usable_roots
     a, b, nested = tmp_path / "data" / "a", tmp_path / "home" / "b", tmp_path / "data" / "a" / "sub"
     paths = [str(a / "x.mp4"), str(b / "y.mp4"), str(nested / "z.mp4"), str(a / "w.mp4")]
     # commonpath of these would be tmp_path, which holds folders that no row is in
@@ -98,7 +98,7 @@ def test_reembedding_with_index_none_drops_the_stale_index(setup, tmp_path, caps
 
 
 def test_a_kill_between_the_table_and_the_index_leaves_no_stale_index(setup, tmp_path, monkeypatch, capsys):
-    import videocontrast.embed as embed_mod
+    import videocontrast.search.embed as embed_mod
 
     videos = _videos(setup, tmp_path / "v", ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4", "v4.mp4"])
     out = _embed(setup, videos, tmp_path / "o")

@@ -115,7 +115,7 @@ def test_gradient_accumulation_runs_and_counts_optimizer_steps(tmp_path):
 
 
 def _fit_tiny(tmp_path, name, epochs, plan=None):
-    from videocontrast.build import dataset_from_config, method_from_config
+    from videocontrast.build.components import dataset_from_config, method_from_config
     from videocontrast.engine.train import fit, seed_everything
 
     cfg = tiny(tmp_path, f"train.epochs={epochs}", "optim.warmup_epochs=1")
@@ -143,7 +143,7 @@ def test_epochs_planned_after_the_first_epoch_train_what_that_plan_would_have_fr
 
 
 def test_planning_epochs_needs_a_warm_up_that_spans_the_first_epoch(tmp_path):
-    from videocontrast.build import dataset_from_config, method_from_config
+    from videocontrast.build.components import dataset_from_config, method_from_config
     from videocontrast.engine.train import fit
 
     cfg = tiny(tmp_path, "train.epochs=2", "optim.warmup_epochs=0.5")
@@ -230,7 +230,7 @@ def test_the_loop_reads_the_loss_back_once_per_log_line_not_every_step(tmp_path,
     Counted here where the engine and the methods call them: 12 steps with train.log_every=4 may read 3 log lines
     and the epoch's mean, not 12 losses (before: one .item() per step in the loop and one .tolist() per step in
     every method's stats)."""
-    from videocontrast.build import build_augment, method_from_config
+    from videocontrast.build.components import build_augment, method_from_config
     from videocontrast.engine import train as engine
 
     cfg = tiny(tmp_path, f"method.name={method}", "method.queue_size=16", "train.log_every=4")

@@ -463,7 +463,7 @@ def channel_gaps(clips: torch.Tensor) -> torch.Tensor:
 
 
 def test_supervised_objectives_train_with_their_own_augmentation_not_pretrainings(tmp_path):
-    from videocontrast.build import build_augment
+    from videocontrast.build.components import build_augment
     from videocontrast.engine.train import fit
     from videocontrast.methods import Supervised
 

@@ -24,9 +24,9 @@ import torch
 import torchvision
 
 import videocontrast as vc
-from videocontrast.build import method_from_config
+from videocontrast.build.components import method_from_config
 from videocontrast.cli import main
-from videocontrast.embed import read_table
+from videocontrast.search.embed import read_table
 from videocontrast.config import load_config
 from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.models import build_backbone

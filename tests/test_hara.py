@@ -102,7 +102,7 @@ def test_hara_checkpoint_loads_strictly_and_gives_identical_outputs(tmp_path, re
 
 
 def test_hara_checkpoint_through_config(tmp_path):
-    from videocontrast.build import backbone_from_config
+    from videocontrast.build.components import backbone_from_config
     from videocontrast.config import load_config
 
     src = build_backbone("hara_r3d_18")

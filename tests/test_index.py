@@ -1,4 +1,4 @@
-"""The FAISS index (videocontrast.index) against NumPy brute force: exact kinds give the same neighbours, IVF
+"""The FAISS index (videocontrast.search.index) against NumPy brute force: exact kinds give the same neighbours, IVF
 reaches its recall target on clustered vectors and says so in index.json, filters keep only allowed rows,
 unstructured vectors fall back to exact search, a damaged index is one line."""
 
@@ -11,7 +11,7 @@ import pytest
 
 faiss = pytest.importorskip("faiss", reason="faiss is not installed: pip install 'videocontrast[search]'")
 
-from videocontrast.index import build_index, default_nlist, load_index, save_index, search_index  # noqa: E402
+from videocontrast.search.index import build_index, default_nlist, load_index, save_index, search_index  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import videocontrast.demo as demo
+import videocontrast.demo.run as demo
 from videocontrast.cli import main
-from videocontrast.demo import label_counts
-from videocontrast.verdict import verdict
+from videocontrast.demo.run import label_counts
+from videocontrast.demo.verdict import verdict
 
 from test_cli import TINY
 
@@ -141,7 +141,7 @@ def test_the_demo_prints_the_curve_and_the_verdict_leads_with_few_labels(le_run)
                               f"{100 * res[name]['linear_top1']:.1f}%"]
     text = res["verdict"]
     assert text.startswith("With 5 labelled videos per class, pretrained")
-    from videocontrast.verdict import BASELINE_NAMES
+    from videocontrast.demo.verdict import BASELINE_NAMES
 
     assert f"for the strongest baseline, {BASELINE_NAMES[le['best_baseline'][1]]}" in text.split(". ")[0]
     assert text.index("With all labels, pretraining") > text.index("With 5 labelled")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from conftest import write_pattern_video
 from videocontrast.cli import main
-from videocontrast.embed import read_table
+from videocontrast.search.embed import read_table
 from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset, dataset_info, find_videos
 from videocontrast.data.decode import probe_video, read_frames
 from videocontrast.transforms.spatial import ClipAugment, ClipEval
@@ -209,7 +209,7 @@ class MeanPool(torch.nn.Module):
 
 
 def test_evaluation_leaves_bad_videos_out_instead_of_counting_a_neighbour_twice(tmp_path):
-    from videocontrast.build import build_eval_transform, eval_loader
+    from videocontrast.build.components import build_eval_transform, eval_loader
     from videocontrast.config import load_config
     from videocontrast.eval.features import extract_features
 
@@ -231,7 +231,7 @@ def test_evaluation_leaves_bad_videos_out_instead_of_counting_a_neighbour_twice(
 
 def test_a_video_that_probes_but_does_not_decode_is_left_out_of_features(tmp_path, monkeypatch):
     import videocontrast.data.datasets as datasets_mod
-    from videocontrast.build import build_eval_transform, eval_loader
+    from videocontrast.build.components import build_eval_transform, eval_loader
     from videocontrast.config import load_config
     from videocontrast.data.decode import VideoDecodeError
     from videocontrast.eval.features import extract_features
@@ -333,7 +333,7 @@ def test_missing_files_are_named_and_listed_in_data_info(tmp_path, avi_clip, cap
 
 
 def test_the_missing_line_is_said_once_however_many_loaders(tmp_path, avi_clip, caplog):
-    from videocontrast.build import eval_loader
+    from videocontrast.build.components import eval_loader
     from videocontrast.config import load_config
 
     root = _ucf_with_missing(tmp_path, avi_clip, 3)

@@ -83,7 +83,7 @@ def test_cpu_presets_stay_small():
 def test_thesis_presets_fine_tune_on_resized_frames_as_the_thesis_code(name):
     """simionAndrei/MScThesis fine_tune.py and train_videos_3d_supervised.py train on Resize((s, s)) + ToTensor:
     the whole frame, no crop, no flip, no colour."""
-    from videocontrast.build import build_augment
+    from videocontrast.build.components import build_augment
 
     cfg = load_config(name, ["data.root=/d"])
     assert cfg.eval.finetune_augment == "resize"
@@ -93,7 +93,7 @@ def test_thesis_presets_fine_tune_on_resized_frames_as_the_thesis_code(name):
 
 
 def test_cpu_presets_fine_tune_on_crops_without_colour():
-    from videocontrast.build import build_augment
+    from videocontrast.build.components import build_augment
 
     for name in ("demo", "demo-real", "cpu-small"):
         cfg = load_config(name)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from videocontrast.cli import main
-from videocontrast.reproduce import DataSource, smoke_splits
-from videocontrast.thesis import TABLES
+from videocontrast.reproduce.run import DataSource, smoke_splits
+from videocontrast.reproduce.thesis import TABLES
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # as tests/conftest.py finds it
 MINI = SHARED_DATA / "ucf101-mini"
@@ -233,7 +233,7 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, capsys):
 
 def test_full_scale_runs_are_the_thesis_experiments(tmp_path):
     """Every job's full-scale config loads and validates, and a few are checked against the thesis by hand."""
-    from videocontrast.reproduce import Reproduction
+    from videocontrast.reproduce.run import Reproduction
 
     for ds in ("ucf", "hmdb"):
         (tmp_path / ds).mkdir()

@@ -40,7 +40,7 @@ def _one_line(capsys, *needles: str) -> str:
 # -- 5: demo --fresh removes only what a demo wrote --------------------------------------------------------------
 
 def test_demo_fresh_refuses_a_folder_no_demo_wrote_before_any_work(tmp_path, monkeypatch, capsys):
-    import videocontrast.demo as demo
+    import videocontrast.demo.run as demo
 
     def no_work(*a, **k):
         raise AssertionError("the demo started working before refusing")
@@ -62,7 +62,7 @@ def test_demo_fresh_refuses_a_folder_no_demo_wrote_before_any_work(tmp_path, mon
 
 
 def test_clear_demo_removes_the_recorded_outputs_only(tmp_path):
-    from videocontrast.demo import MANIFEST, clear_demo, record_outputs
+    from videocontrast.demo.run import MANIFEST, clear_demo, record_outputs
 
     out = tmp_path / "d"
     out.mkdir()
@@ -83,7 +83,7 @@ def test_clear_demo_removes_the_recorded_outputs_only(tmp_path):
 
 
 def test_a_demo_folder_records_only_outputs_that_were_not_there(tmp_path):
-    from videocontrast.demo import check_clearable, recorded_outputs, record_outputs
+    from videocontrast.demo.run import check_clearable, recorded_outputs, record_outputs
 
     out = tmp_path / "d"
     (out / "cache").mkdir(parents=True)  # someone else's, there before the demo
@@ -96,7 +96,7 @@ def test_a_demo_folder_records_only_outputs_that_were_not_there(tmp_path):
 def test_a_demo_folder_from_before_manifests_can_still_be_made_fresh(tmp_path):
     """A reviewer's finding: folders of demos run before demo.json existed were refused by --fresh for ever, and a
     plain rerun recorded their outputs as someone else's."""
-    from videocontrast.demo import check_clearable, clear_demo, record_outputs, recorded_outputs
+    from videocontrast.demo.run import check_clearable, clear_demo, record_outputs, recorded_outputs
 
     out = tmp_path / "old"
     (out / "pretrain" / "checkpoints").mkdir(parents=True)
@@ -285,7 +285,7 @@ def test_a_container_memory_cap_is_what_is_available(tmp_path):
 
 
 def test_the_memory_estimate_against_measurements():
-    from videocontrast.build import method_from_config
+    from videocontrast.build.components import method_from_config
     from videocontrast.engine.train import estimate_peak_memory
 
     cpu = torch.device("cpu")
@@ -377,7 +377,7 @@ def test_a_diverging_run_is_one_line_saying_what_was_kept(tmp_path, capsys, monk
 ])
 def test_ablate_refuses_a_bad_grid_or_evaluation_before_pretraining(tmp_path, capsys, monkeypatch, grid, evals,
                                                                      expect):
-    import videocontrast.ablate as ablate
+    import videocontrast.eval.ablate as ablate
 
     def no_work(*a, **k):
         raise AssertionError("a cell was pretrained before the grid was checked")
@@ -397,7 +397,7 @@ def test_a_disk_with_room_for_the_cache_but_not_the_checkpoint_is_refused_before
                                                                                           capsys):
     import shutil
 
-    from videocontrast.build import dataset_from_config
+    from videocontrast.build.components import dataset_from_config
     from videocontrast.data.cache import estimate_bytes
 
     cfg = tiny(tmp_path, "data.cache=disk")

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from videocontrast.cli import main
-from videocontrast.embed import embed_collection, read_table
-from videocontrast.search import search
+from videocontrast.search.embed import embed_collection, read_table
+from videocontrast.search.query import search
 
 from test_embed import write_video
 from test_export import TINY, make_checkpoint, one_line_error
@@ -198,7 +198,7 @@ def test_ablate_shows_cells_done_out_of_total(tmp_path, capsys):
 
 def test_embed_into_an_unwritable_out_fails_before_any_work(setup, tmp_path, capsys, monkeypatch):
     # Before: embed computed every embedding, then lost them at the write. Now it checks --out first.
-    import videocontrast.embed as embed_mod
+    import videocontrast.search.embed as embed_mod
 
     calls = []
     monkeypatch.setattr(embed_mod, "load_encoder", lambda *a, **k: calls.append(1))

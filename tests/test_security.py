@@ -103,7 +103,7 @@ def _cli_args(entry: str, path: Path, data: Path, out: Path) -> tuple[list[str],
         return ["embed", "--checkpoint", str(path), "--root", str(data / "test"), "--out", str(out / "i.emb")], \
             str(path)
     if entry == "search":
-        from videocontrast.embed import TABLE_COLUMNS, write_table
+        from videocontrast.search.embed import TABLE_COLUMNS, write_table
 
         index = out / "videos.emb"  # an embedding folder whose meta.json points at the planted file
         index.mkdir(parents=True)

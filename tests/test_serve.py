@@ -25,9 +25,9 @@ with warnings.catch_warnings():  # starlette 1.x suggests httpx2 over httpx; bot
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
-import videocontrast.serve as serve_mod  # noqa: E402
-from videocontrast.embed import embed_collection, read_table  # noqa: E402
-from videocontrast.serve import create_app  # noqa: E402
+import videocontrast.search.serve as serve_mod  # noqa: E402
+from videocontrast.search.embed import embed_collection, read_table  # noqa: E402
+from videocontrast.search.serve import create_app  # noqa: E402
 
 from test_embed import write_video  # noqa: E402
 from test_export import make_checkpoint  # noqa: E402

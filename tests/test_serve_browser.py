@@ -25,8 +25,8 @@ import pytest
 pytest.importorskip("starlette", reason="serve needs starlette: pip install 'videocontrast[search]'")
 uvicorn = pytest.importorskip("uvicorn", reason="serve needs uvicorn: pip install 'videocontrast[search]'")
 
-from videocontrast.embed import embed_collection  # noqa: E402
-from videocontrast.serve import create_app  # noqa: E402
+from videocontrast.search.embed import embed_collection  # noqa: E402
+from videocontrast.search.serve import create_app  # noqa: E402
 
 from test_embed import write_video  # noqa: E402
 from test_export import make_checkpoint  # noqa: E402

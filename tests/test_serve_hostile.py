@@ -35,11 +35,11 @@ with warnings.catch_warnings():  # starlette 1.x suggests httpx2 over httpx; bot
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
-import videocontrast.embed as embed_mod  # noqa: E402
-import videocontrast.serve as serve_mod  # noqa: E402
+import videocontrast.search.embed as embed_mod  # noqa: E402
+import videocontrast.search.serve as serve_mod  # noqa: E402
 from videocontrast.cli import main  # noqa: E402
-from videocontrast.embed import embed_collection  # noqa: E402
-from videocontrast.serve import create_app  # noqa: E402
+from videocontrast.search.embed import embed_collection  # noqa: E402
+from videocontrast.search.serve import create_app  # noqa: E402
 
 from test_embed import write_video  # noqa: E402
 from test_export import make_checkpoint, one_line_error  # noqa: E402

@@ -416,7 +416,7 @@ def test_residual_with_frames_stacks_the_frames_then_their_differences():
 def test_input_both_builds_a_six_channel_network_end_to_end():
     """The config's data.input=both reaches the augmentation, the evaluation transform and the backbone's first
     convolution; torchvision's 3-channel backbones are refused in one line naming the field."""
-    from videocontrast.build import backbone_from_config, build_augment, build_eval_transform
+    from videocontrast.build.components import backbone_from_config, build_augment, build_eval_transform
     from videocontrast.config import ConfigError, load_config
 
     cfg = load_config("demo-real", ["data.input=both"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from test_eval import BrightnessVideos
-from videocontrast.build import build_eval_transform, model_from_checkpoint
+from videocontrast.build.components import build_eval_transform, model_from_checkpoint
 from videocontrast.config import ConfigError, load_config
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.eval.finetune import finetune
@@ -93,7 +93,7 @@ def test_thesis_retrieval_leaves_out_the_query_even_with_duplicates():
 
 
 def test_finetune_saves_a_loadable_finetuned_model(tmp_path):
-    from videocontrast.build import backbone_from_config
+    from videocontrast.build.components import backbone_from_config
 
     cfg = load_config(None, ["model.backbone=r3d_small", "model.width=8", "data.size=16", "data.decode_size=16",
                              "data.clip_len=4", "data.num_workers=0", "optim.batch_size=4", "train.device=cpu",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .build import build_eval_transform
+from .build.components import build_eval_transform
 from .config import Config, load_config
 from .data.datasets import VideoDataset, VideoRecord
 from .engine.device import check_available
@@ -93,7 +93,7 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     Returns:
         float32 ``(len(paths), D)``; with ``per_clip=True`` ``(len(paths), clips_per_video, D)``.
         A video that cannot be decoded raises :class:`~videocontrast.data.decode.VideoDecodeError`
-        naming it (`videocontrast embed`, :func:`videocontrast.embed.embed_collection`, skips and reports bad files instead).
+        naming it (`videocontrast embed`, :func:`videocontrast.search.embed.embed_collection`, skips and reports bad files instead).
     """
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     records = [VideoRecord(str(p), -1) for p in paths]

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, apply_overrides, list_presets, load_config, validate
-from .index import INDEX_KINDS
+from .search.index import INDEX_KINDS
 from .names import DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS, SCALES
-from .thesis import TABLE_NAMES
+from .reproduce.thesis import TABLE_NAMES
 
 EPILOG = {
     "demo": "example: videocontrast demo --quick\n"
@@ -362,9 +362,9 @@ def _subset_line(results: dict) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .build import dataset_root
+    from .build.components import dataset_root
     from .data.datasets import dataset_info
-    from .preview import preview
+    from .build.preview import preview
 
     cfg = _build_config(args)
     if args.action == "info":
@@ -388,7 +388,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     preset = args.config or "demo"
     if args.dataset and args.dataset != "synthetic" and not args.config:
@@ -417,8 +417,8 @@ def _val_words(val: str | None) -> list[str]:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import embed_collection
-    from .search import load_collection
+    from .search.embed import embed_collection
+    from .search.query import load_collection
 
     out = embed_collection(args.checkpoint, args.root, args.out, clips=args.clips, per_clip=args.per_clip,
                            device=args.device, batch_size=args.batch_size, dtype=args.dtype,
@@ -433,7 +433,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import search
+    from .search.query import search
 
     notes: list[str] = []
     results = search(args.index, args.query, k=args.k, label=args.label, prefix=args.prefix, html=args.html,
@@ -452,7 +452,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serve import Limits, run_server  # starlette/uvicorn: optional dependencies
+        from .search.serve import Limits, run_server  # starlette/uvicorn: optional dependencies
         import uvicorn  # noqa: F401
     except ImportError:
         print("videocontrast serve: error: the page needs starlette and uvicorn: pip install 'videocontrast[search]'",
@@ -475,7 +475,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablate import run_ablation
+    from .eval.ablate import run_ablation
 
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     cfg = _build_config(args, [*extra, *_subset_overrides(args)])
@@ -486,7 +486,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .engine.run import check_writable
-    from .reproduce import reproduce
+    from .reproduce.run import reproduce
 
     if args.table not in TABLE_NAMES:
         raise ValueError(f"unknown table '{args.table}'; choose one of {', '.join(TABLE_NAMES)}")

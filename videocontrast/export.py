@@ -32,7 +32,7 @@ from torch import nn
 
 from . import __version__
 from .api import load_encoder
-from .build import backbone_kwargs
+from .build.components import backbone_kwargs
 from .config import Config
 from .engine.run import check_writable
 from .fileio import atomic_write_bytes, atomic_write_text

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..build import build_augment, cache_frames, dataset_from_config, method_from_config
+from ..build.components import build_augment, cache_frames, dataset_from_config, method_from_config
 from ..config import Config, config_from_dict, dump_config
 from ..data.datasets import VideoDataset
 from ..fileio import open_append

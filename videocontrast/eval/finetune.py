@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from videocontrast import dist
-from videocontrast.build import build_augment, build_eval_transform, describe_augment, finetune_aug
+from videocontrast.build.components import build_augment, build_eval_transform, describe_augment, finetune_aug
 from videocontrast.config import Config
 from videocontrast.data.datasets import VideoDataset
 from videocontrast.engine.checkpoint import save_checkpoint
@@ -50,7 +50,7 @@ def finetune_config(cfg: Config, num_train: int) -> Config:
     """``cfg`` with the ``eval.finetune_*`` settings in place of ``optim.*``, ``aug.*`` and ``train.epochs`` (the
     config the fine-tuning run records in its folder, so a resume refuses a change of any of them). The batch is
     capped at the training-set size; warm-up at half the run; ``aug.*`` are those of ``eval.finetune_augment``
-    (:func:`~videocontrast.build.finetune_aug`): the augmentation this run trains with."""
+    (:func:`~videocontrast.build.components.finetune_aug`): the augmentation this run trains with."""
     out = copy.deepcopy(cfg)
     e = cfg.eval
     out.aug = finetune_aug(cfg)

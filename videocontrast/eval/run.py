@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..build import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
+from ..build.components import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
                      eval_crop_positions, eval_loader, labeled_dataset, method_from_checkpoint,
                      model_from_checkpoint)
 from ..config import Config, config_from_dict, load_config

@@ -22,7 +22,7 @@ brightness, contrast, saturation, hue (torchvision's ``ColorJitter`` permutes th
 as a per-clip permutation would cost four evaluations of every op). Hue is shifted in HSV, as torchvision
 does (not a YIQ rotation), so a single clip can be checked against torchvision exactly.
 
-On the CPU with uint8 input and ``uint8_resize=True`` (what :func:`~videocontrast.build.build_augment` asks for),
+On the CPU with uint8 input and ``uint8_resize=True`` (what :func:`~videocontrast.build.components.build_augment` asks for),
 the geometric part runs first on uint8: each view is cropped and resized to the output size by torchvision's
 uint8 ``resized_crop`` kernel (several times faster than the float matrix products, and it reads a quarter of
 the bytes), then the colour operations run on the small float crop, only for the clips drawn for them. The

@@ -11,11 +11,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .eval.metrics import video_labels
-from .eval.report import html_page, image_html, percent, table_html
-from .eval.retrieval import video_embeddings
+from ..eval.metrics import video_labels
+from ..eval.report import html_page, image_html, percent, table_html
+from ..eval.retrieval import video_embeddings
 from .verdict import BASELINE_NAMES, baselines, best_baseline, scored_split, verdict
-from .fileio import atomic_write_text, save_figure
+from ..fileio import atomic_write_text, save_figure
 
 # results.json metric key -> column header
 COLUMNS = {"linear_top1": "linear probe top-1", "linear_video_top1": "linear probe top-1 (video)",

@@ -1,6 +1,6 @@
 """``videocontrast reproduce``: the runs behind each results table and figure of the thesis, and the table itself
 with two numbers per cell, ours and the thesis's. What runs behind a cell, and the thesis's number there, is
-:mod:`videocontrast.thesis`.
+:mod:`videocontrast.reproduce.thesis`.
 
 Everything runs in ``OUT/runs/<encoder>/``: pretraining in ``pretrain/`` (continued when interrupted, skipped
 when finished), each evaluation in ``<eval>-<dataset>/results.json`` (reused when it was computed from the same
@@ -25,16 +25,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, load_config
-from .engine.checkpoint import NotACheckpointError, load_checkpoint
-from .engine.device import resolve_device
-from .engine.run import refused_changes, stored_run
-from .engine.train import pretrain
-from .eval.report import default_frame_reader, retrieval_figure
-from .eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
+from ..config import Config, load_config
+from ..engine.checkpoint import NotACheckpointError, load_checkpoint
+from ..engine.device import resolve_device
+from ..engine.run import refused_changes, stored_run
+from ..engine.train import pretrain
+from ..eval.report import default_frame_reader, retrieval_figure
+from ..eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
 from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
-from .fileio import atomic_write_text, save_figure
-from .names import SCALES
+from ..fileio import atomic_write_text, save_figure
+from ..names import SCALES
 
 # Every config of a smoke run gets these on top of its preset and the table's overrides.
 SMOKE = ("model.backbone=r3d_small", "model.width=8", "model.layers=[1,1,1,1]", "model.head_hidden=32",

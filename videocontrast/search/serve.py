@@ -57,9 +57,9 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .api import check_device
-from .data.decode import VideoDecodeError, probe_frame_size, probe_video, read_frames
-from .search import Collection, collection_encoder, embed_queries, load_collection, nearest
+from ..api import check_device
+from ..data.decode import VideoDecodeError, probe_frame_size, probe_video, read_frames
+from .query import Collection, collection_encoder, embed_queries, load_collection, nearest
 
 STATIC = Path(__file__).parent / "static"
 PREVIEW_FRAMES, PREVIEW_SIZE = 10, 96  # frames per animated preview, short side in pixels

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .build import build_augment, dataset_from_config
-from .config import Config
-from .transforms.spatial import denormalize
-from .fileio import save_figure
+from .components import build_augment, dataset_from_config
+from ..config import Config
+from ..transforms.spatial import denormalize
+from ..fileio import save_figure
 
 
 def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) -> Path:

@@ -1,5 +1,5 @@
 """The thesis's results as data: for each table and figure, its layout, what runs behind each cell, and the
-number the thesis prints there (``videocontrast reproduce`` runs and writes them; see :mod:`videocontrast.reproduce`).
+number the thesis prints there (``videocontrast reproduce`` runs and writes them; see :mod:`videocontrast.reproduce.run`).
 
 A table is a :class:`Table` of :class:`Cell` s; a cell names one evaluation :class:`Job` (an encoder, an
 evaluation, a dataset) and the thesis's number, transcribed from ``thesis.txt`` (Tables 1-5; the figures give no

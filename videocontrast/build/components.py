@@ -17,16 +17,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import dist
-from .config import FINETUNE_AUGMENTS, AugConfig, Config, config_from_dict
-from .data.cache import attach_cache
-from .data.datasets import VideoDataset, build_dataset
-from .data.synthetic import generate_synthetic
-from .methods import build_method, encoder_of
-from .models import build_backbone
-from .names import input_channels
-from .transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
-from .transforms.temporal import RandomClip, TwoViews, UniformClips
+from .. import dist
+from ..config import FINETUNE_AUGMENTS, AugConfig, Config, config_from_dict
+from ..data.cache import attach_cache
+from ..data.datasets import VideoDataset, build_dataset
+from ..data.synthetic import generate_synthetic
+from ..methods import build_method, encoder_of
+from ..models import build_backbone
+from ..names import input_channels
+from ..transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
+from ..transforms.temporal import RandomClip, TwoViews, UniformClips
 
 # What a dataset is built for -> its clip sampler: two temporal views, one random clip, evenly spaced clips.
 PURPOSES = ("pretrain", "finetune", "eval")

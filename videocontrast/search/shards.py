@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text
 
 TABLE_COLUMNS = ("path", "label", "start", "end", "clip", "clip_start", "clip_end", "duration", "size", "mtime_ns",
                  "fingerprint")

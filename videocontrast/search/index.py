@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text
 
 # Up to this many vectors search is exact: below it an IVF index saves little time and costs recall. Chosen from
 # bench/bench_index.py on a 2-core machine (README, "Searching at scale"): at 10^4 exact search answers

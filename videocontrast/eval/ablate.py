@@ -21,12 +21,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, apply_overrides, validate
-from .engine.device import resolve_device
-from .engine.run import check_writable, resume_config, stored_run
-from .engine.train import pretrain
-from .eval.run import COMMANDS, knn_monitor, resolve_encoder, training_subsets
-from .fileio import atomic_write_bytes, atomic_write_text
+from ..config import Config, ConfigError, apply_overrides, validate
+from ..engine.device import resolve_device
+from ..engine.run import check_writable, resume_config, stored_run
+from ..engine.train import pretrain
+from .run import COMMANDS, knn_monitor, resolve_encoder, training_subsets
+from ..fileio import atomic_write_bytes, atomic_write_text
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:

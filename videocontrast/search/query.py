@@ -1,4 +1,4 @@
-"""Query an embedding folder written by ``videocontrast embed`` (see :mod:`videocontrast.embed`).
+"""Query an embedding folder written by ``videocontrast embed`` (see :mod:`videocontrast.search.embed`).
 
 A query is a video file (embedded with the folder's encoder: the recorded weights, or ``--checkpoint`` when they
 moved, refused unless its SHA-1 matches), a row of the folder (``row:17`` or ``17``), or a folder of query videos.
@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .api import check_device, load_encoder
-from .config import config_from_dict
-from .data.datasets import find_videos
+from ..api import check_device, load_encoder
+from ..config import config_from_dict
+from ..data.datasets import find_videos
 from .embed import Item, embed_items
 from .shards import read_table
-from .eval.features import weights_fingerprint
-from .eval.report import retrieval_report
-from .engine.run import check_writable
+from ..eval.features import weights_fingerprint
+from ..eval.report import retrieval_report
+from ..engine.run import check_writable
 from .index import INDEX_FILE, index_mismatch, load_index, search_index
 
 

@@ -13,8 +13,8 @@ Output folder (:func:`embed_collection`)::
     table.parquet       path, label, start, end, clip, clip_start, clip_end, duration, size, mtime_ns, fingerprint
                         (table.csv where pyarrow is not installed)
     meta.json           the encoder (checkpoint, fingerprint, config), clips, per_clip, roots, unreadable files
-    index.faiss, index.json   the FAISS index (videocontrast.index) when faiss is installed
-    parts/              each rank's shards (videocontrast.shards), written every few files: what makes resume work
+    index.faiss, index.json   the FAISS index (videocontrast.search.index) when faiss is installed
+    parts/              each rank's shards (videocontrast.search.shards), written every few files: what makes resume work
 
 Under ``torchrun --nproc_per_node=G`` rank r embeds every G-th file still to do and writes its own parts; rank 0
 merges them into the files above (in the input's order, so the result does not depend on G). A killed run
@@ -39,17 +39,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import dist
-from .api import check_device, load_encoder
-from .build import build_eval_transform
-from .config import Config
-from .engine.run import check_writable
-from .data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
-from .data.decode import VideoDecodeError, VideoInfo, read_frames
-from .fileio import atomic_write, atomic_write_text
+from .. import dist
+from ..api import check_device, load_encoder
+from ..build.components import build_eval_transform
+from ..config import Config
+from ..engine.run import check_writable
+from ..data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
+from ..data.decode import VideoDecodeError, VideoInfo, read_frames
+from ..fileio import atomic_write, atomic_write_text
 from .index import build_index, embeddings_sha1, remove_index, save_index
 from .shards import TABLE_COLUMNS, fmt, part_key, read_parts, read_table, stat_key, write_part, write_table  # noqa: F401
-from .transforms.temporal import uniform_clips
+from ..transforms.temporal import uniform_clips
 
 @dataclass(frozen=True)
 class Item:
@@ -295,7 +295,7 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
     """Embed every item of ``source`` (folder, list or CSV) into the folder ``out``; see the module docstring.
 
     Runs in one process, or as one rank of ``torchrun`` (each rank its share, rank 0 merges). ``index_kind``:
-    the FAISS index to build (:data:`videocontrast.index.INDEX_KINDS`), None for none.
+    the FAISS index to build (:data:`videocontrast.search.index.INDEX_KINDS`), None for none.
 
     Returns:
         ``out`` on rank 0 (the merged folder), None on the other ranks.

@@ -27,22 +27,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .build import (backbone_from_config, cache_frames, dataset_root, describe_augment, eval_loader, finetune_aug,
+from ..build.components import (backbone_from_config, cache_frames, dataset_root, describe_augment, eval_loader, finetune_aug,
                     labeled_dataset)
-from .config import MAX_EPOCHS, Config, ConfigError
-from .data.datasets import VideoDataset
-from .data.subsets import SubsetSpec, Subsets, plan_subsets, restrict
-from .demo_report import (embedding_plot, encoder_rows, label_efficiency_plot, label_efficiency_rows, loss_curve,
+from ..config import MAX_EPOCHS, Config, ConfigError
+from ..data.datasets import VideoDataset
+from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict
+from .report import (embedding_plot, encoder_rows, label_efficiency_plot, label_efficiency_rows, loss_curve,
                           write_report)
-from .engine.device import resolve_device
-from .engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
-from .engine.train import pretrain
-from .fileio import atomic_write_text
-from .names import input_frames
-from .eval.finetune import finetune
-from .eval.features import same_clips
-from .eval.metrics import paired_bootstrap_interval
-from .eval.run import (Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve,
+from ..engine.device import resolve_device
+from ..engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
+from ..engine.train import pretrain
+from ..fileio import atomic_write_text
+from ..names import input_frames
+from ..eval.finetune import finetune
+from ..eval.features import same_clips
+from ..eval.metrics import paired_bootstrap_interval
+from ..eval.run import (Encoder, class_names, features, knn_monitor, load_weights, run_knn, run_linear, run_retrieve,
                        scored_features)
 from .verdict import BASELINES, best_baseline, margins, verdict
 
@@ -261,7 +261,7 @@ def train_supervised_baseline(cfg: Config, device: torch.device, run_dir: Path, 
     with a complete cosine schedule; the time limit stays as a guard. A run already in ``run_dir`` continues with
     its planned epochs and the budget left, or is reused when finished or out of budget.
 
-    It trains with its own augmentation (``eval.finetune_augment``, see :func:`~videocontrast.build.finetune_aug`),
+    It trains with its own augmentation (``eval.finetune_augment``, see :func:`~videocontrast.build.components.finetune_aug`),
     not pretraining's; a finished run in ``run_dir`` that trained with another is refused, not reused.
 
     ``train_set`` gives the labelled videos it learns from (called only when it trains; default: every training
