@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from videocontrast.data.datasets import VideoDataset, VideoRecord
+from videocontrast.data.datasets import VideoDataset
+
+from videocontrast.data.splits import VideoRecord
 from videocontrast.data.decode import probe_video, read_frames
 
 CLIP_LEN, DECODE_SIZE, CROP = 16, 128, 112

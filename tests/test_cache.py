@@ -19,7 +19,8 @@ from conftest import SHARED_DATA, read_pattern, write_pattern_video
 from videocontrast.config import ConfigError, load_config
 from videocontrast.data import cache as cache_mod
 from videocontrast.data.cache import CACHE_FILE, CacheDoesNotFit, attach_cache, estimate_bytes
-from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset
+from videocontrast.data.datasets import VideoDataset, build_dataset
+from videocontrast.data.splits import VideoRecord
 from videocontrast.transforms.temporal import TwoViews
 
 UCF = SHARED_DATA / "ucf101-mini" / "videos"
@@ -80,7 +81,7 @@ def test_bad_file_is_reported_once_and_replaced_as_without_cache(tmp_path):
     expected = plain[j]["path"]  # the uncached rule: the next readable video stands in
     assert expected != str(bad)
 
-    from videocontrast.data.datasets import reset_reports
+    from videocontrast.data.reports import reset_reports
 
     reset_reports()
     cached = build_dataset("folder", tmp_path, views_fn=TwoViews("shift", 4, 2, 1), decode_size=32)

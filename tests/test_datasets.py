@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from conftest import read_pattern, write_audio_only, write_pattern_video
-from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset, dataset_info
+from videocontrast.data.datasets import VideoDataset, build_dataset
+from videocontrast.data.info import dataset_info
+from videocontrast.data.splits import VideoRecord
 from videocontrast.data.decode import VideoDecodeError
 
 

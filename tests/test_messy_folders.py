@@ -28,7 +28,10 @@ from torch.utils.data import DataLoader
 from conftest import write_pattern_video
 from videocontrast.cli import main
 from videocontrast.search.embed import read_table
-from videocontrast.data.datasets import VideoDataset, VideoRecord, build_dataset, dataset_info, find_videos
+from videocontrast.data.datasets import VideoDataset, build_dataset
+from videocontrast.data.discover import find_videos
+from videocontrast.data.info import dataset_info
+from videocontrast.data.splits import VideoRecord
 from videocontrast.data.decode import probe_video, read_frames
 from videocontrast.transforms.spatial import ClipAugment, ClipEval
 from videocontrast.transforms.temporal import TwoViews
@@ -106,12 +109,11 @@ def mixed_folder(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_reports():
     """Each test sees its own first reports (the process-wide "said once" memory is per run)."""
-    from videocontrast.data import datasets
+    from videocontrast.data.reports import reset_reports
 
-    reset = getattr(datasets, "reset_reports", lambda: None)
-    reset()
+    reset_reports()
     yield
-    reset()
+    reset_reports()
 
 
 # ----------------------------------------------------------------------------- mixed frame sizes

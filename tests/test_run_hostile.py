@@ -195,7 +195,8 @@ def test_yaml_nested_too_deep_for_the_parser_is_one_line(tmp_path, capsys):
 # -- 15: a full disk while the frame cache is filled; a cache file cut short ------------------------------------
 
 def _cache_dataset(tmp_path):
-    from videocontrast.data.datasets import VideoDataset, VideoRecord
+    from videocontrast.data.datasets import VideoDataset
+    from videocontrast.data.splits import VideoRecord
     from videocontrast.transforms.temporal import TwoViews
 
     paths = [write_pattern_video(tmp_path / "v" / f"c{i}.mp4", 20, "libx264") for i in range(2)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from videocontrast.cli import main
-from videocontrast.data.datasets import VideoRecord
+from videocontrast.data.splits import VideoRecord
 from videocontrast.data.subsets import (LABELLED_SPLIT, SUBSETS_JSON, VAL_SPLIT, SubsetSpec, label_subset,
                                         plan_subsets, read_source_csv, source_group, source_groups,
                                         validation_split)
@@ -257,9 +257,9 @@ def test_fight_detection_validation_split_keeps_youtube_sources_apart(shared_dat
     root = shared_data / "fight-detection"
     if not (root / "clips.csv").is_file():
         pytest.skip(f"{root}/clips.csv is absent (../shared/data/fight-detection not installed)")
-    from videocontrast.data.datasets import _records
+    from videocontrast.data.splits import dataset_records
 
-    recs = _records("folder", root, None, 1, "train", False)[0]
+    recs = dataset_records("folder", root, None, 1, "train", False)[0]
     plan = plan_subsets(recs, ["fight", "noFight"], root, "folder", SubsetSpec(val_fraction=0.2, seed=0), None)
     csv_group = {Path(k).as_posix(): v for k, v in read_source_csv(root).items()}
     sources = {csv_group.get(Path(p).relative_to(root).as_posix().lower(), p) for p in plan.val}

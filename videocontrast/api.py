@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 
 from .build.components import build_eval_transform
 from .config import Config, load_config
-from .data.datasets import VideoDataset, VideoRecord
+from .data.datasets import VideoDataset
+from .data.splits import VideoRecord
 from .engine.device import check_available
 from .eval.features import extract_features
 from .eval.run import load_weights

@@ -363,7 +363,7 @@ def _subset_line(results: dict) -> str:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .build.components import dataset_root
-    from .data.datasets import dataset_info
+    from .data.info import dataset_info
     from .build.preview import preview
 
     cfg = _build_config(args)

@@ -19,16 +19,9 @@ aspect ratio is decoded exactly as before, an odd one out loses a band at its ed
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import inspect
-import logging
 import os
-import stat
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -37,19 +30,15 @@ from torch.utils.data import Dataset
 
 from ..names import DATASET_NAMES
 from ..transforms.temporal import FirstClip
-from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, probe_video, read_frames
+from .decode import VideoDecodeError, VideoInfo, output_size, probe_frame_size, read_frames
+from .decode import truncation_reason
+from .discover import try_probe
+from .discover import some_names
+from .reports import report_table, warn_once
+from .splits import VideoRecord, dataset_records, present_classes
 
-__all__ = [
-    "VideoRecord", "VideoDataset", "build_dataset", "dataset_info", "find_videos", "first_report", "try_probe",
-    "reset_reports", "DATASET_NAMES", "SUBSETS", "VIDEO_EXTENSIONS",
-]
+__all__ = ["VideoDataset", "build_dataset", "frame_box", "typical_frame_size", "DATASET_NAMES"]
 
-log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
-SUBSETS = ("train", "test", "all")
-UCF101_SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"
-HMDB51_SPLITS_URL = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/ (test_train_splits.rar)"
 
 ViewsFn = Callable[[int, np.random.Generator], Sequence[np.ndarray]]
 # How many video headers (evenly spread over the sorted paths) decide a dataset's aspect ratio.
@@ -57,65 +46,7 @@ ASPECT_SAMPLE = 64
 ON_BAD = ("replace", "mark")  # VideoDataset(on_bad=...): training replaces a bad video, evaluation marks it
 
 
-@dataclass
-class VideoRecord:
-    """One video file and its label (-1 when unlabeled)."""
-
-    path: str
-    label: int
-
-
 # ----------------------------------------------------------------------------- said once per run
-
-_REPORT_SLOTS = 1 << 14
-_REPORTS: torch.Tensor | None = None
-
-
-def _reports() -> torch.Tensor:
-    """This run's memory of what was already reported: an open-addressing table of 64-bit message hashes in
-    shared memory. A dataset keeps a reference, so its DataLoader workers (forked or spawned: torch shares the
-    storage) and the main process consult and fill one table."""
-    global _REPORTS
-    if _REPORTS is None:
-        table = torch.zeros(_REPORT_SLOTS, dtype=torch.int64)
-        try:
-            table.share_memory_()
-        except (RuntimeError, OSError):  # no shared memory here: the table is per process
-            pass
-        _REPORTS = table
-    return _REPORTS
-
-
-def first_report(key: str, table: torch.Tensor | None = None) -> bool:
-    """True the first time ``key`` is seen in this run (main process and DataLoader workers together), False
-    after: report a thing only when this returns True. Two workers racing on the same key within microseconds
-    can both get True; a full neighbourhood of the table says True again rather than never."""
-    table = _reports() if table is None else table
-    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest(), "little",
-                       signed=True) or 1
-    slots = table.numpy()
-    n = len(slots)
-    for probe in range(64):
-        slot = (h + probe) % n
-        value = int(slots[slot])
-        if value == h:
-            return False
-        if value == 0:
-            slots[slot] = h
-            return True
-    return True
-
-
-def reset_reports() -> None:
-    """Forget what was reported (a new "run" in a long-lived process, e.g. between tests)."""
-    _reports().zero_()
-
-
-def _warn_once(key: str, message: str, table: torch.Tensor | None = None) -> None:
-    """A RuntimeWarning of ``message`` the first time ``key`` is reported in this run. It is attributed to
-    "videocontrast" rather than to a source line: raised inside a DataLoader worker, the line would be torch's."""
-    if first_report(key, table):
-        warnings.warn_explicit(message, RuntimeWarning, "videocontrast", 0, module="videocontrast.data")
 
 
 def typical_frame_size(paths: Sequence[str], sample: int = ASPECT_SAMPLE) -> tuple[int, int] | None:
@@ -149,11 +80,6 @@ def frame_box(decode_size: int, aspect: float | tuple[int, int]) -> tuple[int, i
         return int(decode_size), max(int(decode_size), round(decode_size * aspect))
     return max(int(decode_size), round(decode_size / aspect)), int(decode_size)
 
-
-def present_classes(records: Sequence[VideoRecord], classes: Sequence[str]) -> list[str]:
-    """Names of the classes with at least one of ``records`` (sorted by label)."""
-    labels = sorted({r.label for r in records if r.label >= 0})
-    return [classes[i] for i in labels if i < len(classes)]
 
 
 class VideoDataset(Dataset):
@@ -220,7 +146,7 @@ class VideoDataset(Dataset):
         self._epoch = _shared_zeros(1, torch.int64)
         self.missing = 0  # listed by a split file but absent on disk (set by build_dataset)
         self.missing_files: list[str] = []  # those entries, as the split file names them
-        self._said = _reports()  # shared with the workers, see first_report
+        self._said = report_table()  # shared with the workers, see first_report
         self._flags = _shared_flags(len(self.records))  # 1: record j is unreadable (set by any process)
         self._reasons: dict[int, str] = {}  # why, for those found in this process
         self._dropped: list[dict[str, str]] = []  # left out by drop_unreadable
@@ -359,8 +285,8 @@ class VideoDataset(Dataset):
         self._flags = _shared_flags(len(keep))
         if dropped:
             message = (f"{len(dropped)} of {total} videos {where} are unreadable and left out: "
-                       f"{_some([d['path'] for d in dropped], 5)}")
-            _warn_once(message, message, self._said)
+                       f"{some_names([d['path'] for d in dropped], 5)}")
+            warn_once(message, message, self._said)
         return dropped
 
     def _info(self, j: int) -> VideoInfo:
@@ -410,7 +336,7 @@ class VideoDataset(Dataset):
     def _report(self, j: int, error: VideoDecodeError) -> None:
         self._flags[j] = 1
         self._reasons[j] = error.reason
-        _warn_once(f"unreadable:{error.path}", f"skipping unreadable video {error.path}: {error.reason}",
+        warn_once(f"unreadable:{error.path}", f"skipping unreadable video {error.path}: {error.reason}",
                    self._said)
 
     def _load(self, j: int) -> dict[str, Any]:
@@ -439,39 +365,9 @@ class VideoDataset(Dataset):
 # ----------------------------------------------------------------------------- builders
 
 
-# Probe results of this process, keyed by path, size and modification time: evaluation builds its loaders
-# several times per run (linear, kNN, retrieval; pretrained and random init) and probes each file once.
-_PROBES: dict[tuple[str, int, int], VideoInfo | VideoDecodeError] = {}
-
-
-def try_probe(path: str) -> VideoInfo | VideoDecodeError:
-    """:func:`probe_video`'s result or its error, remembered in this process while the file is unchanged (a
-    dataset built later over the same paths reads no header twice)."""
-    try:
-        st = os.stat(path)
-        key = (path, st.st_size, st.st_mtime_ns)
-    except OSError:
-        key = None
-    if key is not None and key in _PROBES:
-        return _PROBES[key]
-    try:
-        result: VideoInfo | VideoDecodeError = probe_video(path)
-    except VideoDecodeError as e:
-        result = e
-    if key is not None:
-        _PROBES[key] = result
-    return result
-
-
-def _truncation(info: VideoInfo) -> str:
-    if info.header_frames > info.num_frames:
-        return (f"its header says {info.header_frames} frames but only {info.num_frames} are in the file; "
-                f"using those {info.num_frames}")
-    return f"reading stopped on an error after {info.num_frames} frames; using those"
-
 
 def _warn_truncated(info: VideoInfo, table: torch.Tensor | None = None) -> None:
-    _warn_once(f"truncated:{info.path}", f"video {info.path} is truncated: {_truncation(info)}", table)
+    warn_once(f"truncated:{info.path}", f"video {info.path} is truncated: {truncation_reason(info)}", table)
 
 
 def _shared_zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -498,283 +394,6 @@ def _takes_generator(transform: Callable[..., Any] | None) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def _require_dir(path: Path, what: str) -> None:
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist or is not a folder; expected {what} there")
-
-
-def _unusable(path: str) -> str | None:
-    """Why a directory entry with a video name is not a readable regular file, or None when it is one."""
-    try:
-        st = os.stat(path)  # follows symbolic links
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "symbolic link loop (the link leads back to itself)"
-        if os.path.islink(path):
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            return f"broken symbolic link (its target {target} does not exist)"
-        return f"cannot access file ({e.strerror})"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    return None
-
-
-def _walk_videos(root: Path, skipped: list[dict[str, str]] | None = None):
-    """Yield the path of every video file under ``root`` (by extension, case-insensitive; one directory walk).
-
-    Symbolic links to folders are followed (a class folder linked from elsewhere is found), except a link back to
-    one of its own ancestors (a loop) or to a folder inside ``root`` (walked anyway). Entries that are not
-    readable regular files -- symlink loops, broken links, folders that cannot be listed, a folder loop -- are
-    not yielded; with ``skipped`` each is appended to it as ``{"path", "reason"}``.
-    """
-    def skip(path: str, reason: str) -> None:
-        if skipped is not None:
-            skipped.append({"path": path, "reason": reason})
-
-    def onerror(err: OSError) -> None:
-        skip(str(err.filename), f"cannot list folder ({err.strerror})")
-
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
-        here = os.path.realpath(dirpath)
-        keep = []
-        for name in sorted(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                target = os.path.realpath(full)
-                if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
-                    skip(full, f"symbolic link loop (the folder link leads back to {target})")
-                    continue
-                if target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep):
-                    continue  # a folder inside root: its videos are listed where they are
-            keep.append(name)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            if name.lower().endswith(VIDEO_EXTENSIONS):
-                full = os.path.join(dirpath, name)
-                reason = _unusable(full)
-                if reason is None:
-                    yield full
-                else:
-                    skip(full, reason)
-
-
-def _scan_videos(root: Path) -> dict[str, str]:
-    """Every video under ``root``: lower-case relative posix path -> real path.
-
-    Lower-casing resolves UCF101's quirk (folder ``HandstandPushups``, files ``v_HandStandPushups_*``)
-    and split files whose case differs from the disk. Entries that are not readable files (symlink
-    loops, broken links) are warned about once.
-    """
-    skipped: list[dict[str, str]] = []
-    disk = {Path(os.path.relpath(full, root)).as_posix().lower(): full for full in _walk_videos(root, skipped)}
-    for entry in skipped:
-        _warn_once(f"unreadable:{entry['path']}", f"skipping {entry['path']}: {entry['reason']}")
-    return disk
-
-
-def find_videos(root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Path]:
-    """Every video file under ``root`` (recursively, following folder links), sorted; for unlabeled collections
-    (``embed``).
-
-    Args:
-        skipped: if given, entries with a video name that cannot be used are appended to it as dicts with
-            ``path`` and ``reason`` (a symbolic link loop, a broken link, a folder that cannot be listed or a
-            folder link back to its own ancestor), for the caller to report; they are never silently lost.
-
-    Raises:
-        FileNotFoundError: ``root`` is not a folder, or holds no usable video.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--root '{root}' is not a folder of videos")
-    found: list[dict[str, str]] = []
-    paths = sorted(Path(p) for p in _walk_videos(root, found))
-    if skipped is not None:
-        skipped.extend(found)
-    if not paths:
-        extra = f" ({len(found)} unusable entries: {_some([f['path'] + ': ' + f['reason'] for f in found])})" \
-            if found else ""
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under '{root}'{extra}")
-    return paths
-
-
-def _lines(path: Path) -> list[str]:
-    """Non-empty lines of a text file, CRLF or LF, stripped."""
-    return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-
-
-def _resolve(entries: list[tuple[str, int]], disk: dict[str, str], root: Path, list_desc: str,
-             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str]]:
-    records, missing = [], []
-    for rel, label in entries:
-        real = disk.get(rel.replace("\\", "/").lower())
-        if real is None:
-            missing.append(rel)
-        else:
-            records.append(VideoRecord(real, label))
-    if missing and require_complete:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(entries)} videos listed in {list_desc} are missing under {root} "
-            f"(e.g. {missing[0]}); download the full dataset or drop require_complete"
-        )
-    if entries and not records:
-        raise FileNotFoundError(
-            f"none of the {len(entries)} videos listed in {list_desc} exist under {root} "
-            f"(e.g. {entries[0][0]}); is root the folder that holds the class folders?"
-        )
-    if missing and not quiet:
-        message = (f"{len(missing)} of {len(entries)} videos listed in {list_desc} are missing under {root}; using "
-                   f"the {len(records)} present. Missing: {_some(missing)} (`videocontrast data info --json` lists "
-                   "them all)")
-        if first_report(message):
-            log.warning("%s", message)
-    return records, missing
-
-
-def _some(names: Sequence[str], shown: int = 3) -> str:
-    """The first ``shown`` names, then how many more."""
-    head = ", ".join(names[:shown])
-    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
-def _ucf101(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
-    _require_dir(root, "the UCF101 class folders (ApplyEyeMakeup/, ..., YoYo/)")
-    if split not in (1, 2, 3):
-        raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split}")
-    if splits is None:
-        candidates = [root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist"]
-        splits = next((c for c in candidates if c.is_dir()), candidates[0])
-    expected = (f"the official ucfTrainTestlist folder with classInd.txt, trainlist0{split}.txt and "
-                f"testlist0{split}.txt; download it from {UCF101_SPLITS_URL} or pass splits=")
-    _require_dir(splits, expected)
-    files = {name: splits / name for name in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")}
-    for path in files.values():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; expected {expected}")
-
-    classes: list[str] = []
-    for line in _lines(files["classInd.txt"]):
-        number, name = line.split(maxsplit=1)
-        if int(number) != len(classes) + 1:
-            raise ValueError(f"{files['classInd.txt']}: expected class number {len(classes) + 1}, got line {line!r}")
-        classes.append(name)
-    by_name = {c.lower(): i for i, c in enumerate(classes)}
-
-    def parse(path: Path, labeled: bool) -> list[tuple[str, int]]:
-        out = []
-        for line in _lines(path):
-            parts = line.split()
-            rel = parts[0]
-            if labeled and len(parts) > 1:
-                label = int(parts[1]) - 1  # classInd is 1-based
-            else:
-                label = by_name.get(rel.replace("\\", "/").split("/")[0].lower(), -1)
-            if not 0 <= label < len(classes):
-                raise ValueError(f"{path}: line {line!r} names no class of {files['classInd.txt']}")
-            out.append((rel, label))
-        return out
-
-    entries: list[tuple[str, int]] = []
-    descs = []
-    if subset in ("train", "all"):
-        entries += parse(files[f"trainlist0{split}.txt"], labeled=True)
-        descs.append(files[f"trainlist0{split}.txt"].name)
-    if subset in ("test", "all"):
-        entries += parse(files[f"testlist0{split}.txt"], labeled=False)
-        descs.append(files[f"testlist0{split}.txt"].name)
-    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/{'+'.join(descs)}", require_complete,
-                                quiet)
-    return records, classes, missing
-
-
-def _hmdb51(root: Path, splits: Path | None, split: int, subset: str,
-            require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
-    _require_dir(root, "the HMDB51 class folders (brush_hair/, ..., wave/)")
-    if split not in (1, 2, 3):
-        raise ValueError(f"HMDB51 split must be 1, 2 or 3, got {split}")
-    suffix = f"_test_split{split}.txt"
-    if splits is None:
-        names = ["testTrainMulti_7030_splits", "test_train_splits", "splits"]
-        candidates = [root / n for n in names] + [root.parent / n for n in names]
-        splits = next((c for c in candidates if c.is_dir() and any(c.glob(f"*{suffix}"))), candidates[0])
-    expected = (f"the HMDB51 split files <class>{suffix} (lines '<file> <0|1|2>'); "
-                f"download them from {HMDB51_SPLITS_URL} or pass splits=")
-    _require_dir(splits, expected)
-    split_files = sorted(splits.glob(f"*{suffix}"))
-    if not split_files:
-        raise FileNotFoundError(f"{splits} holds no *{suffix} file; expected {expected}")
-    classes = [f.name[: -len(suffix)] for f in split_files]
-    keep = {"train": {"1"}, "test": {"2"}, "all": {"1", "2"}}[subset]
-    entries = []
-    for label, (name, path) in enumerate(zip(classes, split_files)):
-        for line in _lines(path):
-            parts = line.split()
-            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise ValueError(f"{path}: expected lines '<file> <0|1|2>', got {line!r}")
-            if parts[1] in keep:
-                entries.append((f"{name}/{parts[0]}", label))
-    records, missing = _resolve(entries, _scan_videos(root), root, f"{splits}/*{suffix}", require_complete, quiet)
-    return records, classes, missing
-
-
-def _folder_records(folder: Path, classes: list[str]) -> list[VideoRecord]:
-    disk = _scan_videos(folder)
-    index = {c: i for i, c in enumerate(classes)}
-    records = []
-    for rel, real in sorted(disk.items()):
-        top = Path(os.path.relpath(real, folder)).parts
-        label = index[top[0]] if len(top) > 1 and top[0] in index else -1
-        records.append(VideoRecord(real, label))
-    return records
-
-
-def _class_dirs(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(_scan_videos(d)))
-
-
-def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoRecord], list[str], list[str]]:
-    _require_dir(root, "a folder of videos (.avi/.mp4/.mkv/.webm/.mov), optionally in class subfolders"
-                 + (" under train/ and test/" if need_subsets else ""))
-    has_subsets = (root / "train").is_dir() and (root / "test").is_dir()
-    if need_subsets and not has_subsets:
-        raise FileNotFoundError(
-            f"{root} has no train/ and test/ folders; expected the synthetic dataset written by "
-            "videocontrast.data.synthetic.generate_synthetic(root) (root/train/<class>/*.mp4, root/test/<class>/*.mp4)"
-        )
-    if has_subsets:
-        parts = {"train": [root / "train"], "test": [root / "test"], "all": [root / "train", root / "test"]}[subset]
-        classes = sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "test")))
-    else:
-        parts = [] if subset == "test" else [root]
-        classes = _class_dirs(root)
-    records = [r for folder in parts for r in _folder_records(folder, classes)]
-    if not records and subset != "test":
-        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
-    return records, classes, []
-
-
-def _records(name: str, root: str | os.PathLike, splits: str | os.PathLike | None, split: int, subset: str,
-             require_complete: bool, quiet: bool = False) -> tuple[list[VideoRecord], list[str], list[str]]:
-    if name not in DATASET_NAMES:
-        raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
-    if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
-    root = Path(root).expanduser()
-    splits_path = Path(splits).expanduser() if splits is not None else None
-    if name == "ucf101":
-        return _ucf101(root, splits_path, split, subset, require_complete, quiet)
-    if name == "hmdb51":
-        return _hmdb51(root, splits_path, split, subset, require_complete, quiet)
-    return _folder(root, subset, need_subsets=name == "synthetic")
 
 
 def build_dataset(
@@ -815,13 +434,13 @@ def build_dataset(
             nothing listed is present, ``require_complete`` and something is missing, or (unless
             ``strict``) not one of the videos can be read (:meth:`VideoDataset.check_readable`).
     """
-    records, classes, missing = _records(name, root, splits, split, subset, require_complete)
+    records, classes, missing = dataset_records(name, root, splits, split, subset, require_complete)
     aspect = None
     if isinstance(decode_size, (int, np.integer)):
         everything = records
         if subset != "all":
             try:
-                everything = _records(name, root, splits, split, "all", False, quiet=True)[0]
+                everything = dataset_records(name, root, splits, split, "all", False, quiet=True)[0]
             except FileNotFoundError:
                 pass
         aspect = typical_frame_size([r.path for r in everything])
@@ -833,66 +452,3 @@ def build_dataset(
     return dataset
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    v = np.asarray(values, dtype=np.float64)
-    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
-
-
-def dataset_info(
-    name: str,
-    root: str | os.PathLike,
-    splits: str | os.PathLike | None = None,
-    split: int = 1,
-    probe: bool = True,
-    num_threads: int = 4,
-) -> dict[str, Any]:
-    """Summary of a dataset on disk, for ``videocontrast data info``.
-
-    Returns:
-        dict with ``classes`` (all class names), ``present_classes``, ``train`` and ``test``
-        (usable videos per subset: present and, with ``probe``, readable), ``missing`` (how many are
-        listed but absent) and ``missing_files`` (all of them, as the split files name them), ``unreadable`` (list of ``{"path", "reason"}``), and with ``probe`` ``truncated``
-        (readable but cut short: ``{"path", "header_frames", "frames", "reason"}``), ``frames``
-        and ``fps`` summaries (``min``/``median``/``max`` over readable files).
-    """
-    subsets: dict[str, list[VideoRecord]] = {}
-    missing: list[str] = []
-    classes: list[str] = []
-    for subset in ("train", "test"):
-        try:
-            records, classes, miss = _records(name, root, splits, split, subset, require_complete=False)
-        except FileNotFoundError as e:
-            if subset == "test" and "none of the" in str(e):
-                records, miss = [], []  # e.g. a partial download holding only training videos
-            else:
-                raise
-        subsets[subset] = records
-        missing += miss
-    info: dict[str, Any] = {
-        "classes": classes,
-        "present_classes": present_classes([r for rs in subsets.values() for r in rs], classes),
-        "missing": len(missing),
-        "missing_files": missing,
-        "unreadable": [],
-    }
-    if not probe:
-        info.update(train=len(subsets["train"]), test=len(subsets["test"]))
-        return info
-
-    paths = sorted({r.path for rs in subsets.values() for r in rs})
-
-    # PyAV releases the GIL while demuxing, so threads overlap the file I/O.
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = dict(zip(paths, pool.map(try_probe, paths)))
-    bad = {p for p, r in results.items() if isinstance(r, VideoDecodeError)}
-    good = [r for r in results.values() if isinstance(r, VideoInfo)]
-    info["unreadable"] = [{"path": p, "reason": results[p].reason} for p in sorted(bad)]
-    info["truncated"] = [{"path": g.path, "header_frames": g.header_frames, "frames": g.num_frames,
-                          "reason": _truncation(g)} for g in sorted(good, key=lambda g: g.path) if g.truncated]
-    info["train"] = sum(r.path not in bad for r in subsets["train"])
-    info["test"] = sum(r.path not in bad for r in subsets["test"])
-    info["frames"] = _summary([g.num_frames for g in good])
-    info["fps"] = _summary([g.fps for g in good])
-    return info

@@ -423,3 +423,11 @@ def read_frames(
     """
     with VideoReader(path, info=info) as video:
         return video.read(indices, size=size, fit=fit)
+
+
+def truncation_reason(info: VideoInfo) -> str:
+    """What a truncated video's warning says: how many frames it claims and how many were read."""
+    if info.header_frames > info.num_frames:
+        return (f"its header says {info.header_frames} frames but only {info.num_frames} are in the file; "
+                f"using those {info.num_frames}")
+    return f"reading stopped on an error after {info.num_frames} frames; using those"

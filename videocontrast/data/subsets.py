@@ -30,7 +30,8 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from ..names import DEFAULT_VAL_FRACTION  # `--val` without a value
-from .datasets import VideoDataset, VideoRecord
+from .datasets import VideoDataset
+from .splits import VideoRecord
 
 SOURCE_CSV = "clips.csv"
 VAL_SPLIT = "val_split.txt"

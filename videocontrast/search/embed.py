@@ -44,7 +44,7 @@ from ..api import check_device, load_encoder
 from ..build.components import build_eval_transform
 from ..config import Config
 from ..engine.run import check_writable
-from ..data.datasets import VIDEO_EXTENSIONS, find_videos, try_probe
+from ..data.discover import VIDEO_EXTENSIONS, find_videos, try_probe
 from ..data.decode import VideoDecodeError, VideoInfo, read_frames
 from ..fileio import atomic_write, atomic_write_text
 from .index import build_index, embeddings_sha1, remove_index, save_index

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..api import check_device, load_encoder
 from ..config import config_from_dict
-from ..data.datasets import find_videos
+from ..data.discover import find_videos
 from .embed import Item, embed_items
 from .shards import read_table
 from ..eval.features import weights_fingerprint
