@@ -29,7 +29,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from videocontrast.transforms.spatial import KINETICS_MEAN, KINETICS_STD, ClipAugment, blur_kernel_size
+from videocontrast.transforms.functional import KINETICS_MEAN, KINETICS_STD, blur_kernel_size
+
+from videocontrast.transforms.spatial import ClipAugment
 
 
 def torchvision_loop(size: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -75,7 +75,7 @@ def _peer_pipeline(size: int):
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
-    from videocontrast.transforms.spatial import KINETICS_MEAN, KINETICS_STD, blur_kernel_size
+    from videocontrast.transforms.functional import KINETICS_MEAN, KINETICS_STD, blur_kernel_size
 
     pipeline = v2.Compose([
         v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),

@@ -456,7 +456,7 @@ class SeenClips(TinyConv):
 
 def channel_gaps(clips: torch.Tensor) -> torch.Tensor:
     """Per clip, the largest difference between its red and green values in [0, 1] (0 for a grayscale clip)."""
-    from videocontrast.transforms.spatial import denormalize
+    from videocontrast.transforms.functional import denormalize
 
     rgb = denormalize(clips)  # (N, T, C, H, W)
     return (rgb[:, :, 0] - rgb[:, :, 1]).abs().amax(dim=(1, 2, 3))

@@ -155,7 +155,7 @@ def test_each_name_list_is_one_object():
     assert device.PRECISIONS is names.PRECISIONS and optim.OPTIMIZERS is names.OPTIMIZERS
     assert methods.METHODS is names.METHODS and methods.BN_MODES is moco.BN_MODES is names.BN_MODES
     assert methods.check_momentum is names.check_momentum
-    assert spatial.EVAL_CROPS is names.EVAL_CROPS and spatial.SPATIAL_MODES is names.SPATIAL_MODES
-    assert spatial.INPUT_MODES is names.INPUT_MODES and temporal.TEMPORAL_TRANSFORMS is names.TEMPORAL_TRANSFORMS
+    assert spatial.SPATIAL_MODES is names.SPATIAL_MODES
+    assert temporal.TEMPORAL_TRANSFORMS is names.TEMPORAL_TRANSFORMS
     assert export.EXPORT_FORMATS is names.EXPORT_FORMATS and reproduce.SCALES is names.SCALES
     assert tuple(BACKBONES) == names.BACKBONE_NAMES

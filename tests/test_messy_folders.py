@@ -33,7 +33,8 @@ from videocontrast.data.discover import find_videos
 from videocontrast.data.info import dataset_info
 from videocontrast.data.splits import VideoRecord
 from videocontrast.data.decode import probe_video, read_frames
-from videocontrast.transforms.spatial import ClipAugment, ClipEval
+from videocontrast.transforms.eval import ClipEval
+from videocontrast.transforms.spatial import ClipAugment
 from videocontrast.transforms.temporal import TwoViews
 
 REPO = Path(__file__).resolve().parents[1]

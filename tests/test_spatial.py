@@ -15,18 +15,11 @@ import torchvision.transforms.v2.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from videocontrast.transforms.spatial import (
-    KINETICS_MEAN,
-    KINETICS_STD,
-    AugParams,
-    ClipAugment,
-    ClipEval,
-    adjust_color,
-    blur_kernel_size,
-    denormalize,
-    gaussian_blur_matrix,
-    sample_crop_boxes,
-)
+from videocontrast.transforms.eval import ClipEval
+
+from videocontrast.transforms.functional import KINETICS_MEAN, KINETICS_STD, AugParams, adjust_color, blur_kernel_size, denormalize, gaussian_blur_matrix, sample_crop_boxes
+
+from videocontrast.transforms.spatial import ClipAugment
 
 ALL_OFF = dict(crop=False, flip=False, jitter=False, gray=False, blur=False)
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalisation: output in [0, 1]
@@ -385,7 +378,9 @@ def test_generator_device_decides_where_parameters_are_drawn():
 
 def test_residual_wrapper_gives_frame_differences():
     """Residual(ClipEval) on a clip whose frame t is the constant t/10 gives differences of exactly 0.1/std."""
-    from videocontrast.transforms.spatial import KINETICS_STD, ClipEval, Residual
+    from videocontrast.transforms.eval import ClipEval
+    from videocontrast.transforms.functional import KINETICS_STD
+    from videocontrast.transforms.spatial import Residual
 
     t = 5
     clip = torch.arange(t, dtype=torch.float32).div(10).view(1, t, 1, 1, 1).expand(2, t, 3, 8, 8)
@@ -401,7 +396,9 @@ def test_residual_wrapper_gives_frame_differences():
 def test_residual_with_frames_stacks_the_frames_then_their_differences():
     """data.input=both: channels 0-2 are frames 1..T-1 as ClipEval gives them, channels 3-5 their differences
     (the same as Residual alone); on the constant-t/10 clip the second half is exactly 0.1/std."""
-    from videocontrast.transforms.spatial import KINETICS_STD, ClipEval, Residual
+    from videocontrast.transforms.eval import ClipEval
+    from videocontrast.transforms.functional import KINETICS_STD
+    from videocontrast.transforms.spatial import Residual
 
     t = 5
     clip = torch.arange(t, dtype=torch.float32).div(10).view(1, t, 1, 1, 1).expand(2, t, 3, 8, 8)
@@ -433,7 +430,8 @@ def test_input_both_builds_a_six_channel_network_end_to_end():
 def test_clip_eval_three_crops_hand_worked():
     """A 4x6 frame whose pixel value is its column index: 4x4 crops at start/centre/end of the long (W) axis
     take columns 0-3, 1-4 and 2-5; on a portrait frame the crops move along H instead."""
-    from videocontrast.transforms.spatial import ClipEval, denormalize
+    from videocontrast.transforms.eval import ClipEval
+    from videocontrast.transforms.functional import denormalize
 
     cols = torch.arange(6, dtype=torch.float32).div(10).view(1, 1, 1, 1, 6).expand(1, 2, 3, 4, 6)
     for pos, first in (("start", 0), ("center", 1), ("end", 2)):

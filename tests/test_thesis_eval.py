@@ -13,7 +13,7 @@ from videocontrast.config import ConfigError, load_config
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.eval.finetune import finetune
 from videocontrast.eval.retrieval import retrieve_within
-from videocontrast.transforms.spatial import KINETICS_MEAN, KINETICS_STD
+from videocontrast.transforms.functional import KINETICS_MEAN, KINETICS_STD
 
 # ---------------------------------------------------------------- eval.linear_input
 

@@ -28,7 +28,7 @@ from .data.splits import VideoRecord
 from .engine.device import check_available
 from .eval.features import extract_features
 from .eval.run import load_weights
-from .transforms.spatial import KINETICS_MEAN, KINETICS_STD
+from .transforms.functional import KINETICS_MEAN, KINETICS_STD
 from .transforms.temporal import UniformClips
 
 

@@ -25,7 +25,9 @@ from ..data.synthetic import generate_synthetic
 from ..methods import build_method, encoder_of
 from ..models import build_backbone
 from ..names import input_channels
-from ..transforms.spatial import EVAL_CROPS, ClipAugment, ClipEval, Residual
+from ..transforms.eval import ClipEval
+from ..names import EVAL_CROPS
+from ..transforms.spatial import ClipAugment, Residual
 from ..transforms.temporal import RandomClip, TwoViews, UniformClips
 
 # What a dataset is built for -> its clip sampler: two temporal views, one random clip, evenly spaced clips.

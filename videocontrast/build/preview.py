@@ -9,7 +9,7 @@ import torch
 
 from .components import build_augment, dataset_from_config
 from ..config import Config
-from ..transforms.spatial import denormalize
+from ..transforms.functional import denormalize
 from ..fileio import save_figure
 
 

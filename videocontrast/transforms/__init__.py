@@ -1,6 +1,9 @@
-"""Clip transforms: temporal sampling on frame indices (``temporal``) and batched spatial augmentation (``spatial``)."""
+"""Clip transforms: temporal sampling on frame indices (``temporal``) and batched spatial augmentation (``spatial``,
+its operations in ``functional``), the evaluation transform (``eval``)."""
 
-from videocontrast.transforms.spatial import ClipAugment, ClipEval, Residual, denormalize
+from videocontrast.transforms.eval import ClipEval
+from videocontrast.transforms.functional import denormalize
+from videocontrast.transforms.spatial import ClipAugment, Residual
 from videocontrast.transforms.temporal import (
     TEMPORAL_TRANSFORMS,
     FirstClip,
