@@ -24,7 +24,7 @@ from torch import nn
 from videocontrast import dist
 from videocontrast.build.components import ensure_synthetic, labeled_dataset
 from videocontrast.config import load_config
-from videocontrast.engine import train as engine
+from videocontrast.engine import loop as engine
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.eval.finetune import finetune
 

@@ -251,7 +251,7 @@ def test_a_cache_file_cut_short_is_named_in_one_line(tmp_path):
 # -- 16: memory estimated before training -------------------------------------------------------------------------
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_before_training(tmp_path, monkeypatch, capsys):
-    import videocontrast.engine.train as train
+    import videocontrast.engine.memory as train
 
     monkeypatch.setattr(train, "available_memory", lambda device: (64 << 20, "available RAM (MemAvailable)"))
     run = tmp_path / "run"
@@ -287,7 +287,7 @@ def test_a_container_memory_cap_is_what_is_available(tmp_path):
 
 def test_the_memory_estimate_against_measurements():
     from videocontrast.build.components import method_from_config
-    from videocontrast.engine.train import estimate_peak_memory
+    from videocontrast.engine.memory import estimate_peak_memory
 
     cpu = torch.device("cpu")
 

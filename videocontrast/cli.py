@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        if not _raised(e, "videocontrast.engine.train", "NonFiniteLossError"):
+        if not _raised(e, "videocontrast.engine.loop", "NonFiniteLossError"):
             raise
         # a diverged run: what was kept and what to lower (a run failure, not bad input)
         print(f"videocontrast {args.command}: error: {e}", file=sys.stderr)
@@ -539,7 +539,7 @@ def _raised(e: BaseException, module: str, name: str) -> bool:
 
 
 def _how_to_continue(args: argparse.Namespace, argv: list[str] | None, e: KeyboardInterrupt) -> str:
-    if not _raised(e, "videocontrast.engine.train", "TrainingInterrupted"):
+    if not _raised(e, "videocontrast.engine.loop", "TrainingInterrupted"):
         return ""
     if args.command == "pretrain":
         again = f"videocontrast pretrain --resume --out {shlex.quote(str(args.out))}"

@@ -27,7 +27,8 @@ from videocontrast.data.datasets import VideoDataset
 from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.engine.device import autocast_dtype
 from videocontrast.engine.run import ResumeConfigError, run_lock
-from videocontrast.engine.train import continue_run, fit, seed_everything
+from videocontrast.engine.loop import seed_everything
+from videocontrast.engine.train import continue_run, fit
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.metrics import topk_accuracy, video_labels, video_level
 from videocontrast.methods import Supervised

@@ -28,7 +28,7 @@ from ..config import Config, config_from_dict, load_config
 from ..data.datasets import VideoDataset
 from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict, source_groups_of_paths
 from ..engine.checkpoint import NotACheckpointError, load_checkpoint
-from ..engine.train import Monitor
+from ..engine.loop import Monitor
 from ..serialization import CheckpointReadError, one_line, safe_torch_load
 from .features import FeatureCache, extract_features, feature_key, file_sha1, weights_fingerprint
 from .finetune import finetune
