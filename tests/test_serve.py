@@ -25,7 +25,7 @@ with warnings.catch_warnings():  # starlette 1.x suggests httpx2 over httpx; bot
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
-import videocontrast.search.serve as serve_mod  # noqa: E402
+import videocontrast.search.library as library_mod  # noqa: E402
 from videocontrast.search.embed import embed_collection, read_table  # noqa: E402
 from videocontrast.search.serve import create_app  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_preview_is_an_animated_webp_made_once(served, monkeypatch):
     img = Image.open(io.BytesIO(r.content))
     assert img.format == "WEBP" and img.n_frames > 1 and img.is_animated
     calls = []
-    monkeypatch.setattr(serve_mod, "animated_preview", lambda *a, **k: calls.append(1) or b"")
+    monkeypatch.setattr(library_mod, "animated_preview", lambda *a, **k: calls.append(1) or b"")
     again = c.get("/preview/1")
     assert again.content == r.content and calls == []  # from the cache
     assert len(list((served["dir"] / "cache").glob("*.webp"))) >= 1

@@ -36,6 +36,7 @@ with warnings.catch_warnings():  # starlette 1.x suggests httpx2 over httpx; bot
     from starlette.testclient import TestClient  # noqa: E402
 
 import videocontrast.search.embed as embed_mod  # noqa: E402
+import videocontrast.search.library as library_mod  # noqa: E402
 import videocontrast.search.serve as serve_mod  # noqa: E402
 from videocontrast.cli import main  # noqa: E402
 from videocontrast.search.embed import embed_collection  # noqa: E402
@@ -51,7 +52,7 @@ SECRET = b"TOP-SECRET shadow line\n" * 500
 
 
 def limits(**kw):
-    return serve_mod.Limits(**kw)
+    return library_mod.Limits(**kw)
 
 
 @pytest.fixture(scope="module")

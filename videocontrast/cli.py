@@ -452,7 +452,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .search.serve import Limits, run_server  # starlette/uvicorn: optional dependencies
+        from .search.library import Limits
+        from .search.serve import run_server  # starlette/uvicorn: optional dependencies
         import uvicorn  # noqa: F401
     except ImportError:
         print("videocontrast serve: error: the page needs starlette and uvicorn: pip install 'videocontrast[search]'",
