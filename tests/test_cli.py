@@ -93,7 +93,7 @@ def test_demo_writes_results_and_report(demo_run):
 
 
 def test_demo_says_what_it_reuses_and_refuses_a_run_with_other_settings(demo_run, tmp_path, capsys, monkeypatch):
-    import videocontrast.demo.run as demo
+    import videocontrast.demo.baselines as demo
 
     # This test is about the run folder; the evaluation (checked above) is stubbed where it is slow.
     monkeypatch.setattr(demo, "run_linear", lambda *a, **k: {"top1": 0.5, "protocol": {}})

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import videocontrast.build.components as build
+import videocontrast.demo.baselines as baselines
 import videocontrast.demo.run as demo
 from videocontrast.cli import main
 
@@ -46,7 +47,9 @@ def val_run(tmp_path_factory):
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.setattr(build, "build_dataset", spy_build)
+        # the all-labels baseline is trained from run, the label subsets' baselines from baselines
         mp.setattr(demo, "train_supervised_baseline", spy_sup)
+        mp.setattr(baselines, "train_supervised_baseline", spy_sup)
         assert main(["demo", "--val", "0.25", "--out", str(out), f"data.root={data}", *LE_TINY]) == 0
     return out, data, opened, trained_on, printed.getvalue()
 

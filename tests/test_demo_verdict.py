@@ -163,7 +163,7 @@ def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tm
 
 
 def test_supervised_baseline_plans_as_many_epochs_as_fit_its_budget():
-    from videocontrast.demo.run import plan_supervised_epochs
+    from videocontrast.demo.baselines import plan_supervised_epochs
 
     assert plan_supervised_epochs(420.0, 3.4) == 111  # 0.9 x 420 / 3.4 = 111.2
     assert plan_supervised_epochs(420.0, 4.0) == 94  # 94.5
@@ -191,7 +191,7 @@ def test_a_supervised_baseline_stopped_by_its_time_limit_is_reused_while_the_bud
     """The time limit counts wall-clock seconds (checkpoint writes, the loader's start) that the run's epoch times
     leave out, so a baseline its limit stopped could look as if it had an epoch's budget left: a rerun of the same
     demo then trained it again (seen under load in CI: test_demo_says_what_it_reuses... failed)."""
-    import videocontrast.demo.run as demo
+    import videocontrast.demo.baselines as demo
     from videocontrast.build.components import finetune_aug
     from videocontrast.config import load_config
     from videocontrast.engine.run import StoredRun

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import videocontrast.demo.run as demo
+import videocontrast.demo.baselines as demo
 from videocontrast.cli import main
-from videocontrast.demo.run import label_counts
+from videocontrast.demo.baselines import label_counts
 from videocontrast.demo.verdict import verdict
 
 from test_cli import TINY

@@ -62,7 +62,7 @@ def test_demo_fresh_refuses_a_folder_no_demo_wrote_before_any_work(tmp_path, mon
 
 
 def test_clear_demo_removes_the_recorded_outputs_only(tmp_path):
-    from videocontrast.demo.run import MANIFEST, clear_demo, record_outputs
+    from videocontrast.demo.folder import MANIFEST, clear_demo, record_outputs
 
     out = tmp_path / "d"
     out.mkdir()
@@ -83,7 +83,7 @@ def test_clear_demo_removes_the_recorded_outputs_only(tmp_path):
 
 
 def test_a_demo_folder_records_only_outputs_that_were_not_there(tmp_path):
-    from videocontrast.demo.run import check_clearable, recorded_outputs, record_outputs
+    from videocontrast.demo.folder import check_clearable, recorded_outputs, record_outputs
 
     out = tmp_path / "d"
     (out / "cache").mkdir(parents=True)  # someone else's, there before the demo
@@ -96,7 +96,7 @@ def test_a_demo_folder_records_only_outputs_that_were_not_there(tmp_path):
 def test_a_demo_folder_from_before_manifests_can_still_be_made_fresh(tmp_path):
     """A reviewer's finding: folders of demos run before demo.json existed were refused by --fresh for ever, and a
     plain rerun recorded their outputs as someone else's."""
-    from videocontrast.demo.run import check_clearable, clear_demo, record_outputs, recorded_outputs
+    from videocontrast.demo.folder import check_clearable, clear_demo, record_outputs, recorded_outputs
 
     out = tmp_path / "old"
     (out / "pretrain" / "checkpoints").mkdir(parents=True)
