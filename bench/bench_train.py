@@ -61,7 +61,8 @@ def model_step_rate(cfg, steps: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from videocontrast.cli import _build_config, _config_flags, _dataset_flags
+    from videocontrast.cli.commands import _build_config
+    from videocontrast.cli.parser import _config_flags, _dataset_flags
     from videocontrast.engine.train import pretrain
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
