@@ -45,7 +45,7 @@ EPILOG = {
     "reproduce": "example: videocontrast reproduce table1 --ucf101 UCF101/videos --hmdb51 HMDB51/videos --out repro/\n"
                  "         videocontrast reproduce table3 --ucf101 UCF101/videos --kinetics r3d18_K_200ep.pth "
                  "--out repro/\n"
-                 "         videocontrast reproduce fig6 --ucf101 ../shared/data/ucf101-mini/videos --scale smoke "
+                 "         videocontrast reproduce fig6 --ucf101 UCF101/videos --scale smoke "
                  "--out /tmp/repro   (minutes)\n"
                  "tables and figures: " + ", ".join(TABLE_NAMES) + "; CONFIG.md lists each one's runs and numbers",
 }

@@ -23,7 +23,7 @@ import numpy as np
 from ..fileio import atomic_write_bytes, atomic_write_text
 
 # Up to this many vectors search is exact: below it an IVF index saves little time and costs recall. Chosen from
-# bench/bench_index.py on a 2-core machine (README, "Searching at scale"): at 10^4 exact search answers
+# bench/bench_index.py on a 2-core machine (docs/search.md, "At scale"): at 10^4 exact search answers
 # thousands of queries/s already, at 10^5 IVF is ~10x faster at recall@10 >= 0.95 on feature-like vectors.
 FLAT_MAX = 50_000
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
