@@ -33,7 +33,7 @@ def _ucf_files(n: int) -> list[str]:
     return files[:: len(files) // n][:n]
 
 
-def pair(records, views, decode_size=40, aspect=(3, 4)):
+def _pair(records, views, decode_size=40, aspect=(3, 4)):
     return (VideoDataset(records, ["a"], views, decode_size=decode_size, aspect=aspect),
             VideoDataset(records, ["a"], views, decode_size=decode_size, aspect=aspect))
 
@@ -41,7 +41,7 @@ def pair(records, views, decode_size=40, aspect=(3, 4)):
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_cached_items_equal_uncached_items_on_real_clips(tmp_path, mode):
     records = [VideoRecord(f, 0) for f in _ucf_files(4)]
-    plain, cached = pair(records, TwoViews("shift", 9, 4, 2))
+    plain, cached = _pair(records, TwoViews("shift", 9, 4, 2))
     assert attach_cache(cached, mode, tmp_path, quiet=True) == mode
     assert (tmp_path / CACHE_FILE).exists() == (mode == "disk")
     for epoch in (0, 3):
@@ -57,7 +57,7 @@ def test_cache_gives_the_sampled_frame_numbers_and_works_in_workers(tmp_path, mo
     paths = [write_pattern_video(tmp_path / "v" / f"c{i}.mp4", 30 + 7 * i, "libx264") for i in range(3)]
     records = [VideoRecord(str(p), i) for i, p in enumerate(paths)]
     views = TwoViews("shift", 6, 3, 1)
-    plain, cached = pair(records, views, decode_size=32, aspect=(1, 2))  # the pattern videos' 32x64
+    plain, cached = _pair(records, views, decode_size=32, aspect=(1, 2))  # the pattern videos' 32x64
     attach_cache(cached, mode, tmp_path / "run", quiet=True)
     # The frames are the ones the sampler asked for: read back from the picture itself.
     for i in range(3):

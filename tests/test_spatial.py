@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from videocontrast.transforms.eval import ClipEval
-
-from videocontrast.transforms.functional import KINETICS_MEAN, KINETICS_STD, AugParams, adjust_color, blur_kernel_size, denormalize, gaussian_blur_matrix, sample_crop_boxes
-
+from videocontrast.transforms.functional import (KINETICS_MEAN, KINETICS_STD, AugParams, adjust_color, blur_kernel_size,
+                                                 denormalize, gaussian_blur_matrix, sample_crop_boxes)
 from videocontrast.transforms.spatial import ClipAugment
 
 ALL_OFF = dict(crop=False, flip=False, jitter=False, gray=False, blur=False)

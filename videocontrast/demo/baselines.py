@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..build.components import (backbone_from_config, cache_frames, dataset_root, describe_augment, finetune_aug, labeled_dataset)
+from ..build.components import (backbone_from_config, cache_frames, dataset_root, describe_augment, finetune_aug,
+                                labeled_dataset)
 from ..config import MAX_EPOCHS, Config, ConfigError
 from ..data.datasets import VideoDataset
 from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict
@@ -22,7 +23,7 @@ from ..engine.run import config_changes, stored_run
 from ..eval.finetune import finetune
 from ..eval.features import same_clips
 from ..eval.metrics import paired_bootstrap_interval
-from ..eval.run import (Encoder, load_weights, run_knn, run_linear, run_retrieve)
+from ..eval.run import Encoder, load_weights, run_knn, run_linear, run_retrieve
 from .verdict import best_baseline
 
 

@@ -1,4 +1,5 @@
-"""The operations of spatial augmentation on batches of clips, with per-clip parameters (:class:`~videocontrast.transforms.spatial.ClipAugment` draws them).
+"""The operations of spatial augmentation on batches of clips, with per-clip parameters (drawn by
+:class:`~videocontrast.transforms.spatial.ClipAugment`).
 
 The SimCLR image pipeline (Chen et al. 2020, appendix A) applied to clips, as in the thesis (section 3,
 "Spatial transformation"): random resized crop -> horizontal flip -> colour jitter -> grayscale -> Gaussian
