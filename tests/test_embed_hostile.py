@@ -170,7 +170,7 @@ def test_an_old_style_description_is_read_only_for_its_own_weights(setup, tmp_pa
     other = make_checkpoint(tmp_path / "o.pt", "data.clip_len=8", seed=1)
     assert main(["export", str(other), "--out", str(tmp_path / "x.pt")]) == 0
     shutil.copy(tmp_path / "x.pt", pt)  # m.json now names other weights than m.pt holds: not m.pt's description
-    from videocontrast.eval.run import exported_metadata
+    from videocontrast.build.encoder import exported_metadata
     assert exported_metadata(pt) is None
 
 

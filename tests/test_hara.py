@@ -135,9 +135,9 @@ def test_torchvision_r3d_18_weights_do_not_fit_hara(tmp_path):
 
 
 def test_hara_checkpoint_as_dash_dash_checkpoint(tmp_path):
-    """``--checkpoint PATH`` (eval.run.load_weights): external weights, the architecture from the config."""
+    """``--checkpoint PATH`` (build.encoder.load_weights): external weights, the architecture from the config."""
     from videocontrast.config import load_config
-    from videocontrast.eval.run import load_weights
+    from videocontrast.build.encoder import load_weights
 
     src = build_backbone("hara_r3d_18")
     _randomise_bn(src)

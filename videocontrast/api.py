@@ -25,9 +25,9 @@ from .build.components import build_eval_transform
 from .config import Config, load_config
 from .data.datasets import VideoDataset
 from .data.splits import VideoRecord
-from .engine.device import check_available
+from .build.encoder import load_weights
+from .engine.device import resolve_device
 from .eval.features import extract_features
-from .eval.run import load_weights
 from .transforms.functional import KINETICS_MEAN, KINETICS_STD
 from .transforms.temporal import UniformClips
 
@@ -47,18 +47,13 @@ def _attach(encoder: nn.Module, cfg: Config) -> nn.Module:
 
 
 def check_device(name: str | torch.device | None) -> torch.device:
-    """``name`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``/None: the GPU if there is one) as a device this machine has.
+    """``--device`` as a device this machine has (``auto``/None: the GPU if there is one); the API's spelling of
+    :func:`videocontrast.engine.device.resolve_device`.
 
     Raises:
         ValueError: one line, for a name that is not a device or a CUDA device on a machine without it.
     """
-    if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device '{name}' is not a device (use cpu, cuda or cuda:N)") from None
-    return check_available(device, f"--device {name}", "--device cpu")
+    return resolve_device(name, field="--device")
 
 
 def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu",

@@ -33,10 +33,10 @@ from torch import nn
 from . import __version__
 from .api import load_encoder
 from .build.components import backbone_kwargs
+from .build.encoder import EXPORT_MARKER, export_sidecar
 from .config import Config
 from .engine.run import check_writable
 from .fileio import atomic_write_bytes, atomic_write_text
-from .eval.run import EXPORT_MARKER, export_sidecar
 from .models.backbones import TORCHVISION_BACKBONES
 from .names import DIFFERENCE_INPUTS, EXPORT_FORMATS, input_frames
 

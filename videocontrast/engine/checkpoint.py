@@ -134,8 +134,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist (expected a .pt file written by "
                                 "`videocontrast pretrain`, e.g. RUN_DIR/checkpoints/last.pt)")
-    state = safe_torch_load(path, map_location)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    return as_checkpoint(safe_torch_load(path, map_location), path)
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether ``obj`` (a loaded torch file) is a videocontrast checkpoint rather than a plain state dict."""
+    return isinstance(obj, dict) and "model" in obj and "config" in obj
+
+
+def as_checkpoint(state: Any, path: str | Path) -> dict[str, Any]:
+    """``state``, the object read from ``path``, as a checkpoint of the current layout (see
+    :func:`load_checkpoint`); for a caller that has read the file already and must not read it twice."""
+    if not is_checkpoint(state):
         raise NotACheckpointError(f"'{path}' is not a videocontrast checkpoint (no 'model' and 'config' "
                                   "entries). For a plain backbone state dict use model.weights=PATH instead")
     version = state.get("version", 0)

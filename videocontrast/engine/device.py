@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import dist
@@ -18,17 +20,32 @@ def parse_device(name: str, field: str = "train.device") -> torch.device | None:
     return None if check_device_name(name, field) == "auto" else torch.device(name)
 
 
-def resolve_device(name: str, info: dist.DistInfo | None = None, field: str = "train.device") -> torch.device:
-    """``train.device`` -> a device this machine has: ``auto`` is this process's accelerator (cuda:LOCAL_RANK) or
-    the CPU.
+def default_device() -> torch.device:
+    """What ``auto`` means everywhere: this process's GPU (``cuda:LOCAL_RANK``, as torchrun numbers them) when CUDA
+    is available, else the CPU. Asking starts no process group."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    return torch.device("cpu")
+
+
+def resolve_device(name: str | torch.device | None, info: dist.DistInfo | None = None,
+                   field: str = "train.device") -> torch.device:
+    """The one device resolver: ``train.device`` or ``--device`` (``auto``/None, ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) -> a device this machine has. ``auto`` is ``info``'s device when given, else :func:`default_device`.
+
+    ``field`` is how the user named the setting: ``train.device`` (messages say ``train.device=cuda``) or a flag
+    such as ``--device`` (messages say ``--device cuda``).
 
     Raises:
         ValueError: one line naming ``field``: not a device, or a GPU this machine does not have.
     """
+    name = "auto" if name is None else str(name)
     device = parse_device(name, field)
     if device is None:
-        return (info or dist.init_distributed()).device
-    return check_available(device, f"{field}={name}", f"{field}=cpu or auto")
+        return info.device if info is not None else default_device()
+    flag = field.startswith("--")
+    return check_available(device, f"{field} {name}" if flag else f"{field}={name}",
+                           f"{field} cpu" if flag else f"{field}=cpu or auto")
 
 
 def check_available(device: torch.device, asked: str, instead: str) -> torch.device:

@@ -8,29 +8,23 @@ how it was obtained (``protocol``). Features are cached, so a second probe costs
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..build.components import (backbone_from_config, build_eval_transform, dataset_root, default_cache_dir,
-                     eval_crop_positions, eval_loader, labeled_dataset, method_from_checkpoint,
-                     model_from_checkpoint)
-from ..config import Config, config_from_dict, load_config
+                                 eval_crop_positions, eval_loader, labeled_dataset)
+from ..build.encoder import Encoder, load_weights
+from ..config import Config
 from ..data.datasets import VideoDataset
 from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict, source_groups_of_paths
-from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.loop import Monitor
-from ..serialization import CheckpointReadError, one_line, safe_torch_load
-from .features import FeatureCache, extract_features, feature_key, file_sha1, weights_fingerprint
+from .features import FeatureCache, extract_features, feature_key
 from .finetune import finetune
 from .knn import knn_classify
 from .linear import linear_probe
@@ -39,159 +33,9 @@ from .retrieval import retrieve, retrieve_within
 from ..fileio import atomic_write_text
 
 
-@dataclass
-class Encoder:
-    module: nn.Module
-    fingerprint: str  # keys the feature cache by the weights' content
-    description: str
-    cfg: Config  # clip/size settings the encoder expects
-    # backbone + projection head (shares the backbone's parameters), from a pretraining checkpoint; None for other
-    # encoders. The thesis's retrieval (eval.retrieval_protocol=thesis) embeds with it.
-    projection: nn.Module | None = None
-
-
-def with_dataset(cfg: Config, data_from: Config) -> Config:
-    """``cfg`` (an encoder's settings) with the dataset flags of ``data_from`` (the command line)."""
-    out = copy.deepcopy(cfg)
-    for name in ("dataset", "root", "splits", "split", "num_workers", "strict", "require_complete",
-                 "eval_clips", "synthetic_videos_per_class", "synthetic_frames", "synthetic_size",
-                 "synthetic_seed", "synthetic_appearances", "eval_crops", "val_fraction", "labels_per_class",
-                 "label_fraction"):
-        setattr(out.data, name, getattr(data_from.data, name))
-    out.eval = copy.deepcopy(data_from.eval)
-    return out
-
-
-# An exported backbone (`videocontrast export`) has this JSON beside it: FILE.pt -> FILE.pt.json (the whole name,
-# so that m.pt and m.safetensors do not share one), holding the weights' SHA-1.
-EXPORT_MARKER = "videocontrast_export"
-
-
-def export_sidecar(path: str | Path) -> Path:
-    """The JSON that describes an exported weights file: its whole name plus ``.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def exported_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The description ``videocontrast export`` wrote beside ``path``, or None when ``path`` was not exported.
-
-    Raises:
-        ValueError: the description names other weights (its SHA-1 is not the file's): a file exported again, or
-            replaced, without its JSON.
-    """
-    path = Path(path)
-    meta = _export_json(export_sidecar(path))
-    if meta is not None:
-        if meta.get("sha1") != file_sha1(path):
-            raise ValueError(f"'{export_sidecar(path)}' describes other weights than '{path}' (SHA-1 "
-                             f"{meta.get('sha1')}, the file's is {file_sha1(path)}); export the file again")
-        return meta
-    # Exports before the whole-name rule: FILE.json, used only when it names this very file (a FILE.pt and a
-    # FILE.safetensors shared it).
-    old = _export_json(path.with_suffix(".json")) if path.suffix != ".json" else None
-    return old if old is not None and old.get("sha1") == file_sha1(path) else None
-
-
-def _export_json(side: Path) -> dict[str, Any] | None:
-    if not side.is_file():
-        return None
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get(EXPORT_MARKER) and isinstance(meta.get("config"), dict) \
-        else None
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or of a torch state-dict file (read with ``weights_only=True``)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            return safetensors.torch.load_file(str(path))
-        except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
-            raise CheckpointReadError(f"weights file '{path}' cannot be read as safetensors "
-                                      f"({type(e).__name__}: {one_line(e, 160)})") from None
-    obj = safe_torch_load(path, label="weights file")
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights file '{path}' does not hold a state dict (a mapping of names to tensors)")
-    return obj
-
-
-def _load_exactly(module: nn.Module, state: dict[str, torch.Tensor], path: Path, cfg: Config) -> nn.Module:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"weights file '{path}' does not fit model.backbone={cfg.model.backbone} "
-                         f"({one_line(e, 240)}); pass --config with the architecture the weights are for") from None
-    return module
-
-
-def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.device | str = "cpu") -> Encoder:
-    """The one resolver of ``--checkpoint`` (evaluation, ``embed``, ``search``, ``export``, :func:`load_encoder`).
-
-    ``spec`` is a checkpoint written by videocontrast (pretraining, fine-tuning, supervised), a file written by
-    ``videocontrast export`` (``.pt`` or ``.safetensors`` with its JSON beside it), a state-dict file of external
-    weights (``.pt`` or ``.safetensors``; the architecture comes from ``cfg``), or ``random`` (``cfg``'s
-    architecture, seeded by ``train.seed``). ``cfg`` (default: the default config) also supplies the dataset
-    settings when given; checkpoints and exported files bring their own architecture and clip settings.
-    """
-    spec = str(spec)
-    arch = copy.deepcopy(cfg) if cfg is not None else load_config()
-    device = torch.device(device)
-    if spec == "random":
-        desc = json.dumps(dataclasses.asdict(arch.model), sort_keys=True)  # width/layers change the network
-        return Encoder(backbone_from_config(arch, seed=arch.train.seed).to(device),
-                       weights_fingerprint(None, arch.train.seed, arch=desc),
-                       f"random init ({arch.model.backbone}, seed {arch.train.seed})", arch)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint '{spec}' is not a file; give a checkpoint written by "
-                                "`videocontrast pretrain`, a file written by `videocontrast export`, `random`, "
-                                "or a state-dict file of external weights")
-    meta = exported_metadata(path)
-    if meta is not None:  # the backbone alone, its config in the JSON beside it
-        own = config_from_dict(meta["config"])
-        own.model.weights = None
-        module = _load_exactly(backbone_from_config(own), read_state_dict(path), path, own)
-        return Encoder(module.to(device), weights_fingerprint(path), f"exported backbone {path}",
-                       with_dataset(own, cfg) if cfg is not None else own)
-    if path.suffix == ".safetensors":  # external weights in safetensors format: cfg gives the architecture
-        arch.model.weights = None
-        state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
-        module = _load_exactly(backbone_from_config(arch, seed=arch.train.seed), state, path, arch)
-        arch.model.weights = str(path)
-        return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
-    try:
-        state = load_checkpoint(path)
-    except NotACheckpointError:
-        state = None
-    if state is not None:
-        kind = state.get("kind", "pretrain")
-        projection = None
-        if kind == "pretrain":
-            method, ckpt_cfg = method_from_checkpoint(state)
-            module = method.backbone
-            projection = nn.Sequential(method.backbone, method.head).to(device)
-        else:
-            module, ckpt_cfg = model_from_checkpoint(state)
-        return Encoder(module.to(device), weights_fingerprint(path), f"{kind} checkpoint {path}",
-                       with_dataset(ckpt_cfg, cfg) if cfg is not None else ckpt_cfg, projection)
-    # External weights (e.g. torchvision's Kinetics-400 r3d_18 state dict the user downloaded).
-    arch.model.weights = str(path)
-    try:
-        module = backbone_from_config(arch, seed=arch.train.seed)
-    except ValueError as e:
-        if "\n" not in str(e):
-            raise
-        raise ValueError(f"{one_line(e, 240)}; pass --config with the architecture the weights are for") from None
-    return Encoder(module.to(device), weights_fingerprint(path), f"external weights {path}", arch)
-
-
 def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path,
                     subsets: Subsets | None = None) -> Encoder:
-    """Turn ``--checkpoint`` into an encoder (see :func:`load_weights`); ``supervised`` first trains the
+    """Turn ``--checkpoint`` into an encoder (see :func:`~videocontrast.build.encoder.load_weights`); ``supervised`` first trains the
     supervised baseline in ``out_dir/supervised``, on the training videos of ``subsets`` (default: those
     :func:`training_subsets` gives for ``cfg`` and ``out_dir``). ``cfg`` supplies the dataset flags (and the
     architecture for ``random``/``supervised``/external weights)."""

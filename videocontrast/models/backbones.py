@@ -18,17 +18,14 @@ classifier removed, D=512), ``hara_r3d_18`` (the thesis's 3D ResNet-18 of Hara e
 from __future__ import annotations
 
 import inspect
-import os
-import warnings
 from typing import Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import video as tv_video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from ..names import BACKBONE_NAMES
-from ..serialization import safe_torch_load
+from .weights import load_backbone_weights
 
 __all__ = ["BACKBONES", "TORCHVISION_BACKBONES", "HaraResNet3D", "VideoEncoder", "VideoResNetEncoder", "build_backbone", "hara_r3d_18",
            "load_backbone_weights", "r3d_small"]
@@ -238,91 +235,13 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 # config checks model.backbone against names.BACKBONE_NAMES, without importing torch: the same names, in order.
 assert tuple(BACKBONES) == BACKBONE_NAMES, (tuple(BACKBONES), BACKBONE_NAMES)
 
-# Prefixes that wrappers add in front of backbone parameter names: DDP, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _read_state_dict(path: str) -> dict[str, Tensor]:
-    """The tensors of a local weights file, read without ever running code from it (no full unpickle).
-
-    Raises:
-        ValueError: missing or unreadable file; ``UnsafeCheckpointError`` (a ValueError) when the file holds
-            Python objects beyond tensors and plain values.
-    """
-    if not os.path.isfile(path):
-        raise ValueError(f"weights: file not found: {path!r} (give the path of a local state-dict file)")
-    obj = safe_torch_load(path, label="weights file")
-    # Checkpoints often nest the state dict: {"model": {...}, "optimizer": ...}.
-    for key in ("state_dict", "model", "backbone"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"weights: {path!r} does not hold a state dict (a mapping of names to tensors)")
-    return obj
-
-
-def _clean_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Strip wrapper prefixes, select the ``backbone.`` sub-dict if present, drop the classifier ``fc.*``."""
-    cleaned = {}
-    for k, v in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _WRAPPER_PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        cleaned[k] = v
-    # A method checkpoint (SimCLR/MoCo state dict) holds backbone.*, head.*, key encoder ...: keep the backbone.
-    if any(k.startswith("backbone.") for k in cleaned):
-        cleaned = {k[len("backbone."):]: v for k, v in cleaned.items() if k.startswith("backbone.")}
-    return {k: v for k, v in cleaned.items() if not k.startswith("fc.")}
-
-
-def load_backbone_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load a local state-dict file into ``model`` (in place) and return it.
-
-    Accepts torchvision video-ResNet state dicts (``fc.*`` dropped), Hara et al.'s checkpoints (``{"state_dict":
-    {"module.conv1.weight": ...}}``: nested, DataParallel prefix and ``fc.*`` dropped), our method checkpoints (the
-    ``backbone.*`` entries are used) and DDP/compiled ones (``module.``/``_orig_mod.`` stripped).
-
-    Raises:
-        ValueError: missing file, or backbone parameters/buffers missing from the file or with another shape:
-            the first line names the first such key (in the model's order), the lines below list all of them.
-            Nothing is loaded then (no partial load).
-    Warns:
-        UserWarning listing keys in the file that the backbone does not have.
-    """
-    state = _clean_keys(_read_state_dict(path))
-    own = model.state_dict()
-    # In the model's own order, so "first" means the first layer that does not fit (conv1 before layer4).
-    problems = [(k, "missing from the file" if k not in state else
-                 f"file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-                for k in own if k not in state or state[k].shape != own[k].shape]
-    if problems:
-        first, why = problems[0]
-        missing = [k for k, w in problems if w == "missing from the file"]
-        mismatched = [f"{k}: {w}" for k, w in problems if w != "missing from the file"]
-        lines = []
-        if missing:
-            lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-        if mismatched:
-            lines.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
-        raise ValueError(f"weights: {path!r} does not fit this backbone; first mismatched key {first}: {why}\n  "
-                         + "\n  ".join(lines))
-    unexpected = sorted(k for k in state if k not in own)
-    if unexpected:
-        warnings.warn(f"weights: ignoring {len(unexpected)} unexpected keys in {path!r}: {', '.join(unexpected)}")
-    model.load_state_dict(state, strict=False)
-    return model
-
-
 def build_backbone(name: str, weights: str | None = None, **kw) -> nn.Module:
     """Build a backbone by name; optionally load a local state-dict file.
 
     Args:
         name: one of ``BACKBONES``.
-        weights: path of a local state-dict file (see ``load_backbone_weights``); never downloaded.
+        weights: path of a local weights file (``.pt``/``.pth``/``.safetensors``, read by
+            :func:`videocontrast.models.weights.load_backbone_weights`); never downloaded.
         **kw: forwarded to the builder (``r3d_small``: ``layers``, ``width``, ``stem``, ``in_channels``).
 
     Returns:
