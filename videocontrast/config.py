@@ -118,6 +118,9 @@ class DataConfig:
     val_fraction: float = 0.0  # a validation split of the training videos, grouped by source, scored instead of test
     labels_per_class: int = 0  # train the probe / fine-tuning on N labelled videos per class
     label_fraction: float = 0.0  # ... or on this fraction of each class (per class round(F * n_c), at least 1)
+    # dataset=folder with class subfolders but no train/ and test/: the share of each class held out for test
+    # (whole name groups, drawn by train.seed, written to the run folder and reused; data/subsets.py)
+    test_fraction: float = 0.3
 
 
 @dataclass
@@ -446,6 +449,8 @@ def validate(cfg: Config) -> None:
     need(t.time_limit_s >= 0, f"train.time_limit_s={t.time_limit_s} must be >= 0 (0: no limit)")
     need(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: load in the main process)")
     need(0 <= d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in [0, 1) (0: no validation split)")
+    need(0 < d.test_fraction < 1, f"data.test_fraction={d.test_fraction} must be in (0, 1) (the share of each class "
+         "a folder without train/ and test/ holds out for test, e.g. 0.3)")
     need(d.labels_per_class >= 0, f"data.labels_per_class={d.labels_per_class} must be >= 0 (0: every label)")
     need(0 <= d.label_fraction <= 1, f"data.label_fraction={d.label_fraction} must be in [0, 1] (0: every label)")
     need(not (d.labels_per_class and d.label_fraction),

@@ -9,6 +9,7 @@ cli) imports this module; nothing below it (data, transforms, models, methods, l
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from .. import dist
 from ..config import FINETUNE_AUGMENTS, AugConfig, Config, config_from_dict
 from ..data.cache import attach_cache
 from ..data.datasets import VideoDataset, build_dataset
+from ..data.reports import first_report
+from ..data.splits import dataset_records, needs_test_split
+from ..data.subsets import plan_test_split
 from ..data.synthetic import generate_synthetic
 from ..methods import build_method, encoder_of
 from ..models import build_backbone
@@ -168,8 +172,65 @@ def cache_frames(cfg: Config, ds: VideoDataset, run_dir: str | Path, reserve: in
     attach_cache(ds, cfg.data.cache, folder, quiet=not dist.is_main_process(), reserve=reserve)
 
 
+def check_dataset(cfg: Config) -> None:
+    """Raise the dataset's own error (a ``--root`` that is not a folder, split files missing) before a command
+    touches its run folder, whose refusals (other settings, a run of another kind) would hide it. The synthetic
+    set is generated later and checks nothing here."""
+    d = cfg.data
+    if d.dataset != "synthetic":
+        dataset_records(d.dataset, d.root, d.splits, d.split, "all", d.require_complete, quiet=True)
+
+
+def wants_folder_split(cfg: Config) -> bool:
+    """Whether ``cfg`` reads a ``folder`` of class subfolders without train/ and test/ and names no split of it
+    (``data.splits``): evaluation then needs one drawn (:func:`make_folder_split`)."""
+    d = cfg.data
+    return d.dataset == "folder" and d.splits is None and d.root is not None and needs_test_split(Path(d.root))
+
+
+def cached_split_folder(cfg: Config) -> Path:
+    """Where a command without a run folder of its own (linear, knn, retrieve, finetune) keeps the split it drew
+    for ``cfg``'s folder: one per folder, seed and fraction, so every such command tests on the same videos."""
+    root = os.path.realpath(Path(cfg.data.root).expanduser())
+    key = hashlib.sha1(root.encode("utf-8", "replace")).hexdigest()[:12]
+    return default_cache_dir() / "folder-splits" / (f"{Path(root).name}-{key}-seed{cfg.train.seed}"
+                                                     f"-test{cfg.data.test_fraction:g}")
+
+
+def make_folder_split(cfg: Config, folder: Path, redraw: bool = False, quiet: bool = False) -> Path:
+    """Draw (or, with the same settings, read back) the test split of ``cfg``'s folder into ``folder`` (see
+    :func:`~videocontrast.data.subsets.plan_test_split`), saying so once in this process; ``redraw`` replaces a
+    split there (``demo --fresh``). Returns ``folder``, for ``data.splits``.
+
+    Raises:
+        ValueError: fewer than two classes (the folder's one subfolder is named: often the folder above the
+            classes), a class too small to split, or ``folder`` holding a split of other settings.
+    """
+    d = cfg.data
+    root = Path(d.root).expanduser()
+    records, classes, _ = dataset_records("folder", root, None, d.split, "all", d.require_complete, quiet=True)
+    if len(classes) < 2:
+        raise ValueError(f"{root} holds one class folder ({classes[0]}/): evaluation needs two classes or more; is "
+                         f"--root the folder that holds the class folders (perhaps {root / classes[0]})?")
+    if redraw:
+        for name in ("split.json", "train.txt", "test.txt"):
+            (folder / name).unlink(missing_ok=True)
+    split = plan_test_split(records, classes, root, cfg.train.seed, d.test_fraction, folder)
+    if not quiet and first_report(f"folder-split:{folder}") and dist.is_main_process():
+        what = (f"split {split.videos} videos by class, {split.test_videos} for test, grouped by name; written to "
+                f"{split.test_file}" if split.made else
+                f"using the split in {split.test_file} ({split.videos} videos, {split.test_videos} for test)")
+        print(f"no train/ and test/ folders under {root}: {what}", flush=True)
+    return folder
+
+
 def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=None) -> VideoDataset:
-    """:func:`dataset_from_config`, checked to be non-empty and labeled (what every evaluation needs)."""
+    """:func:`dataset_from_config`, checked to be non-empty and labeled (what every evaluation needs). A folder of
+    class subfolders without train/ and test/ is split first (:func:`make_folder_split`, into
+    :func:`cached_split_folder` unless the command put one in its run folder as ``data.splits``)."""
+    if wants_folder_split(cfg):
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, splits=str(
+            make_folder_split(cfg, cached_split_folder(cfg)))))
     ds = dataset_from_config(cfg, subset, purpose, transform=transform)
     where = f"dataset '{cfg.data.dataset}' at {dataset_root(cfg)}"
     if len(ds) == 0:

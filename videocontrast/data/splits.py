@@ -165,21 +165,64 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(scan_videos(d)))
 
 
-def _folder(root: Path, subset: str, need_subsets: bool) -> tuple[list[VideoRecord], list[str], list[str]]:
+def has_subset_folders(root: Path) -> bool:
+    """Whether ``root`` holds train/ and test/ (its subsets as they are on disk)."""
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def needs_test_split(root: Path) -> bool:
+    """Whether a ``folder`` dataset at ``root`` is labelled (class subfolders) but has no train/ and test/: the
+    split that evaluation needs is then drawn for it (:func:`~videocontrast.data.subsets.plan_test_split`)."""
+    return root.is_dir() and not has_subset_folders(root) and bool(_class_dirs(root))
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The class subfolders of a ``folder`` dataset (of train/ and test/ together when it has them)."""
+    if has_subset_folders(root):
+        return sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "test")))
+    return _class_dirs(root)
+
+
+def _listed_records(root: Path, lists: Path, subset: str) -> tuple[list[VideoRecord], list[str], list[str]]:
+    """The ``subset`` of a folder as the ``train.txt`` / ``test.txt`` in ``lists`` say (lines ``Class/file
+    <label>``; the label is read from the class folder, so the lists stay right when a class is added)."""
+    files = {"train": [lists / "train.txt"], "test": [lists / "test.txt"],
+             "all": [lists / "train.txt", lists / "test.txt"]}[subset]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; expected the train.txt and test.txt that a run wrote "
+                                    f"for {root} (or leave data.splits unset to split the folder again)")
+    listed = {name: [line.split()[0] for line in _lines(lists / name)] for name in ("train.txt", "test.txt")}
+    classes = sorted({rel.replace("\\", "/").split("/")[0] for rels in listed.values() for rel in rels
+                      if "/" in rel.replace("\\", "/")})
+    index = {c: i for i, c in enumerate(classes)}
+
+    def label(rel: str) -> int:
+        parts = rel.replace("\\", "/").split("/")
+        return index[parts[0]] if len(parts) > 1 else -1
+
+    entries = [(rel, label(rel)) for path in files for rel in listed[path.name]]
+    records, missing = _resolve(entries, scan_videos(root), root, " + ".join(str(p) for p in files), False)
+    return records, classes, missing
+
+
+def _folder(root: Path, subset: str, need_subsets: bool,
+            lists: Path | None = None) -> tuple[list[VideoRecord], list[str], list[str]]:
     require_dir(root, "a folder of videos (.avi/.mp4/.mkv/.webm/.mov), optionally in class subfolders"
                  + (" under train/ and test/" if need_subsets else ""))
-    has_subsets = (root / "train").is_dir() and (root / "test").is_dir()
+    has_subsets = has_subset_folders(root)
     if need_subsets and not has_subsets:
         raise FileNotFoundError(
             f"{root} has no train/ and test/ folders; expected the synthetic dataset written by "
             "videocontrast.data.synthetic.generate_synthetic(root) (root/train/<class>/*.mp4, root/test/<class>/*.mp4)"
         )
+    if lists is not None and not has_subsets:
+        return _listed_records(root, lists, subset)
+    classes = folder_classes(root)
     if has_subsets:
         parts = {"train": [root / "train"], "test": [root / "test"], "all": [root / "train", root / "test"]}[subset]
-        classes = sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "test")))
     else:
         parts = [] if subset == "test" else [root]
-        classes = _class_dirs(root)
     records = [r for folder in parts for r in _folder_records(folder, classes)]
     if not records and subset != "test":
         raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {root}")
@@ -198,7 +241,7 @@ def dataset_records(name: str, root: str | os.PathLike, splits: str | os.PathLik
         return _ucf101(root, splits_path, split, subset, require_complete, quiet)
     if name == "hmdb51":
         return _hmdb51(root, splits_path, split, subset, require_complete, quiet)
-    return _folder(root, subset, need_subsets=name == "synthetic")
+    return _folder(root, subset, need_subsets=name == "synthetic", lists=splits_path if name == "folder" else None)
 
 
 def present_classes(records: Sequence[VideoRecord], classes: Sequence[str]) -> list[str]:

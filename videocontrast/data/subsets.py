@@ -191,12 +191,15 @@ def parse_fraction(flag: str, text: str | None, *, closed: bool) -> float:
 
 
 def validation_split(labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int,
-                     classes: Sequence[str] = ()) -> np.ndarray:
+                     classes: Sequence[str] = (), *, held_out: str = "validation",
+                     remedy: str = "add videos of other sources or leave out --val") -> np.ndarray:
     """The indices (sorted) of a validation split of about ``fraction`` of each class, whole source groups only.
 
     Groups are visited in an order drawn from ``seed`` (over their sorted names, so the order of ``labels``
     does not matter); a group joins while it brings each of its classes nearer to its target
-    (``max(1, round(fraction * n_c))``) and leaves each at least one training video.
+    (``max(1, round(fraction * n_c))``) and leaves each at least one training video. The test split a folder
+    without train/ and test/ is given (:func:`plan_test_split`) is drawn the same way: ``held_out`` and
+    ``remedy`` word its error.
 
     Raises:
         ValueError: a class that ends with no validation video (all its videos in one source group) or no
@@ -223,9 +226,9 @@ def validation_split(labels: Sequence[int], groups: Sequence[str], fraction: flo
     for c in sorted(total):
         if taken[c] == 0:
             name = classes[c] if c < len(classes) else str(c)
-            raise ValueError(f"a validation split grouped by source leaves class '{name}' no validation video (its "
-                             f"{total[c]} training video(s) come from one source group, which training keeps); "
-                             "add videos of other sources or leave out --val")
+            raise ValueError(f"a {held_out} split grouped by source leaves class '{name}' no {held_out} video (its "
+                             f"{total[c]} video(s) come from one source group, which training keeps); "
+                             f"{remedy}")
     return np.array(sorted(chosen), dtype=np.int64)
 
 
@@ -350,11 +353,79 @@ def plan_subsets(records: Sequence[VideoRecord], classes: Sequence[str], root: s
     return Subsets({r.path for r in labelled}, {r.path for r in val}, by_path, summary)
 
 
-def _check_classes(records: Sequence[VideoRecord], labelled: Sequence[VideoRecord], classes: Sequence[str]) -> None:
+# ----------------------------------------------------------------------------- a folder's own test split
+
+SPLIT_JSON = "split.json"  # beside train.txt and test.txt: the settings a folder's own split was drawn with
+TRAIN_LIST, TEST_LIST = "train.txt", "test.txt"
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """A test split drawn for a folder of class subfolders without train/ and test/ (or read back)."""
+
+    folder: Path  # holds TRAIN_LIST, TEST_LIST and SPLIT_JSON
+    videos: int  # labelled videos split
+    test_videos: int
+    made: bool  # drawn now (False: read back from ``folder``)
+
+    @property
+    def test_file(self) -> Path:
+        return self.folder / TEST_LIST
+
+
+def plan_test_split(records: Sequence[VideoRecord], classes: Sequence[str], root: str | os.PathLike, seed: int,
+                    fraction: float, folder: str | os.PathLike) -> TestSplit:
+    """A test split of the labelled ``records`` (about ``fraction`` of each class, whole name groups as
+    :func:`source_group` finds them, drawn from ``seed`` like :func:`validation_split`), written to ``folder`` as
+    ``train.txt`` / ``test.txt`` (UCF101's list format) with ``split.json``; read back instead when ``folder``
+    holds one of the same settings, so a rerun tests on the same videos even after videos were added.
+    Unlabelled videos (files beside the class folders) stay on the training side.
+
+    Raises:
+        ValueError: a class too small to split (named); ``folder`` holding a split of other settings, or list files
+            without their ``split.json``.
+    """
+    folder, root = Path(folder), Path(root)
+    settings = {"seed": int(seed), "test_fraction": float(fraction)}
+    meta = folder / SPLIT_JSON
+    if meta.is_file():
+        try:
+            stored = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"'{meta}' cannot be read ({e}); remove {folder} to split the folder again") from None
+        old = stored.get("settings") if isinstance(stored, dict) else None
+        if old != settings:
+            raise ValueError(f"'{meta}' records a test split drawn with {old} and this run asks for {settings}; "
+                             f"pass the same train.seed and data.test_fraction, or remove {folder} to split again")
+        return TestSplit(folder, int(stored.get("videos", 0)), int(stored.get("test_videos", 0)), made=False)
+    for name in (TRAIN_LIST, TEST_LIST):
+        if (folder / name).exists():
+            raise ValueError(f"'{folder / name}' exists without '{meta}' (which records how it was drawn); remove "
+                             "it, or choose another --out")
+    labelled = [r for r in records if r.label >= 0]
+    labels = np.array([r.label for r in labelled], dtype=np.int64)
+    test_idx = validation_split(labels, source_groups(labelled, root, "folder"), fraction, seed, classes,
+                                held_out="test", remedy="add videos of other sources to it, or give the folder "
+                                "train/ and test/ subfolders")
+    chosen = {labelled[i].path for i in test_idx}
+    test = [r for r in labelled if r.path in chosen]
+    _check_classes(labelled, [r for r in labelled if r.path not in chosen], classes, "test",
+                   "lower data.test_fraction")
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_split(folder / TRAIN_LIST, [r for r in records if r.path not in chosen], root)
+    _write_split(folder / TEST_LIST, test, root)
+    summary = {"settings": settings, "root": str(root), "videos": len(labelled), "test_videos": len(test),
+               "grouping": GROUP_RULE}
+    atomic_write_text(meta, json.dumps(summary, indent=2) + "\n")
+    return TestSplit(folder, len(labelled), len(test), made=True)
+
+
+def _check_classes(records: Sequence[VideoRecord], labelled: Sequence[VideoRecord], classes: Sequence[str],
+                   held_out: str = "validation", remedy: str = "lower --val") -> None:
     left = {r.label for r in labelled}
     for c in sorted({r.label for r in records} - left):
         name = classes[c] if c < len(classes) else str(c)
-        raise ValueError(f"the validation split leaves class '{name}' no training video; lower --val")
+        raise ValueError(f"the {held_out} split leaves class '{name}' no training video; {remedy}")
 
 
 def _refuse(out: Path, old: Any, new: Mapping[str, Any]) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..build.components import (dataset_root, eval_loader, labeled_dataset)
+from ..build.components import (check_dataset, dataset_root, eval_loader, labeled_dataset, make_folder_split,
+                                wants_folder_split)
 from ..config import Config, ConfigError
 from ..data.subsets import SubsetSpec, Subsets, plan_subsets
 from .report import (embedding_plot, encoder_rows, label_efficiency_plot, label_efficiency_rows, loss_curve,
@@ -41,6 +42,10 @@ from .folder import check_clearable, clear_demo, read_results, record_outputs
 
 RESUME_HINT = "re-run the same command to continue"
 VAL_DIR = "val"  # OUT/val/: the validation split of `demo --val` (val_split.txt, labelled_split.txt, subsets.json)
+# OUT/splits/: the test split drawn for a folder of class subfolders without train/ and test/ (train.txt, test.txt,
+# split.json); not a demo output that --fresh removes: it is drawn again in place, so the check before any work
+# reads the split that the run then uses
+SPLITS_DIR = "splits"
 
 
 # `demo --quick`'s pretraining time limit: the all-labels supervised baseline gets as long, the label subsets'
@@ -75,6 +80,13 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
     if quick:
         cfg = quick_config(cfg)
     out = Path(out)
+    # the inputs first: a wrong --root or --device is the user's mistake to see, not a refusal about --out, and
+    # nothing is written to --out for a run that cannot start
+    resolve_device(cfg.train.device)
+    check_dataset(cfg)
+    split_here = wants_folder_split(cfg)
+    if split_here:  # recorded in the run's config, so a rerun is compared (and evaluated) with the same split
+        cfg.data.splits = str(out / SPLITS_DIR)
     if (out / "checkpoints" / "last.pt").exists():
         raise RunFolderError(f"'{out}' holds a pretrain run ({out / 'checkpoints' / 'last.pt'}), not a demo; "
                              "choose another --out")
@@ -93,6 +105,8 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
                                   "another --out")
         t0 = time.perf_counter()
         root = dataset_root(cfg)  # generates the synthetic set once
+        if split_here:
+            make_folder_split(cfg, out / SPLITS_DIR, redraw=fresh, quiet=quiet)
         # fail before pretraining (and before --fresh removes anything); `--val` never reads the test split
         for subset in ("train",) if cfg.data.val_fraction else ("train", "test"):
             eval_loader(cfg, subset)
