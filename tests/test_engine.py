@@ -274,3 +274,34 @@ def test_cudnn_autotuning_is_on_while_training_unless_deterministic(tmp_path, mo
     pretrain(tiny(tmp_path, "train.epochs=1", "train.deterministic=true"), tmp_path / "exact", quiet=True)
     assert seen == [True, False]
     assert torch.backends.cudnn.benchmark is False  # restored after the run
+
+
+# ----------------------------------------------------------------------------- a batch larger than the training set
+
+
+def test_a_training_set_smaller_than_the_batch_trains_with_a_smaller_batch(tmp_path, capsys):
+    from videocontrast.cli import main
+
+    run = tmp_path / "run"
+    # 3 videos per class x 4 classes, 70% train: fewer training videos than optim.batch_size=32
+    args = ["pretrain", "--config", "demo", "--out", str(run), f"data.root={tmp_path / 'synthetic'}", *TINY,
+            "optim.batch_size=32", "train.epochs=1"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    n = load_checkpoint(run / "checkpoints" / "last.pt")["config"]
+    warned = [line for line in said.splitlines() if "optim.batch_size=32" in line]
+    assert len(warned) == 1 and "training with batches of" in warned[0], said
+    count = int(warned[0].split("the training set has ")[1].split()[0])
+    assert count < 32 and f"batches of {count}" in warned[0]
+    assert n["optim"]["batch_size"] == 32  # the setting is kept (a rerun compares equal); the batch is lowered
+    assert main(["pretrain", "--resume", "--out", str(run), "train.epochs=2"]) == 0
+
+
+def test_a_batch_no_training_set_can_fill_is_refused_in_one_line(tmp_path, capsys):
+    from videocontrast.cli import main
+
+    code = main(["pretrain", "--config", "demo", "--out", str(tmp_path / "run"), f"data.root={tmp_path / 's'}",
+                 *TINY, "optim.batch_size=32", "optim.accum_steps=32", "train.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "optim.accum_steps=32" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -13,6 +13,7 @@ objective whose ``forward(clips, labels)`` does.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -126,6 +127,8 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     device = resolve_device(cfg.train.device, info)
     main = dist.is_main_process()
     ckpt_path = out / "checkpoints" / "last.pt"
+    # before any decoding: a batch no training set of this size can fill is refused at once
+    loader_cfg = fitting_batch(cfg, len(dataset), info.world_size, say=main and not quiet)
     # After the run folder and its checkpoint were checked (a refused file costs no decoding); a finished run
     # reads no frames.
     ckpt_need = checkpoint_bytes(model, cfg.optim.name)
@@ -138,7 +141,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     if resumed is None or resumed["epoch"] < cfg.train.epochs:
         # a cache on the run's disk leaves room for the checkpoint (checked for both before filling)
         cache_frames(cfg, dataset, out, reserve=max(ckpt_need, MIN_FREE_BYTES))
-    loader, sampler, steps = train_loader(cfg, dataset, info, device)
+    loader, sampler, steps = train_loader(loader_cfg, dataset, info, device)
     epochs = cfg.train.epochs
     if resumed is None or resumed["epoch"] < epochs:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size)) if device.type == "cpu" else 1
@@ -274,6 +277,32 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     return {"checkpoint": str(ckpt_path), "epochs": state.epoch, "steps": state.step, "history": state.history,
             "time_s": time.perf_counter() - t_start, "config": cfg, "model": core,
             "frame_cache": getattr(dataset, "frame_cache", None)}
+
+
+def fitting_batch(cfg: Config, videos: int, world: int, say: bool) -> Config:
+    """``cfg``, or a copy whose ``optim.batch_size`` is lowered to what ``videos`` training videos fill (a multiple
+    of processes x ``optim.accum_steps``), saying so in one line when ``say``. ``cfg`` itself keeps the setting:
+    it is what config.yaml and the checkpoint record, so a rerun of the same command compares equal.
+
+    Raises:
+        ValueError: not even one batch of processes x accumulation steps (and 2 clips, the fewest a contrastive
+            loss can compare) fits in the training set.
+    """
+    o = cfg.optim
+    wanted, unit = o.batch_size, world * o.accum_steps
+    if videos >= wanted:
+        return cfg
+    lowered = videos // unit * unit
+    if lowered < max(2, unit):
+        raise ValueError(f"the training set has {videos} videos, fewer than the {max(2, unit)} that one batch of "
+                         f"optim.accum_steps={o.accum_steps} x {world} process(es) needs (optim.batch_size={wanted}); "
+                         "lower optim.accum_steps or add training videos")
+    if say:
+        print(f"[videocontrast] warning: the training set has {videos} videos, fewer than optim.batch_size={wanted}: "
+              f"training with batches of {lowered}", flush=True)
+    out = copy.deepcopy(cfg)
+    out.optim.batch_size = lowered
+    return out
 
 
 def _lr_schedule(cfg: Config, steps: int) -> np.ndarray:
