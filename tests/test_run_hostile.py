@@ -437,3 +437,57 @@ def test_a_cache_file_cut_short_during_a_run_is_named_not_blamed_on_shared_memor
         pretrain(cfg, run, quiet=True, monitor=truncate)
     assert str(run / CACHE_FILE) in str(e.value) and "cut short" in str(e.value)
     assert "shared memory" not in str(e.value)
+
+
+# -- issue 22: the inputs are checked before the run folder ------------------------------------------------------
+
+def _snapshot(folder) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def _previous_demo(tmp_path):
+    """A folder holding a synthetic demo's pretraining settings (what the default --out holds after the Quickstart)."""
+    from videocontrast.config import dump_config
+
+    out = tmp_path / "demo"
+    (out / "pretrain").mkdir(parents=True)
+    dump_config(load_config("demo", [f"data.root={tmp_path / 'synthetic'}", *TINY]), out / "pretrain" / "config.yaml")
+    return out
+
+
+def test_demo_with_a_wrong_root_names_the_root_not_the_folders_settings(tmp_path, capsys):
+    out = _previous_demo(tmp_path)
+    before = _snapshot(out)
+    code = main(["demo", "--dataset", "ucf101", "--root", str(tmp_path / "nosuch"), "--out", str(out)])
+    line = _one_line(capsys, str(tmp_path / "nosuch"), "does not exist")
+    assert code == 2 and "different settings" not in line
+    assert _snapshot(out) == before
+    fresh = tmp_path / "new"
+    assert main(["demo", "--dataset", "ucf101", "--root", str(tmp_path / "nosuch"), "--out", str(fresh)]) == 2
+    _one_line(capsys, str(tmp_path / "nosuch"))
+    assert not fresh.exists()
+
+
+def test_pretrain_with_a_wrong_root_names_the_root_before_the_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_pretrain_args(tmp_path, run, "train.epochs=1")) == 0
+    capsys.readouterr()
+    before = _snapshot(run)
+    for resume in ([], ["--resume"]):  # not "already holds a run" nor a settings refusal: the root is the mistake
+        code = main(["pretrain", *resume, "--dataset", "folder", "--root", str(tmp_path / "nosuch"), "--out",
+                     str(run)])
+        _one_line(capsys, str(tmp_path / "nosuch"))
+        assert code == 2 and _snapshot(run) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["demo", "pretrain"])
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    code = main([command, "--device", "cuda", "--out", str(out), f"data.root={tmp_path / 'synthetic'}", *TINY])
+    _one_line(capsys, "cuda", "CUDA is not available")
+    assert code == 2 and not out.exists()
+    out.mkdir()
+    assert main([command, "--device", "cuda", "--out", str(out), f"data.root={tmp_path / 'synthetic'}", *TINY]) == 2
+    capsys.readouterr()
+    assert list(out.iterdir()) == []  # no demo.json, no lock, no config

@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..build.components import build_augment, cache_frames, dataset_from_config, method_from_config
+from ..build.components import (build_augment, cache_frames, check_dataset, dataset_from_config,
+                                method_from_config)
 from ..config import Config, config_from_dict, dump_config
 from ..data.datasets import VideoDataset
 from ..methods import MoCo, encoder_of
@@ -349,6 +350,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool
         ResumeConfigError: ``cfg`` differs from the stored run's settings in a field that cannot change.
         RunFolderError: the folder is in use by another process, not writable, or its disk is full.
     """
+    check_dataset(cfg)  # a wrong --root is the error to see, not what the run folder holds
     with run_lock(out_dir):
         cfg, resumed = continue_run(out_dir, cfg, resume, quiet)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
