@@ -305,3 +305,27 @@ def test_a_batch_no_training_set_can_fill_is_refused_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "optim.accum_steps=32" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------- the start line under a time limit
+
+
+def _start_line(capsys) -> str:
+    return next(line for line in capsys.readouterr().out.splitlines() if "steps/epoch" in line)
+
+
+def test_the_start_line_says_a_time_limit_and_a_plan(tmp_path, capsys):
+    from videocontrast.build.components import dataset_from_config, method_from_config
+    from videocontrast.engine.train import fit
+
+    pretrain(tiny(tmp_path, "train.epochs=1"), tmp_path / "plain")
+    line = _start_line(capsys)
+    assert line.endswith("x 1 epochs | start at epoch 1") and "time limit" not in line
+    pretrain(tiny(tmp_path, "train.epochs=2", "train.time_limit_s=900"), tmp_path / "limited")
+    assert "x up to 2 epochs, time limit 900 s | start at epoch 1" in _start_line(capsys)
+    # the supervised baseline's way: planned again from the first epoch's time, under its budget
+    cfg = tiny(tmp_path, "train.epochs=2", "optim.warmup_epochs=1", "train.time_limit_s=900")
+    ds = dataset_from_config(cfg, "train", "pretrain")
+    fit(cfg, tmp_path / "planned", method_from_config(cfg, num_train_clips=len(ds)), ds, kind="pretrain",
+        plan_epochs=lambda s: 1)
+    assert "x 2 epochs for now (planned again from the first epoch's time), time limit 900 s" in _start_line(capsys)

@@ -182,8 +182,9 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
         dump_config(cfg, out / "config.yaml")
     if main and not quiet:
         print(f"[videocontrast] {kind} {cfg.method.name if kind == 'pretrain' else ''} | {cfg.model.backbone} | "
-              f"{len(dataset)} videos | world {info.world_size} | device {device} | {steps} steps/epoch x "
-              f"{epochs} epochs | start at epoch {state.epoch + 1}", flush=True)
+              f"{len(dataset)} videos | world {info.world_size} | device {device} | "
+              f"{_epoch_plan(steps, epochs, cfg.train.time_limit_s, plan_epochs is not None)} | start at epoch "
+              f"{state.epoch + 1}", flush=True)
         state.progress = tqdm(total=(epochs - state.epoch) * steps, desc=kind, unit="step", dynamic_ncols=True,
                               mininterval=2.0)
 
@@ -278,6 +279,16 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     return {"checkpoint": str(ckpt_path), "epochs": state.epoch, "steps": state.step, "history": state.history,
             "time_s": time.perf_counter() - t_start, "config": cfg, "model": core,
             "frame_cache": getattr(dataset, "frame_cache", None)}
+
+
+def _epoch_plan(steps: int, epochs: int, limit_s: float, planning: bool) -> str:
+    """The start line's plan: how many epochs it trains and, under a time limit, that the limit may stop it
+    first (a demo's supervised baseline is planned again after its first epoch to fill its budget)."""
+    if planning:
+        plan = f"{epochs} epochs for now (planned again from the first epoch's time)"
+    else:
+        plan = f"up to {epochs} epochs" if limit_s else f"{epochs} epochs"
+    return f"{steps} steps/epoch x {plan}" + (f", time limit {limit_s:.0f} s" if limit_s else "")
 
 
 def fitting_batch(cfg: Config, videos: int, world: int, say: bool) -> Config:
