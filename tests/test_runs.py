@@ -63,6 +63,7 @@ def test_resume_with_more_epochs_continues_and_fewer_is_refused(tmp_path, capsys
     assert res["epochs"] == 2 and _epochs(run) == [1, 2]
     out = capsys.readouterr().out
     assert "train.epochs: stored 1, requested 2" in out and "schedule" in out
+    assert f"resuming '{run}' (epoch 1 done, continuing with epoch 2 of 2) with changed settings" in out
     assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["train"]["epochs"] == 2
     with pytest.raises(ConfigError, match="train.epochs: stored 2, requested 1"):
         pretrain(tiny(tmp_path, "train.epochs=1"), run, resume=True, quiet=True)
@@ -264,3 +265,44 @@ def test_pretrain_failing_on_its_data_leaves_no_folder(tmp_path, capsys):
     assert main(["pretrain", "--out", str(run), "--dataset", "folder", "--root", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
     assert not run.exists()
+
+
+# ----------------------------------------------------------------------------- a demo continued by a rerun
+
+DEMO_TINY = ["data.synthetic_videos_per_class=6", "data.synthetic_frames=12", "data.synthetic_size=32",
+             "data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
+             "optim.batch_size=8", "data.num_workers=0", "eval.cv_folds=2"]
+
+
+def test_a_continued_demo_says_which_epochs_were_done_and_reports_its_time_per_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    # the time limit stops every run after one epoch: three runs for three epochs
+    args = ["demo", "--out", str(out), f"data.root={tmp_path / 'synthetic'}", *DEMO_TINY, "train.epochs=3",
+            "train.time_limit_s=0.01"]
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())["pretrain"]
+    assert first["epochs"] == 1 and first["cut_by_time_limit"] is True
+    # as if the first demo had been stopped before its report: its pretraining is there, its results.json is not
+    (out / "results.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "epoch 1 done, continuing with epoch 2 of 3" in said and "from epoch 1 of 3" not in said
+    res = json.loads((out / "results.json").read_text())
+    p = res["pretrain"]
+    assert p["epochs"] == 2 and p["runs"] == 2 and p["time_limit_stops"] == 2
+    assert p["time_s"] == pytest.approx(sum(h["time_s"] for h in p["history"]))
+    assert p["time_s_this_run"] == pytest.approx(p["history"][-1]["time_s"])
+    assert "each run" in p["time_limit_counts"]
+    assert len(res["reruns"]) == 1 and "pretraining continued to epoch 2" in res["reruns"][0]["said"]
+
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "epochs 1-2 done, continuing with epoch 3 of 3" in said
+    res = json.loads((out / "results.json").read_text())
+    p = res["pretrain"]
+    # finished: not cut now, though the epochs of its three runs add up past the per-run limit
+    assert p["epochs"] == 3 and p["cut_by_time_limit"] is False and p["runs"] == 3 and p["time_limit_stops"] == 2
+    assert p["time_s"] > p["time_limit_s"] and p["time_s"] == pytest.approx(sum(h["time_s"] for h in p["history"]))
+    assert len(res["reruns"]) == 2 and "pretraining continued to epoch 3" in res["reruns"][1]["said"]
+    assert res["timings"]["pretrain"] >= p["time_s"]  # every run's seconds, the first's from its epochs

@@ -30,7 +30,8 @@ from ..data.subsets import SubsetSpec, Subsets, plan_subsets
 from .report import (embedding_plot, encoder_rows, label_efficiency_plot, label_efficiency_rows, loss_curve,
                           write_report)
 from ..engine.device import resolve_device
-from ..engine.run import RunFolderError, config_changes, refused_changes, run_lock, stored_run
+from ..engine.run import (RunFolderError, config_changes, epochs_done_phrase, refused_changes, run_lock, run_number,
+                          stored_run, time_limit_stops)
 from ..engine.train import pretrain
 from ..fileio import atomic_write_text
 from ..names import input_frames
@@ -120,7 +121,7 @@ def run_demo(cfg: Config, out: Path, quick: bool = False, quiet: bool = False, f
         if not fresh and previous is not None and previous.checkpoint is not None and not quiet:
             where, done = out / "pretrain", previous.epochs_done
             print(f"reusing the finished pretraining run in {where} ({done} epochs)" if done >= cfg.train.epochs
-                  else f"continuing the pretraining run in {where} from epoch {done} of {cfg.train.epochs}",
+                  else f"continuing the pretraining run in {where}: {epochs_done_phrase(done, cfg.train.epochs)}",
                   flush=True)
         return _run_demo(cfg, out, quiet, root, t0, data_s, previous_results,
                          command or "the same `videocontrast demo` command (without --fresh)")
@@ -167,7 +168,8 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     cut = run["epochs"] < planned
     pretrain_info = {"epochs": run["epochs"], "epochs_planned": planned, "steps": run["steps"],
                      "time_s": history_seconds(run["history"]), "cut_by_time_limit": cut,
-                     "time_limit_s": pre_cfg.train.time_limit_s, "history": run["history"]}
+                     "time_limit_s": pre_cfg.train.time_limit_s, **_runs_of(run["history"], pretrained_now),
+                     "history": run["history"]}
     if cut:
         pretrain_info["continue_command"] = command
 
@@ -230,9 +232,13 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     results["protocol"] = results["pretrained"]["protocol"]["linear"]
     now["total"] = time.perf_counter() - t0
     continued = before is not None and before.checkpoint is not None and before.epochs_done < planned
-    results["timings"], said = _timings(previous, now, reused, run["epochs"] if continued else None)
+    earlier_s = history_seconds(before.history) if continued else 0.0
+    results["timings"], said = _timings(previous, now, reused, run["epochs"] if continued else None, earlier_s)
+    # a rerun is one into a folder that held this demo's work: its results, or only its pretraining (a demo stopped
+    # before its report)
+    rerun = previous is not None or (before is not None and before.checkpoint is not None)
     results["reruns"] = [*(previous or {}).get("reruns", []), *([{"timings": now, "reused": reused, "said": said}]
-                                                               if previous else [])]
+                                                               if rerun else [])]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     loss_curve(run["history"], out / "loss.png")
     label_efficiency_plot(results, out / "label_efficiency.png")
@@ -243,13 +249,32 @@ def _run_demo(cfg: Config, out: Path, quiet: bool, root: Path, t0: float, data_s
     return results
 
 
+def _runs_of(history: list[dict[str, Any]], trained_now: bool) -> dict[str, Any]:
+    """How the pretraining's seconds add up over the runs that trained it: ``time_s`` (its epochs, all runs) can pass
+    ``time_limit_s``, which each run counts afresh; ``time_s_this_run`` is what this run trained."""
+    runs = run_number(history)
+    return {"runs": runs, "time_limit_stops": time_limit_stops(history),
+            "time_s_this_run": history_seconds([h for h in history if h.get("run", 1) == runs]) if trained_now
+            else 0.0,
+            "time_limit_counts": "each run of the command (a rerun continues with a new limit); time_s counts the "
+                                 "epochs of all runs"}
+
+
 def _timings(previous: dict[str, Any] | None, now: dict[str, float], reused: list[str],
-             continued_to: int | None) -> tuple[dict[str, float], str]:
+             continued_to: int | None, earlier_s: float = 0.0) -> tuple[dict[str, float], str]:
     """The timings to keep: a rerun keeps the first run's seconds for every step it reused and adds the seconds
     of new work (pretraining continued to epoch ``continued_to`` adds to the first run's); returns them and the
-    sentence that says so ('' on a first run)."""
+    sentence that says so ('' on a first run). A rerun whose folder has the pretraining but no results (a demo
+    stopped before its report) has only this run's timings, plus ``earlier_s``, the epochs' seconds the earlier
+    runs' pretraining took."""
     if not previous or not isinstance(previous.get("timings"), dict):
-        return dict(now), ""
+        if continued_to is None:
+            return dict(now), (f"rerun into the same folder: reused {', '.join(reused)}; the earlier run left no "
+                               "results, so the timings are this run's" if reused else "")
+        kept = {**now, "pretrain": now["pretrain"] + earlier_s, "total": now["total"] + earlier_s}
+        return kept, (f"rerun into the same folder: pretraining continued to epoch {continued_to} "
+                      f"(+{now['pretrain']:.0f}s after {earlier_s:.0f}s of earlier epochs); the earlier run left no "
+                      "results, so the other timings are this run's")
     kept = dict(previous["timings"])
     new_work: list[str] = []
     added = 0.0

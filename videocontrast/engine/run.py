@@ -152,6 +152,26 @@ def describe_changes(changes: list[Change]) -> str:
     return "; ".join(parts)
 
 
+def epochs_done_phrase(done: int, total: int) -> str:
+    """Where a continued run stands, with no room for an off-by-one reading: "epochs 1-20 done, continuing with
+    epoch 21 of 60" (a bare "from epoch 20" reads as if epoch 20 were trained again)."""
+    if done <= 0:
+        return f"no epoch done yet, starting with epoch 1 of {total}"
+    done_part = "epoch 1 done" if done == 1 else f"epochs 1-{done} done"
+    return f"{done_part}, continuing with epoch {done + 1} of {total}"
+
+
+def run_number(history: list[dict[str, Any]]) -> int:
+    """How many runs (calls of the training engine, one per command) trained the epochs of ``history``: each epoch
+    record carries its run's number (records written before that field existed count as run 1)."""
+    return int(history[-1].get("run", 1)) if history else 0
+
+
+def time_limit_stops(history: list[dict[str, Any]]) -> int:
+    """How many of those runs ``train.time_limit_s`` stopped (their last epoch record says so)."""
+    return sum(1 for h in history if h.get("time_limit_reached"))
+
+
 @dataclass(frozen=True)
 class StoredRun:
     """What a run folder holds: its settings, how far it got, and its checkpoint (None before the first)."""

@@ -38,7 +38,7 @@ from .device import autocast_dtype, resolve_device
 from .loader import SharedMemoryError, is_shared_memory_failure, shared_memory_message, train_loader
 from .optim import build_optimizer, cosine_schedule, momentum_schedule
 from .run import (MIN_FREE_BYTES, RunFolderError, check_free_space, clean_run_folder, deferred_interrupt,
-                  describe_changes, resume_config, run_lock, truncate_metrics)
+                  describe_changes, epochs_done_phrase, resume_config, run_lock, run_number, truncate_metrics)
 
 
 def open_run(out_dir: str | Path, resume: bool) -> dict[str, Any] | None:
@@ -71,8 +71,8 @@ def continue_run(out_dir: str | Path, cfg: Config, resume: bool, quiet: bool = F
         return cfg, None
     cfg, changes = resume_config(config_from_dict(resumed["config"]), cfg, out_dir)
     if changes and not quiet and dist.is_main_process():
-        print(f"[videocontrast] resuming '{out_dir}' at epoch {resumed['epoch']} with changed settings: "
-              f"{describe_changes(changes)}", flush=True)
+        print(f"[videocontrast] resuming '{out_dir}' ({epochs_done_phrase(resumed['epoch'], cfg.train.epochs)}) "
+              f"with changed settings: {describe_changes(changes)}", flush=True)
     return cfg, resumed
 
 
@@ -178,6 +178,9 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
     if resumed is not None:
         state.epoch, state.step, state.history = resumed["epoch"], resumed["step"], resumed.get("history", [])
     saved_epoch = state.epoch if resumed is not None else None  # the epoch of the checkpoint on disk
+    # which call of the engine trained an epoch: a time limit counts per run, so a report of all epochs says how
+    # many runs they took
+    this_run = run_number(state.history) + 1
     if main:
         dump_config(cfg, out / "config.yaml")
     if main and not quiet:
@@ -229,7 +232,7 @@ def _fit(cfg: Config, out: Path, model: nn.Module, dataset: VideoDataset, *, kin
                 # the mean over ranks, so that every rank plans the same total
                 first_s = float(dist.all_reduce_mean(torch.tensor(stats["time_s"], device=state.device)).item())
                 epochs = _replan(cfg, state, plan_epochs(first_s), steps, out, main, quiet)
-            record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, **stats}
+            record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, "run": this_run, **stats}
             state.history.append(record)
             state.log.log(record)
             if monitor is not None and cfg.train.knn_every and state.epoch % cfg.train.knn_every == 0:
