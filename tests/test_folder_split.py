@@ -94,6 +94,11 @@ def test_eval_command_without_a_run_split_writes_one_and_reads_it_again(class_fo
     assert main(["knn", "--checkpoint", "random", *data, "--out", str(tmp_path / "knn2")]) == 0
     assert f"using the split in {m.group(1)}" in capsys.readouterr().out
     assert Path(m.group(1)).read_text() == first
+    # a split a run wrote is given back with --splits: read as it is, nothing drawn or said
+    reset_reports()
+    assert main(["knn", "--checkpoint", "random", *data, "--splits", str(Path(m.group(1)).parent), "--out",
+                 str(tmp_path / "knn_given")]) == 0
+    assert "no train/ and test/ folders" not in capsys.readouterr().out
     # another seed draws another split, in its own file
     reset_reports()
     assert main(["knn", "--checkpoint", "random", *data, "train.seed=7", "--out", str(tmp_path / "knn3")]) == 0

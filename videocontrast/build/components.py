@@ -235,8 +235,8 @@ def labeled_dataset(cfg: Config, subset: str, purpose: str = "eval", transform=N
     where = f"dataset '{cfg.data.dataset}' at {dataset_root(cfg)}"
     if len(ds) == 0:
         raise ValueError(f"the '{subset}' subset of {where} is empty; evaluation needs labeled train and test "
-                         "videos: ucf101/hmdb51 with their split files, or a folder with train/<class>/ and "
-                         "test/<class>/ subfolders")
+                         "videos: ucf101/hmdb51 with their split files, or a folder of <class>/ subfolders (split "
+                         "for you) or of train/<class>/ and test/<class>/")
     if min(r.label for r in ds.records) < 0:
         raise ValueError(f"{where} has unlabeled videos; evaluation needs class subfolders (labels). For "
                          "unlabeled footage use `videocontrast embed` and `videocontrast search` instead")

@@ -71,7 +71,9 @@ def _dataset_flags(p: argparse.ArgumentParser, required_root: bool = False) -> N
     g.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                    help="dataset kind (default: the config's, synthetic for the demo)")
     g.add_argument("--root", default=None, required=required_root, help="folder with the videos (class subfolders)")
-    g.add_argument("--splits", default=None, help="folder with the official split files (ucf101, hmdb51)")
+    g.add_argument("--splits", default=None,
+                   help="folder with the official split files (ucf101, hmdb51), or the train.txt/test.txt a run "
+                        "wrote for a folder of class subfolders without train/ and test/ (e.g. runs/demo/splits)")
     g.add_argument("--split", type=int, default=None, choices=[1, 2, 3], help="official split number")
 
 
