@@ -1,6 +1,7 @@
 """Nearest-neighbour video retrieval (thesis Sec. 3 and Fig. 4; protocol of Xu et al. 2019 / CoCLR / TCLR).
 
-Each video is embedded as the mean of its clip features, L2-normalised. Every test video queries the training
+Each video is embedded as :mod:`videocontrast.eval.embedding` defines it (the L2-normalised mean of its
+L2-normalised clip features: the vector ``videocontrast embed`` stores). Every test video queries the training
 videos by cosine similarity; Recall@k (R@k) is the fraction of queries with at least one training video of the
 same class among their k nearest neighbours.
 """
@@ -12,9 +13,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from videocontrast.eval.metrics import video_labels, video_level
+from videocontrast.eval import embedding
+from videocontrast.eval.embedding import l2_normalize, top_k
+from videocontrast.eval.metrics import video_labels
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
+EMBEDDING = "mean of the video's L2-normalised clip features, then L2-normalised"
 
 
 def _faiss_available() -> bool:
@@ -25,23 +29,24 @@ def _faiss_available() -> bool:
     return True
 
 
-def _to_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x.detach().float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float32))
-
-
-def l2_normalize(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Rows scaled to unit L2 norm; ``(N, D)`` -> float32 ``(N, D)`` (zero rows stay zero)."""
-    return torch.nn.functional.normalize(_to_tensor(x), dim=1).cpu().numpy()
+def _array(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
 
 
 def video_embeddings(feats: np.ndarray | torch.Tensor, video_ids: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Mean of each video's clip features, then L2-normalised.
+    """:func:`videocontrast.eval.embedding.video_embeddings` for NumPy or torch input.
 
     Shape: ``feats (N_clips, D)``, ``video_ids (N_clips,)`` -> float32 ``(V, D)`` with rows in
     ``np.unique(video_ids)`` order.
     """
-    mean, _ = video_level(_to_tensor(feats).cpu().numpy(), np.asarray(video_ids))
-    return l2_normalize(mean.astype(np.float32))
+    ids = video_ids.cpu().numpy() if isinstance(video_ids, torch.Tensor) else np.asarray(video_ids)
+    return embedding.video_embeddings(_array(feats), ids)
+
+
+def video_vectors(features: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors :func:`retrieve` and :func:`retrieve_within` rank a feature set's videos with:
+    ``(embeddings (V, D), video ids (V,))``, one row per video in ``np.unique(video_ids)`` order."""
+    return video_embeddings(features["feats"], features["video_ids"]), np.unique(np.asarray(features["video_ids"]))
 
 
 def nearest_neighbours(
@@ -52,60 +57,32 @@ def nearest_neighbours(
     device: torch.device | str | None = None,
     use_faiss: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine-similarity k-nearest-neighbour search.
+    """Exact cosine-similarity k-nearest-neighbour search of rows of any norm.
 
-    Both sides are L2-normalised, then similarities are computed ``chunk`` queries x ``chunk`` gallery items at a
-    time on ``device`` and merged with a running ``torch.topk``, so memory stays ``O(chunk^2 + Q k)`` however
-    large the gallery. With ``use_faiss=True`` and faiss importable, a faiss ``IndexFlatIP`` (also exact) is used.
+    Both sides are L2-normalised, then searched by :func:`videocontrast.eval.embedding.top_k` (``chunk`` x
+    ``chunk`` blocks, block products on ``device``). With ``use_faiss=True`` and faiss importable, a faiss
+    ``IndexFlatIP`` (also exact) is used.
 
     Args:
         query: ``(Q, D)``; gallery: ``(G, D)``.
         k: neighbours per query; clipped to ``G``.
         chunk: rows per block on each side.
-        device: where the matmuls run (default: the query's device, CPU for NumPy input).
+        device: where the block products run (default: the query's device, CPU for NumPy input).
 
     Returns:
         ``(sims (Q, k') float32, idx (Q, k') int64)`` with ``k' = min(k, G)``, most similar first.
     """
-    q, g = _to_tensor(query), _to_tensor(gallery)
-    if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"nearest_neighbours expects query (Q, D) and gallery (G, D), got {tuple(q.shape)}, {tuple(g.shape)}")
-    if g.shape[0] == 0:
-        raise ValueError("nearest_neighbours: the gallery is empty")
-    if k < 1 or chunk < 1:
-        raise ValueError(f"nearest_neighbours: k and chunk must be >= 1, got k={k}, chunk={chunk}")
-    k = min(k, g.shape[0])
-    q = torch.nn.functional.normalize(q, dim=1)
-    g = torch.nn.functional.normalize(g, dim=1)
-
-    if use_faiss and _faiss_available():
+    if device is None and isinstance(query, torch.Tensor):
+        device = query.device
+    q, g = l2_normalize(_array(query)), l2_normalize(_array(gallery))
+    if use_faiss and _faiss_available() and q.ndim == g.ndim == 2 and len(g) and k >= 1:
         import faiss
 
         index = faiss.IndexFlatIP(g.shape[1])
-        index.add(np.ascontiguousarray(g.cpu().numpy()))
-        sims, idx = index.search(np.ascontiguousarray(q.cpu().numpy()), k)
+        index.add(np.ascontiguousarray(g))
+        sims, idx = index.search(np.ascontiguousarray(q), min(k, len(g)))
         return sims.astype(np.float32), idx.astype(np.int64)
-
-    device = torch.device(device) if device is not None else q.device
-    g = g.to(device)
-    all_sims, all_idx = [], []
-    for qs in range(0, q.shape[0], chunk):
-        qc = q[qs:qs + chunk].to(device)  # (q, D)
-        best_s = torch.full((qc.shape[0], 0), -float("inf"), device=device)
-        best_i = torch.zeros((qc.shape[0], 0), dtype=torch.long, device=device)
-        for gs in range(0, g.shape[0], chunk):
-            s = qc @ g[gs:gs + chunk].T  # (q, g) cosine similarities
-            kk = min(k, s.shape[1])
-            cs, ci = torch.topk(s, kk, dim=1)
-            # Merge this chunk's top-k with the running top-k; the union always contains the true top-k.
-            cat_s = torch.cat([best_s, cs], dim=1)
-            cat_i = torch.cat([best_i, ci + gs], dim=1)
-            keep = min(k, cat_s.shape[1])
-            best_s, order = torch.topk(cat_s, keep, dim=1)
-            best_i = torch.gather(cat_i, 1, order)
-        all_sims.append(best_s.cpu())
-        all_idx.append(best_i.cpu())
-    return torch.cat(all_sims).numpy().astype(np.float32), torch.cat(all_idx).numpy().astype(np.int64)
+    return top_k(q, g, k, chunk=chunk, device=device)
 
 
 def _recall_from_neighbours(nn_labels: np.ndarray, query_labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
@@ -189,9 +166,8 @@ def retrieve(
     """
     if report_k < 0:
         raise ValueError(f"retrieve: report_k must be >= 0, got {report_k}")
-    q = video_embeddings(test["feats"], test["video_ids"])
-    g = video_embeddings(train["feats"], train["video_ids"])
-    q_ids, g_ids = np.unique(np.asarray(test["video_ids"])), np.unique(np.asarray(train["video_ids"]))
+    q, q_ids = video_vectors(test)
+    g, g_ids = video_vectors(train)
     ql = video_labels(np.asarray(test["labels"]), np.asarray(test["video_ids"]))
     gl = video_labels(np.asarray(train["labels"]), np.asarray(train["video_ids"]))
     sims, idx = nearest_neighbours(q, g, max(max(ks), report_k), chunk=chunk, device=device, use_faiss=use_faiss)
@@ -205,7 +181,7 @@ def retrieve(
     result["gallery_size"] = int(len(g_ids))
     result["protocol"] = {
         "task": "video retrieval: each test video queries all training videos",
-        "embedding": "mean of the video's clip features, then L2-normalised",
+        "embedding": EMBEDDING,
         "similarity": "cosine",
         "search": "faiss IndexFlatIP (exact)" if use_faiss and _faiss_available() else "exact chunked matmul + topk",
         "hit": "any of the k nearest training videos has the query's class",
@@ -226,7 +202,7 @@ def retrieve_within(
 ) -> dict[str, Any]:
     """The thesis's retrieval (Fig. 4, section 4.3): every test video queries the OTHER test videos.
 
-    Same embedding and similarity as :func:`retrieve` (mean of the clip features, L2-normalised, cosine); the
+    Same embedding and similarity as :func:`retrieve` (:func:`video_vectors`, cosine); the
     gallery is the test set itself with the query left out, and ``report_k`` (3 in the thesis) neighbours are
     kept per query. R@k counts a hit when any of the k nearest other test videos shares the query's class.
 
@@ -241,19 +217,13 @@ def retrieve_within(
         raise ValueError(f"retrieve_within: report_k must be >= 0, got {report_k}")
     if not ks:
         raise ValueError("retrieve_within: ks is empty")
-    emb = video_embeddings(test["feats"], test["video_ids"])  # (V, D)
-    ids = np.unique(np.asarray(test["video_ids"]))
+    emb, ids = video_vectors(test)  # (V, D)
     labels = video_labels(np.asarray(test["labels"]), np.asarray(test["video_ids"]))
     v = len(ids)
     if v < 2:
         raise ValueError(f"retrieve_within: needs at least 2 test videos, got {v}")
-    want = min(max(max(ks), report_k) + 1, v)
-    sims, idx = nearest_neighbours(emb, emb, want, chunk=chunk, device=device)
-    # Drop the query itself (its own row index; with exact duplicates it may not rank first), keep V - 1 at most.
-    keep = idx != np.arange(v)[:, None]
-    keep[keep.all(axis=1), -1] = False  # the query was not among its `want` nearest: drop the farthest instead
-    sims = sims[keep].reshape(v, want - 1)
-    idx = idx[keep].reshape(v, want - 1)
+    # The query itself is left out by its row index: with exact duplicates it need not rank first.
+    sims, idx = top_k(emb, emb, max(max(ks), report_k), chunk=chunk, exclude=np.arange(v), device=device)
     result: dict[str, Any] = _recall_from_neighbours(labels[idx], labels, ks)
     videos = (ids, list(test.get("paths") or [""] * v), labels)
     result["neighbours"] = _neighbour_lists(videos, videos, sims, idx, report_k, class_names)
@@ -261,7 +231,7 @@ def retrieve_within(
     result["gallery_size"] = v - 1
     result["protocol"] = {
         "task": "video retrieval as in the thesis (Fig. 4): each test video queries the other test videos",
-        "embedding": "mean of the video's clip features, then L2-normalised",
+        "embedding": EMBEDDING,
         "similarity": "cosine",
         "search": "exact chunked matmul + topk, the query itself left out",
         "hit": "any of the k nearest other test videos has the query's class",

@@ -19,8 +19,9 @@ Output folder (:func:`embed_collection`)::
 Under ``torchrun --nproc_per_node=G`` rank r embeds every G-th file still to do and writes its own parts; rank 0
 merges them into the files above (in the input's order, so the result does not depend on G). A killed run
 continues with the files that have no part yet; a file whose size or modification time changed is embedded
-again. Per video, the embedding is the normalised mean of ``clips`` evenly spaced clips' normalised embeddings;
-with ``per_clip`` each clip is its own row with its time span.
+again. Per video, the embedding is :func:`videocontrast.eval.embedding.video_embedding` of ``clips`` evenly spaced
+clips (the normalised mean of their normalised features: the vector ``retrieve`` ranks with); with ``per_clip``
+each clip is its own row (its normalised feature) with its time span.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ..api import check_device, load_encoder
 from ..build.components import build_eval_transform
 from ..config import Config
 from ..engine.run import check_writable
+from ..eval.embedding import l2_normalize, video_embedding
 from ..data.discover import VIDEO_EXTENSIONS, find_videos, try_probe
 from ..data.decode import VideoDecodeError, VideoInfo, read_frames
 from ..fileio import atomic_write, atomic_write_text
@@ -243,11 +245,11 @@ def embed_items(encoder, items: list[Item], clips: int = 4, batch_size: int = 32
     """Yield ``(record, clip_embeddings)`` per item, in order: ``clip_embeddings`` float32 ``(V, D)``, each
     L2-normalised, or None for a file that cannot be read (``record["error"]`` says why).
 
-    Clips of several files go through the encoder together (``batch_size`` clips), under bf16 autocast on CUDA.
+    Clips of several files go through the encoder together (``batch_size`` clips), in float32 on every device
+    as evaluation's feature extraction runs: so a folder holds the vectors ``retrieve`` ranks with.
     """
     device = next(encoder.parameters()).device
     transform = build_eval_transform(encoder.config).to(device)
-    amp = torch.bfloat16 if device.type == "cuda" else None
     pending: list[dict[str, Any]] = []
 
     def flush() -> Iterator[tuple[dict[str, Any], np.ndarray | None]]:
@@ -255,9 +257,8 @@ def embed_items(encoder, items: list[Item], clips: int = 4, batch_size: int = 32
         feats: list[np.ndarray] = []
         if good:
             x = torch.cat([r["video"] for r in good]).to(device, non_blocking=True)  # (B*V, T, C, H, W)
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                z = encoder(transform(x))  # (B*V, D)
-            z = torch.nn.functional.normalize(z.float().reshape(len(x), -1), dim=-1).cpu().numpy()
+            with torch.inference_mode():
+                z = l2_normalize(encoder(transform(x)).reshape(len(x), -1).float().cpu().numpy())  # (B*V, D)
             feats = np.split(z, np.cumsum([len(r["video"]) for r in good])[:-1])
         it = iter(feats)
         for r in pending:
@@ -348,10 +349,9 @@ def embed_collection(checkpoint: str | Path, source: str | Path, out: str | Path
                                  "status": "ok", "reason": ""})
                 embs.append(z)
             else:
-                video = z.mean(0)
                 rows.append({**base, "clip": -1, "clip_start": spans[0][0], "clip_end": spans[-1][1],
                              "duration": record["duration"], "status": "ok", "reason": ""})
-                embs.append((video / (np.linalg.norm(video) + 1e-12))[None])
+                embs.append(video_embedding(z)[None])
         files += 1
         if files % flush_every == 0:
             write_part(parts, info.rank, seq, rows, embs)

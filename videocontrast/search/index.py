@@ -128,16 +128,18 @@ def _set_knob(index, kind: str, value: int) -> None:
 def _tune(index, x: np.ndarray, kind: str, fixed: int | None, target: float, seed: int,
           queries: int = 256, k: int = 10) -> tuple[str, int, float]:
     """The smallest nprobe (IVF) or efSearch (HNSW), doubling, whose recall@k on ``queries`` rows of ``x`` (each
-    row's own match left out of both answers) reaches ``target``; ``fixed`` skips the search."""
-    faiss = _faiss()
+    row's own match left out of both answers) reaches ``target``; ``fixed`` skips the search. The exact answers
+    come from :func:`videocontrast.eval.embedding.top_k`, the search every exact ranking uses."""
+    # Imported here: `videocontrast --help` reads INDEX_KINDS from this module, and the videocontrast.eval
+    # package loads torch.
+    from ..eval.embedding import top_k
+
     knob = "ef_search" if kind == "hnsw" else "nprobe"
     rng = np.random.default_rng(seed + 1)
     rows = rng.choice(len(x), min(queries, len(x)), replace=False)
     q = x[rows]
-    exact = faiss.IndexFlatIP(x.shape[1])
-    exact.add(x)
-    _, truth = exact.search(q, k + 1)
-    truth = [set(t[t != r][:k].tolist()) for t, r in zip(truth, rows)]
+    _, truth = top_k(q, x, k, exclude=rows)
+    truth = [set(t.tolist()) for t in truth]
 
     def recall(value: int) -> float:
         _set_knob(index, kind, value)

@@ -24,6 +24,7 @@ from ..config import config_from_dict
 from ..data.discover import find_videos
 from .embed import Item, embed_items
 from .shards import read_table
+from ..eval.embedding import top_k, video_embedding
 from ..eval.features import weights_fingerprint
 from ..eval.report import retrieval_report
 from ..engine.run import check_writable
@@ -155,14 +156,15 @@ def search_rows(col: Collection, q: np.ndarray, k: int, allowed: np.ndarray | No
     q = np.atleast_2d(np.asarray(q, np.float32))
     if col.index is not None:
         return search_index(col.index, q, k, allowed)
-    sims = q @ col.emb.T  # (M, N) exact
-    if allowed is not None:
-        keep = np.full(len(col), -np.inf, np.float32)
-        keep[allowed] = 0
-        sims = sims + keep
-    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(sims, rows, 1)
-    return top, np.where(np.isfinite(top), rows, -1)
+    # Padded as the FAISS index pads (-inf, row -1) where fewer than k rows are allowed: one answer shape.
+    sims = np.full((len(q), k), -np.inf, np.float32)
+    rows = np.full((len(q), k), -1, np.int64)
+    picked = None if allowed is None else np.asarray(allowed, np.int64)
+    if picked is None or len(picked):
+        s, r = top_k(q, col.emb if picked is None else col.emb[picked], k)
+        sims[:, :s.shape[1]] = s
+        rows[:, :r.shape[1]] = r if picked is None else picked[r]
+    return sims, rows
 
 
 def collection_encoder(col: Collection, checkpoint: str | Path | None, device):
@@ -199,8 +201,7 @@ def embed_queries(encoder, paths: list[str], clips: int,
                 raise ValueError(f"query video '{paths[record['i']]}' cannot be read: {record['error']}")
             skipped.append((str(paths[record["i"]]), record["error"]))
             continue
-        v = z.mean(0)
-        out.append(v / (np.linalg.norm(v) + 1e-12))
+        out.append(video_embedding(z))
     return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
