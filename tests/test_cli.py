@@ -305,12 +305,13 @@ def test_real_ucf101_end_to_end(shared_data, tmp_path):
     assert (out / "report.html").exists() and (out / "pretrained" / "retrieval.html").exists()
 
 
-def test_demo_on_a_folder_without_test_split_fails_before_training(shared_data, tmp_path, capsys):
+def test_demo_on_a_folder_with_one_class_folder_fails_before_training(shared_data, tmp_path, capsys):
+    # ucf101-tiny-mp4 holds videos/ (one folder, 25 videos): a split cannot be drawn from one class
     out = tmp_path / "run"
     code = main(["demo", "--dataset", "folder", "--root", str(shared_data / "ucf101-tiny-mp4"), "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "'test' subset" in err and "ucf101-tiny-mp4" in err
+    assert "one class folder (videos/)" in err and "ucf101-tiny-mp4" in err
     assert not (out / "pretrain" / "checkpoints").exists()  # nothing was trained for nothing
 
 

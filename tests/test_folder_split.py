@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_messy_folders import TINY, write_video
+from test_data_hostile import TINY, write_video
 from videocontrast.cli import main
 from videocontrast.data.reports import reset_reports
 

@@ -1,4 +1,4 @@
-"""Real folders of videos must not crash it (issue 9, section 3): mixed frame sizes, runs of bad files, bad files
+"""data/ on real, messy folders of videos (decode, discover, datasets): mixed frame sizes, runs of bad files, bad files
 in evaluation, truncated files, missing files, messages said once, symlink loops, progress on long extractions.
 
 Every test builds tiny videos (a 4000x3000 one has 3 frames) and checks what a user sees: exit codes, messages,

@@ -1,4 +1,4 @@
-"""A run never silently changes, mixes or loses work (issue 9, section 2).
+"""The run folder (engine.run): a run never silently changes, mixes or loses work.
 
 Resume compares the requested settings with the stored ones; a second process cannot write into a folder in
 use; leftovers of a killed run (duplicate metrics, temporary checkpoint files) are cleaned on resume; a full or

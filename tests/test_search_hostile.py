@@ -1,5 +1,4 @@
-"""Issue 9, section 3 (search) and the embed/ablate items of section 4, as a user sees them (with issue 13's
-embedding folder).
+"""search/ (embed, query, the index) and ablate's progress as a user sees them, on hostile or careless input.
 
 A bad query file, a missing one, a damaged folder, ``-k 0`` and ``--device cuda`` on a machine without CUDA each
 end in one line (exit code 2), not a traceback; two ``--html`` pages in one folder keep their own frames;

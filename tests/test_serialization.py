@@ -1,4 +1,4 @@
-"""Issue 9: loading a file must never run code from it.
+"""serialization (and every path into torch.load): loading a file must never run code from it.
 
 A crafted ``.pt`` whose unpickling would create a marker file is pushed through every way a file reaches
 ``torch.load``: the evaluation commands, ``embed``, ``search`` (through an index's metadata), the Python API,
