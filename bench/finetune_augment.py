@@ -35,7 +35,8 @@ from videocontrast.engine.device import resolve_device
 from videocontrast.eval.features import extract_features
 from videocontrast.eval.finetune import finetune
 from videocontrast.eval.linear import linear_probe
-from videocontrast.eval.run import class_names, load_weights
+from videocontrast.build.encoder import load_weights
+from videocontrast.eval.run import class_names
 
 
 def main() -> int:

@@ -21,7 +21,8 @@ import numpy as np
 from videocontrast.engine.device import resolve_device
 from videocontrast.eval.features import same_clips
 from videocontrast.eval.linear import linear_probe
-from videocontrast.eval.run import class_names, features, load_weights
+from videocontrast.build.encoder import load_weights
+from videocontrast.eval.run import class_names, features
 
 
 def main() -> int:

@@ -117,6 +117,13 @@ def test_retrieve_ranks_with_the_vectors_embed_stores(tmp_path):
     for path, v in vectors.items():
         np.testing.assert_allclose(v, stored[path], atol=1e-5, err_msg=path)
 
+    # the Python API gives the same vectors (vc.embed_videos on the same checkpoint and videos)
+    import videocontrast as vc
+
+    paths = sorted(stored)
+    api = vc.embed_videos(vc.load_encoder(ckpt), paths, clips_per_video=enc.cfg.data.eval_clips)
+    np.testing.assert_allclose(api, np.stack([stored[p] for p in paths]), atol=1e-5)
+
     # and retrieve's similarities are those of the stored vectors
     res = retrieve(train, test, ks=(1, 3), report_k=3)
     for query in res["neighbours"]:

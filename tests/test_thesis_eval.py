@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from test_eval import BrightnessVideos
-from videocontrast.build.components import build_eval_transform, model_from_checkpoint
+from videocontrast.build.components import build_eval_transform
+from videocontrast.build.encoder import model_from_checkpoint
 from videocontrast.config import ConfigError, load_config
 from videocontrast.engine.checkpoint import load_checkpoint
 from videocontrast.eval.finetune import finetune

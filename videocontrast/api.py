@@ -27,6 +27,7 @@ from .data.datasets import VideoDataset
 from .data.splits import VideoRecord
 from .build.encoder import load_weights
 from .engine.device import resolve_device
+from .eval.embedding import l2_normalize, video_embedding
 from .eval.features import extract_features
 from .transforms.functional import KINETICS_MEAN, KINETICS_STD
 from .transforms.temporal import UniformClips
@@ -69,20 +70,22 @@ def load_encoder(checkpoint: str | Path, device: str | torch.device = "cpu",
 
     The returned module has ``input_layout``, ``clip_len``, ``stride``, ``input_size``, ``decode_size``,
     ``mean``, ``std`` and ``config`` attributes describing the input it expects, ``fingerprint`` (the SHA-1 of
-    the weights file, or ``random:...``) and ``source`` (what it was loaded from).
+    the weights file, or ``random:...``), ``source`` (what it was loaded from) and ``kind`` (random, export,
+    checkpoint or external): the fields of :class:`videocontrast.build.encoder.Encoder`, on the module itself.
     """
     dev = check_device(device)
     cfg = load_config(str(config)) if isinstance(config, (str, Path)) else config
     enc = load_weights(checkpoint, cfg, dev)
     encoder = _attach(enc.module, enc.cfg)
-    encoder.fingerprint, encoder.source = enc.fingerprint, enc.description
+    encoder.fingerprint, encoder.source, encoder.kind = enc.fingerprint, enc.description, enc.kind
     return encoder.to(dev).eval()
 
 
 def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_video: int = 4,
                  batch_size: int = 8, device: str | torch.device | None = None, num_workers: int = 0,
                  per_clip: bool = False, progress: str | None = None) -> np.ndarray:
-    """One L2-normalised embedding per video (mean over ``clips_per_video`` evenly spaced clips).
+    """One embedding per video: the L2-normalised mean of the L2-normalised features of ``clips_per_video`` evenly
+    spaced clips (:func:`videocontrast.eval.embedding.video_embedding`, what ``videocontrast embed`` stores).
 
     ``progress``: a label to show a progress bar (videos done / total) on stderr under; None: no bar.
 
@@ -98,8 +101,6 @@ def embed_videos(encoder: nn.Module, paths: Sequence[str | Path], clips_per_vide
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     feats = extract_features(encoder, loader, build_eval_transform(encoder.config).to(device), device,
                              progress=bool(progress), desc=progress)
-    x = torch.from_numpy(feats["feats"]).float().reshape(len(paths), clips_per_video, -1)
-    x = torch.nn.functional.normalize(x, dim=-1)
-    if per_clip:
-        return x.numpy()
-    return torch.nn.functional.normalize(x.mean(1), dim=-1).numpy()
+    clips = l2_normalize(feats["feats"]).reshape(len(paths), clips_per_video, -1)
+    # The one definition of a video's embedding (eval.embedding), the vector `embed` stores and `retrieve` ranks.
+    return clips if per_clip else np.stack([video_embedding(c) for c in clips])

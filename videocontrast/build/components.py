@@ -19,14 +19,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import dist
-from ..config import FINETUNE_AUGMENTS, AugConfig, Config, config_from_dict
+from ..config import FINETUNE_AUGMENTS, AugConfig, Config
 from ..data.cache import attach_cache
 from ..data.datasets import VideoDataset, build_dataset
 from ..data.reports import first_report
 from ..data.splits import dataset_records, needs_test_split
 from ..data.subsets import plan_test_split
 from ..data.synthetic import generate_synthetic
-from ..methods import build_method, encoder_of
+from ..methods import build_method
 from ..models import build_backbone
 from ..names import input_channels
 from ..transforms.eval import ClipEval
@@ -71,35 +71,6 @@ def method_from_config(cfg: Config, num_train_clips: int | None = None) -> nn.Mo
     return build_method(m.name, backbone_from_config(cfg), temperature=m.temperature, queue_size=m.queue_size,
                         momentum=m.momentum, head_hidden=cfg.model.head_hidden, head_out=cfg.model.head_out,
                         bn_mode=m.bn_mode, num_train_clips=num_train_clips)
-
-
-def backbone_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``backbone.*`` entries of a method's or classifier's state dict, prefix removed (a plain backbone
-    state dict, as older supervised checkpoints stored, is returned as it is)."""
-    if any(k.startswith("backbone.") for k in state_dict):
-        return {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-    return state_dict
-
-
-def method_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
-    """The whole method (backbone, projection head, momentum encoder) of a loaded pretraining checkpoint."""
-    cfg = config_from_dict(state["config"])
-    cfg.model.weights = None  # the checkpoint carries the weights
-    method = method_from_config(cfg)
-    method.load_state_dict(state["model"])
-    return method, cfg
-
-
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, Config]:
-    """The backbone stored in a loaded checkpoint (pretraining, fine-tuning or supervised) and its config."""
-    if state.get("kind", "pretrain") == "pretrain":
-        method, cfg = method_from_checkpoint(state)
-        return encoder_of(method), cfg
-    cfg = config_from_dict(state["config"])
-    cfg.model.weights = None  # the checkpoint carries the weights
-    backbone = backbone_from_config(cfg)
-    backbone.load_state_dict(backbone_state(state["model"]))
-    return backbone, cfg
 
 
 # ----------------------------------------------------------------------------- data

@@ -23,7 +23,8 @@ from ..engine.run import config_changes, stored_run
 from ..eval.finetune import finetune
 from ..eval.features import same_clips
 from ..eval.metrics import paired_bootstrap_interval
-from ..eval.run import Encoder, load_weights, run_knn, run_linear, run_retrieve
+from ..build.encoder import Encoder, load_weights
+from ..eval.run import run_knn, run_linear, run_retrieve
 from .verdict import best_baseline
 
 

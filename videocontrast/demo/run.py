@@ -35,7 +35,8 @@ from ..engine.run import (RunFolderError, config_changes, epochs_done_phrase, re
 from ..engine.train import pretrain
 from ..fileio import atomic_write_text
 from ..names import input_frames
-from ..eval.run import (Encoder, class_names, features, knn_monitor, load_weights, scored_features)
+from ..build.encoder import Encoder, load_weights
+from ..eval.run import class_names, features, knn_monitor, scored_features
 from .verdict import best_baseline, margins, verdict
 from .baselines import (SUBSET_BUDGET_SHARE, SharedFrames, evaluate_encoder, history_seconds, label_efficiency,
                         margin_interval, train_supervised_baseline)

@@ -36,7 +36,7 @@ from videocontrast.fileio import atomic_write_text
 
 
 # The fine-tuned model (backbone + classifier, no optimiser state) in the run folder; a `--checkpoint` for every
-# command (build.model_from_checkpoint reads its backbone), like checkpoints/last.pt but a quarter of its size.
+# command (build.encoder.model_from_checkpoint reads its backbone), like checkpoints/last.pt but a quarter of its size.
 FINETUNED = "finetuned.pt"
 
 
