@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import SHARED_DATA, read_pattern, write_pattern_video
+from conftest import read_pattern, write_pattern_video
 from videocontrast.config import ConfigError, load_config
 from videocontrast.data import cache as cache_mod
 from videocontrast.data.cache import CACHE_FILE, CacheDoesNotFit, attach_cache, estimate_bytes
@@ -23,13 +23,9 @@ from videocontrast.data.datasets import VideoDataset, build_dataset
 from videocontrast.data.splits import VideoRecord
 from videocontrast.transforms.temporal import TwoViews
 
-UCF = SHARED_DATA / "ucf101-mini" / "videos"
-
-
-def _ucf_files(n: int) -> list[str]:
-    files = sorted(str(p) for p in UCF.glob("*/*.avi"))
-    if not files:
-        pytest.skip(f"real UCF101 clips not found under {UCF} (../shared/data is absent in a fresh clone)")
+def _ucf_files(videos: Path, n: int) -> list[str]:
+    files = sorted(str(p) for p in videos.glob("*/*.avi"))
+    assert len(files) >= n
     return files[:: len(files) // n][:n]
 
 
@@ -39,8 +35,9 @@ def _pair(records, views, decode_size=40, aspect=(3, 4)):
 
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
-def test_cached_items_equal_uncached_items_on_real_clips(tmp_path, mode):
-    records = [VideoRecord(f, 0) for f in _ucf_files(4)]
+def test_cached_items_equal_uncached_items_on_ucf101_avis(tmp_path, ucf101_like, mode):
+    # MPEG-4 AVIs with B-frames and a sound track, 80x60 (4:3) as UCF101's 320x240
+    records = [VideoRecord(f, 0) for f in _ucf_files(ucf101_like.videos, 4)]
     plain, cached = _pair(records, TwoViews("shift", 9, 4, 2))
     assert attach_cache(cached, mode, tmp_path, quiet=True) == mode
     assert (tmp_path / CACHE_FILE).exists() == (mode == "disk")

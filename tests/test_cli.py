@@ -243,13 +243,13 @@ def test_ablate_grid_resumes_without_recomputing(demo_run, tmp_path):
     assert (tmp_path / "results.csv").exists() and (tmp_path / "results.png").exists()
 
 
-def test_data_info_json_on_real_ucf101(shared_data, capsys):
-    root = shared_data / "ucf101-mini"
-    assert main(["data", "info", "--dataset", "ucf101", "--root", str(root / "videos"), "--splits",
-                 str(root / "ucfTrainTestlist"), "--split", "1", "--json"]) == 0
+def test_data_info_json_on_a_ucf101_download(ucf101_like, capsys):
+    u = ucf101_like
+    assert main(["data", "info", "--dataset", "ucf101", "--root", str(u.videos), "--splits",
+                 str(u.splits), "--split", "1", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["train"] == 77 + 107 + 99 and info["test"] == 31 + 43 + 35
-    assert len(info["classes"]) == 101 and info["missing"] > 0 and info["unreadable"] == []
+    assert info["train"] == sum(u.train.values()) == 5 + 6 + 5 and info["test"] == sum(u.test.values()) == 3 + 4 + 2
+    assert info["classes"] == u.classes and info["missing"] == 6 + 5 and info["unreadable"] == []
 
 
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
@@ -283,35 +283,36 @@ def test_data_preview_writes_a_png(demo_run, tmp_path):
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.01
 
 
-def test_real_ucf101_end_to_end(shared_data, tmp_path):
-    """Brief pretraining on the real UCF101 AVIs (split 1), then probe, kNN and retrieval for it and for
-    random init; the report and results are written."""
-    root = shared_data / "ucf101-mini"
-    out = tmp_path / "real"
-    assert main(["demo", "--dataset", "ucf101", "--root", str(root / "videos"), "--splits",
-                 str(root / "ucfTrainTestlist"), "--split", "1", "--out", str(out), "data.clip_len=4",
+def test_ucf101_end_to_end(ucf101_like, tmp_path):
+    """Brief pretraining on a UCF101 download (MPEG-4 AVIs with sound, official split 1 files listing absent
+    classes too), then probe, kNN and retrieval for it and for random init; the report and results are written."""
+    u = ucf101_like
+    out = tmp_path / "run"
+    assert main(["demo", "--dataset", "ucf101", "--root", str(u.videos), "--splits",
+                 str(u.splits), "--split", "1", "--out", str(out), "data.clip_len=4",
                  "data.stride=4", "data.decode_size=24", "data.size=16", "data.eval_clips=1", "model.width=8",
-                 "model.head_hidden=32", "train.epochs=1", "optim.batch_size=32", "eval.cv_folds=2",
+                 "model.head_hidden=32", "train.epochs=1", "optim.batch_size=8", "eval.cv_folds=2",
                  "data.num_workers=0", "data.input=rgb"]) == 0
     res = json.loads((out / "results.json").read_text())
     for name in ("pretrained", "random_init", "supervised"):
         fractions(res[name], ["linear_top1", "knn_top1", "R@1", "R@5"])
     assert "random_init_rgb" not in res  # on RGB input random init on RGB is random_init itself
     assert res["pretrained"]["protocol"]["linear"]["dataset"] == "ucf101"
-    # split 1 of the 3 classes on disk (shared/data/README.md): 77+107+99 training and 31+43+35 test videos
+    # split 1 of the 3 classes on disk: 5+6+5 training and 3+4+2 test videos (tests/conftest.py's ucf101_like)
     assert {k: res["dataset"][k] for k in ("num_classes", "train_videos", "test_videos")} == \
-        {"num_classes": 3, "train_videos": 283, "test_videos": 109}
-    assert "3 classes, 283 training / 109 test videos; chance level 33.3%" in res["verdict"]
+        {"num_classes": 3, "train_videos": 16, "test_videos": 9}
+    assert "3 classes, 16 training / 9 test videos; chance level 33.3%" in res["verdict"]
     assert (out / "report.html").exists() and (out / "pretrained" / "retrieval.html").exists()
 
 
-def test_demo_on_a_folder_with_one_class_folder_fails_before_training(shared_data, tmp_path, capsys):
-    # ucf101-tiny-mp4 holds videos/ (one folder, 25 videos): a split cannot be drawn from one class
+def test_demo_on_a_folder_with_one_class_folder_fails_before_training(mp4_folder, tmp_path, capsys):
+    # as ../shared/data/ucf101-tiny-mp4, mp4_folder holds videos/ (one folder, 10 videos): a split cannot be
+    # drawn from one class
     out = tmp_path / "run"
-    code = main(["demo", "--dataset", "folder", "--root", str(shared_data / "ucf101-tiny-mp4"), "--out", str(out)])
+    code = main(["demo", "--dataset", "folder", "--root", str(mp4_folder), "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "one class folder (videos/)" in err and "ucf101-tiny-mp4" in err
+    assert "one class folder (videos/)" in err and mp4_folder.name in err
     assert not (out / "pretrain" / "checkpoints").exists()  # nothing was trained for nothing
 
 

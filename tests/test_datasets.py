@@ -32,7 +32,34 @@ def _place(src: Path, dst: Path) -> Path:
 # ----------------------------------------------------------------------------- UCF101
 
 
+def test_ucf101_split1_counts_and_official_labels(ucf101_like):
+    """The official split files of a partial download: labels by classInd's 1-based numbers, groups g01-g07
+    test and g08-g25 train (as the files say), listed videos not on disk counted as missing."""
+    u = ucf101_like
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = build_dataset("ucf101", u.videos, split=1, subset="train")  # splits found at root/../ucfTrainTestlist
+        test = build_dataset("ucf101", u.videos, split=1, subset="test")
+    assert train.classes == test.classes == u.classes and len(train.classes) == 8
+    assert train.present_classes == test.present_classes == ["BalanceBeam", "BaseballPitch", "Basketball"]
+    for name, (n_train, n_test, label) in {"BalanceBeam": (5, 3, 4), "BaseballPitch": (6, 4, 6),
+                                           "Basketball": (5, 2, 7)}.items():  # classInd 5, 7, 8
+        assert (u.train[name], u.test[name]) == (n_train, n_test)  # what the fixture wrote
+        assert train.classes[label] == name
+        assert sum(r.label == label for r in train.records) == n_train
+        assert sum(r.label == label for r in test.records) == n_test
+    assert len(train) == 16 and len(test) == 9
+    assert train.missing == u.missing_train == 6 and test.missing == u.missing_test == 5
+    for r, subset in [(r, "train") for r in train.records] + [(r, "test") for r in test.records]:
+        assert Path(r.path).is_file() and Path(r.path).parent.name == train.classes[r.label]
+        group = int(Path(r.path).stem.split("_g")[1][:2])
+        assert (group >= 8) == (subset == "train"), r.path
+    with pytest.raises(FileNotFoundError, match="missing"):
+        build_dataset("ucf101", u.videos, split=1, require_complete=True)
+
+
 def test_ucf101_mini_split1_counts_and_official_labels(shared_data):
+    """The real ucf101-mini against the unmodified official split files (101 classes, 3 on disk)."""
     root = shared_data / "ucf101-mini" / "videos"  # splits found at root/../ucfTrainTestlist
     expected = {"BalanceBeam": (77, 31, 4), "BaseballPitch": (107, 43, 6), "Basketball": (99, 35, 7)}  # classInd 5, 7, 8
     with warnings.catch_warnings():
@@ -252,18 +279,21 @@ def test_strict_raises_naming_the_file(bad_tree, which):
     assert err.value.path == bad[which] and bad[which] in str(err.value)
 
 
-def test_dataset_info_on_real_ucf101(shared_data):
+def test_dataset_info_on_a_ucf101_download(ucf101_like):
+    u = ucf101_like
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        info = dataset_info("ucf101", shared_data / "ucf101-mini" / "videos", probe=True)
-    assert (info["train"], info["test"], info["unreadable"]) == (283, 109, [])
-    assert info["missing"] == (9537 - 283) + (3783 - 109) and len(info["classes"]) == 101
+        info = dataset_info("ucf101", u.videos, probe=True)
+    assert (info["train"], info["test"], info["unreadable"]) == (16, 9, [])
+    assert info["missing"] == 6 + 5 and info["classes"] == u.classes
     assert info["present_classes"] == ["BalanceBeam", "BaseballPitch", "Basketball"]
-    assert 35 <= info["frames"]["min"] <= info["frames"]["median"] <= info["frames"]["max"] <= 528
+    frames = sorted(u.frames.values())
+    assert (info["frames"]["min"], info["frames"]["median"], info["frames"]["max"]) == \
+        (frames[0], frames[len(frames) // 2], frames[-1]) == (24, 41, 60)  # 25 videos: the 13th
     assert info["fps"]["min"] == pytest.approx(25.0) and info["fps"]["max"] == pytest.approx(29.97, abs=0.01)
 
 
-def test_bench_data_json_reports_the_two_view_cpu_rate():
+def test_bench_data_json_reports_the_two_view_cpu_rate(ucf101_like, tmp_path):
     """A tiny run of bench/bench_data.py --json prints one JSON object with our rate and the peer's (no timing
     is asserted: benchmarks are for reading, not for tests)."""
     import json
@@ -271,14 +301,13 @@ def test_bench_data_json_reports_the_two_view_cpu_rate():
     import subprocess
     import sys
 
-    from conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "ucf101-mini" / "videos").is_dir():
-        pytest.skip(f"real UCF101 clips not found under {SHARED_DATA} (absent in a fresh clone)")
+    data = tmp_path / "data"  # bench_data.py reads DATA/ucf101-mini/videos/*/*.avi
+    data.mkdir()
+    (data / "ucf101-mini").symlink_to(ucf101_like.root, target_is_directory=True)
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     out = subprocess.run([sys.executable, str(repo / "bench" / "bench_data.py"), "--json", "--only-side-by-side",
-                          "--seconds", "0.2", "--files", "2", "--data", str(SHARED_DATA)],
+                          "--seconds", "0.2", "--files", "2", "--data", str(data)],
                          capture_output=True, text=True, env=env, timeout=600, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["two_view_cpu_aug_per_core"] > 0 and result["peer_two_view_per_core"] > 0

@@ -1,14 +1,17 @@
 """read_frames/probe_video against videos whose pictures encode their own frame number, and against a
-plain sequential PyAV decode of real UCF101 clips (the independent reference)."""
+plain sequential PyAV decode (the independent reference) of generated clips and of real UCF101 clips."""
 
 from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
 
-from conftest import PATTERN_H, PATTERN_W, read_pattern, write_audio_only
+from conftest import PATTERN_H, PATTERN_W, read_pattern, write_audio_only, write_pattern_video
 from videocontrast.data.decode import VideoDecodeError, VideoInfo, probe_video, read_frames
 
 INDEX_SETS = {
@@ -112,30 +115,55 @@ REAL_CLIPS = [
 ]
 
 
-@pytest.mark.parametrize("rel", REAL_CLIPS)
-def test_real_clips_match_a_full_sequential_decode(shared_data, rel):
-    path = shared_data / rel
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+def _check_against_sequential(path, label: str, pattern: bool = False) -> None:
     full = _sequential(path)
     n = len(full)
     info = probe_video(path)
     assert info.num_frames == n, "frame count must equal the number of frames a sequential decode yields"
     assert (info.height, info.width) == full.shape[2:]
+    if pattern:  # the reference itself gives frames 0..n-1 in order
+        assert [read_pattern(f) for f in full] == list(range(n))
     rng = np.random.default_rng(0)
     starts = {0, n - 16, n // 2, n // 3 + 5, *rng.integers(0, n - 16, 4).tolist()}
     for a in sorted(starts):
         indices = np.arange(a, a + 16)
         clip = read_frames(path, indices, info=info).numpy()
-        np.testing.assert_array_equal(clip, full[indices], err_msg=f"{rel} frames {a}..{a + 15}")
+        np.testing.assert_array_equal(clip, full[indices], err_msg=f"{label} frames {a}..{a + 15}")
     picks = rng.integers(0, n, 6)
     np.testing.assert_array_equal(read_frames(path, picks).numpy(), full[picks])
 
 
-def test_real_avi_short_side_resize(shared_data):
-    path = shared_data / REAL_CLIPS[0]
+@pytest.fixture(scope="module")
+def codec_clips(tmp_path_factory, ucf101_like) -> dict[str, Path]:
+    """Generated stand-ins for the real clips' kinds: an AVI of the UCF101-like tree (MPEG-4 Part 2, B-frames,
+    aac audio), a longer 29.97 fps one with a keyframe every 5 frames (many seeks), H.264 mp4 with B-frames."""
+    d = tmp_path_factory.mktemp("codecs")
+    return {
+        "ucf101_like_avi": ucf101_like.videos / "BaseballPitch" / "v_BaseballPitch_g08_c01.avi",
+        "avi_many_keyframes": write_pattern_video(d / "k.avi", 90, "mpeg4", gop=5, fps=Fraction(30000, 1001),
+                                                  audio=True, size=(60, 80)),
+        "mp4_bframes": write_pattern_video(d / "b.mp4", 75, "libx264", gop=12, b_frames=3, size=(48, 64)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ucf101_like_avi", "avi_many_keyframes", "mp4_bframes"])
+def test_generated_clips_match_a_full_sequential_decode(codec_clips, kind):
+    _check_against_sequential(codec_clips[kind], kind, pattern=True)
+
+
+def test_real_clips_match_a_full_sequential_decode(shared_data):
+    """The real clips, for their quirks (packed B-frames, N-VOPs) that generated files do not have."""
+    absent = [rel for rel in REAL_CLIPS if not (shared_data / rel).is_file()]
+    assert not absent, f"real clips missing under {shared_data}: {absent}"
+    for rel in REAL_CLIPS:
+        _check_against_sequential(shared_data / rel, rel)
+
+
+def test_avi_short_side_resize(tmp_path):
+    path = write_pattern_video(tmp_path / "ucf.avi", 12, "mpeg4", audio=True, size=(240, 320))  # UCF101's size
     clip = read_frames(path, [0, 8], size=128)
     assert clip.shape == (2, 3, 128, 171)  # 320x240 -> short side 128
+    assert _numbers(clip) == [0, 8]
     # Resizing the native frame with a generic bilinear filter gives nearly the same picture.
     native = read_frames(path, [0, 8]).float()
     ref = torch.nn.functional.interpolate(native, size=(128, 171), mode="bilinear", antialias=True)

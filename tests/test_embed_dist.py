@@ -2,8 +2,9 @@
 tolerance) in the same order, and the merged FAISS index answers the same neighbours as NumPy brute force on the
 one-process embeddings (issue 13, "done when").
 
-The fast test embeds a few real UCF101 .mp4 files of ../shared/data; the slow one (``pytest -m slow``) all of
-ucf101-mini and ucf101-tiny-mp4 through one CSV manifest. Both skip when ../shared/data is absent.
+The fast test embeds a few generated H.264 .mp4 and MPEG-4 .avi files (tests/conftest.py's mp4_folder and
+ucf101_like); the slow one (``pytest -m slow``) all of the real ucf101-mini and ucf101-tiny-mp4 of ../shared/data
+through one CSV manifest, skipping when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def _compare(one: Path, two: Path, k: int) -> None:
     assert (rows == np.argsort(-sims, axis=1, kind="stable")[:, :k]).mean() > 0.95
 
 
-def test_two_processes_embed_like_one(shared_data, tmp_path):
-    videos = sorted((shared_data / "ucf101-tiny-mp4" / "videos").rglob("*.mp4"))[::5][:5]  # one per class
+def test_two_processes_embed_like_one(mp4_folder, ucf101_like, tmp_path):
+    videos = sorted((mp4_folder / "videos").rglob("*.mp4"))[::2]  # one per class
+    videos += sorted(ucf101_like.videos.rglob("*.avi"))[::8]  # and MPEG-4 AVIs with a sound track
+    assert len(videos) == 5 + 4
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{p} {p.parent.name}\n" for p in videos))
     ckpt = make_checkpoint(tmp_path / "last.pt")

@@ -1,5 +1,6 @@
-"""``videocontrast reproduce``: every thesis table and figure end to end at smoke scale on real UCF101 clips
-(sharing one output folder, so later tables reuse earlier runs: reproduce's own resume), and its parts."""
+"""``videocontrast reproduce``: every thesis table and figure end to end at smoke scale on a generated UCF101
+download (tests/conftest.py's ucf101_like: MPEG-4 AVIs with sound, the official split files), sharing one output
+folder, so later tables reuse earlier runs (reproduce's own resume); and its parts."""
 
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SHARED_DATA, shared_dir
 from videocontrast.cli import main
 from videocontrast.reproduce.run import DataSource, smoke_splits
 from videocontrast.reproduce.thesis import TABLES
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # as tests/conftest.py finds it
-MINI = SHARED_DATA / "ucf101-mini"
-THESIS_TXT = SHARED_DATA.parent / "reference" / "thesis.txt"
-needs_mini = pytest.mark.skipif(not (MINI / "videos").is_dir(),
-                                reason=f"real UCF101 clips not found at {MINI} (../shared/data next to the repository)")
+THESIS_TXT = SHARED_DATA.parent / "reference" / "thesis.txt"  # in the workspace's ../shared only
 
 # The thesis's layout (columns, and the first column of each row), typed from thesis.txt by hand.
 LAYOUT = {
@@ -49,8 +47,9 @@ ORDER = ("table1", "table2", "table3", "table4", "table5", "fig4", "fig5", "fig6
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory):
-    """Every table and figure at smoke scale into ONE folder, in order; Tables 3 and Fig. 4 get a Kinetics
+def repro(tmp_path_factory, ucf101_like):
+    """Every table and figure at smoke scale on tests/conftest.py's UCF101-like download (official split files,
+    3 of 8 classes on disk) into ONE folder, in order; Tables 3 and Fig. 4 get a Kinetics
     checkpoint (Table 1's own videoSimCLR checkpoint stands in), the others none; no --hmdb51 anywhere."""
     out = tmp_path_factory.mktemp("repro")
     kinetics = out / "runs" / "ucf101-simclr" / "pretrain" / "checkpoints" / "last.pt"
@@ -60,14 +59,14 @@ def repro(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield from _run_all(out, kinetics, seconds, mtimes)
+        yield from _run_all(out, kinetics, seconds, mtimes, ucf101_like.videos)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_all(out, kinetics, seconds, mtimes):
+def _run_all(out, kinetics, seconds, mtimes, videos):
     for name in ORDER:
-        args = ["reproduce", name, "--ucf101", str(MINI / "videos"), "--scale", "smoke", "--out", str(out)]
+        args = ["reproduce", name, "--ucf101", str(videos), "--scale", "smoke", "--out", str(out)]
         if name in ("table3", "fig4"):
             args += ["--kinetics", str(kinetics)]
         start = time.perf_counter()
@@ -75,7 +74,7 @@ def _run_all(out, kinetics, seconds, mtimes):
         seconds[name] = time.perf_counter() - start
         if name == "table1":
             mtimes["simclr"] = kinetics.stat().st_mtime_ns
-    yield {"out": out, "seconds": seconds, "simclr_mtime": mtimes["simclr"], "kinetics": kinetics}
+    yield {"out": out, "seconds": seconds, "simclr_mtime": mtimes["simclr"], "kinetics": kinetics, "videos": videos}
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -84,7 +83,6 @@ def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames), list(reader)
 
 
-@needs_mini
 @pytest.mark.parametrize("name", ORDER)
 def test_every_table_is_written_in_the_thesis_layout(repro, name):
     out = repro["out"]
@@ -116,7 +114,6 @@ def test_every_table_is_written_in_the_thesis_layout(repro, name):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
 
 
-@needs_mini
 def test_what_was_not_given_is_marked_not_run_with_the_thesis_number(repro):
     out = repro["out"]
     _, rows = _csv_rows(out / "table1.csv")
@@ -136,7 +133,6 @@ def test_what_was_not_given_is_marked_not_run_with_the_thesis_number(repro):
     assert all(0 <= float(r["UCF101 Acc@1 Chunk ours"]) <= 100 for r in kinetics3)
 
 
-@needs_mini
 def test_runs_are_shared_and_a_finished_run_is_not_run_again(repro):
     out = repro["out"]
     # Table 2 (fine-tuning) and Fig. 4 used Table 1's videoSimCLR run without training it again
@@ -144,7 +140,7 @@ def test_runs_are_shared_and_a_finished_run_is_not_run_again(repro):
     assert (out / "runs" / "ucf101-simclr" / "finetune-ucf101" / "finetuned.pt").is_file()
     # Fig. 5 needs only runs of Table 3 (UCF101): nothing new pretrains, and a second Table 4 changes nothing
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("last.pt")}
-    assert main(["reproduce", "table4", "--ucf101", str(MINI / "videos"), "--scale", "smoke", "--out", str(out)]) == 0
+    assert main(["reproduce", "table4", "--ucf101", str(repro["videos"]), "--scale", "smoke", "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("last.pt")} == before
     linear = (out / "runs" / "ucf101-simclr" / "linear-ucf101" / "results.json").read_text()
     assert "whole frame resized (eval.linear_input=resize)" in linear  # the thesis's input, and it says so
@@ -155,7 +151,8 @@ def test_runs_are_shared_and_a_finished_run_is_not_run_again(repro):
 # ---------------------------------------------------------------- parts
 
 
-@pytest.mark.skipif(not THESIS_TXT.is_file(), reason=f"the thesis text is not at {THESIS_TXT}")
+@pytest.mark.skipif(shared_dir("reference", "thesis.txt") is None,
+                    reason=f"the thesis text is not at {THESIS_TXT} (the workspace's ../shared only)")
 def test_thesis_numbers_match_the_thesis_text():
     """Tables 1-4 are tab-separated rows in thesis.txt, under their header line: every row's numbers must be the
     spec's, in the thesis's row order (Table 5's cells are garbled there: checked by hand in THESIS_CELLS)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_pattern_video
 from videocontrast.cli import main
 from videocontrast.data.splits import VideoRecord
 from videocontrast.data.subsets import (LABELLED_SPLIT, SUBSETS_JSON, VAL_SPLIT, SubsetSpec, label_subset,
@@ -251,6 +252,39 @@ def test_val_flag_followed_by_an_override_takes_the_default_fraction(synthetic, 
                  *TINY, "--val", "eval.knn_k=3"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["subsets"]["val_fraction"] == 0.2 and res["protocol"]["k"] == 3
+
+
+def test_a_folder_validation_split_keeps_clips_csv_sources_apart(tmp_path):
+    """Laid out as ../shared/data/fight-detection: train/<class>/*.mp4 and a clips.csv whose source_group joins
+    clips the file names do not (fi001, fi002, ...: each its own group by name), some clips without a group."""
+    from videocontrast.data.splits import dataset_records
+
+    root = tmp_path / "fights"
+    clip = write_pattern_video(tmp_path / "c.mp4", 8, "libx264")
+    rows, group_of = [], {}
+    for cls, prefix, n in (("fight", "fi", 30), ("noFight", "nofi", 30)):
+        for i in range(1, n + 1):
+            rel = f"train/{cls}/{prefix}{i:03d}.mp4"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(clip.read_bytes())
+            group = "" if cls == "noFight" and i > 24 else f"yt{cls}{(i - 1) // 3}"  # sources of 3 clips
+            rows.append(f"{rel},{cls},{group},train")
+            group_of[rel] = group or rel
+    (root / "clips.csv").write_text("path,label,source_group,subset\n" + "\n".join(rows) + "\n")
+    recs = dataset_records("folder", root, None, 1, "train", False)[0]
+    assert len(recs) == 60
+    plan = plan_subsets(recs, ["fight", "noFight"], root, "folder", SubsetSpec(val_fraction=0.2, seed=0), None)
+    rel = lambda p: Path(p).relative_to(root).as_posix()  # noqa: E731
+    val = {group_of[rel(p)] for p in plan.val}
+    kept = {group_of[rel(p)] for p in plan.train}
+    assert val and not val & kept and len(plan.val) + len(plan.train) == 60
+    # whole sources only: each csv group of 3 is in val entirely or not at all
+    for g in val:
+        assert sum(group_of[rel(p)] == g for p in plan.val) == (1 if g.startswith("train/") else 3)
+    assert plan.summary["val_source_groups"] == len(val)
+    assert 0.1 <= len(plan.val) / len(recs) <= 0.35
+    for cls in ("fight", "noFight"):
+        assert any(f"/{cls}/" in p for p in plan.val)  # about that fraction of every class
 
 
 def test_fight_detection_validation_split_keeps_youtube_sources_apart(shared_data):
