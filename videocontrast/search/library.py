@@ -6,6 +6,7 @@ size, and decodes or sends only that descriptor; its animated previews and place
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import io
@@ -125,12 +126,6 @@ class OpenFile:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> OpenFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class Library:
     """The collection behind the page: rows, allowed files, previews, queries."""
@@ -223,7 +218,7 @@ class Library:
             if e.status == 404:
                 return placeholder(e.short), "image/png"
             raise
-        with f:
+        with contextlib.closing(f):
             span = (float(self.col.table["clip_start"][row]), float(self.col.table["clip_end"][row]))
             key = hashlib.sha1(f"{f.real}|{f.st.st_size}|{f.st.st_mtime_ns}|{span}|{PREVIEW_FRAMES}|"
                                f"{PREVIEW_SIZE}".encode()).hexdigest()[:20]
