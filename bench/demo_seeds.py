@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 from videocontrast.demo.verdict import BASELINE_NAMES, BASELINES
-
-METRICS = ("linear_top1", "knn_top1", "R@1", "R@5")
+from videocontrast.names import VERDICT_METRICS as METRICS  # the demo scores the verdict weighs
 
 
 def cell(values: list[float]) -> str:

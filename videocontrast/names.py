@@ -1,14 +1,16 @@
-"""The names a config or a command line may choose from, and the two value checks config shares with the library.
+"""The names a config or a command line may choose from, the two value checks config shares with the library, and
+the metric keys results are written under with the words and percent format they are shown in.
 
 Torch-free on purpose: ``config`` and ``cli`` (every ``--help``, ``choices=`` and validation message) read them
-here without importing torch. Each list is defined here once; the module that implements the concept imports it
-back under the same name (``data.datasets.DATASET_NAMES``, ``methods.METHODS``, ...), so both spellings stay one
-list.
+here without importing torch, and so do the reports (demo, ablate, reproduce). Each list is defined here once; the
+module that implements the concept imports it back under the same name (``data.datasets.DATASET_NAMES``,
+``methods.METHODS``, ``eval.retrieval.DEFAULT_KS``, ...), so both spellings stay one list.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # data.dataset (data.datasets)
 DATASET_NAMES = ("synthetic", "ucf101", "hmdb51", "folder")
@@ -49,6 +51,54 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 EXPORT_FORMATS = ("torchvision", "safetensors")
 # `videocontrast reproduce --scale` (reproduce)
 SCALES = ("full", "smoke")
+
+# ----------------------------------------------------------------------------- metric keys and how they are shown
+# The keys below are written into results.json and CSV files that other tools read: never rename one.
+
+# eval.recall_ks: the k of video retrieval's recall@k, written as "R@k" (eval.retrieval.DEFAULT_KS)
+RECALL_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
+
+
+def recall_key(k: int) -> str:
+    """The results key of retrieval recall@``k``: ``R@k``."""
+    return f"R@{k}"
+
+
+# results key -> the words a table header shows it under (demo report, retrieval report). Any R@k, k outside
+# RECALL_KS included, reads "retrieval R@k" (metric_label).
+METRIC_LABELS: dict[str, str] = {
+    "linear_top1": "linear probe top-1",
+    "linear_video_top1": "linear probe top-1 (video)",
+    "knn_top1": "kNN top-1",
+    **{recall_key(k): f"retrieval {recall_key(k)}" for k in RECALL_KS},
+}
+# The demo's scores: its report's columns (demo.report.COLUMNS), in this order
+DEMO_METRICS = ("linear_top1", "linear_video_top1", "knn_top1", "R@1", "R@5", "R@10")
+# The demo scores its verdict weighs (demo.verdict.METRICS) and bench/demo_seeds tabulates
+VERDICT_METRICS = ("linear_top1", "knn_top1", "R@1", "R@5")
+# The scores an ablation cell keeps of each evaluation (and of its val_ form), stored as "<evaluation>_<key>":
+# linear_top1, knn_video_top1, retrieve_R@1 (the demo's R@1), ... (eval.ablate)
+ABLATE_SCORES = ("top1", "video_top1", "R@1", "R@5")
+
+
+def metric_label(key: str) -> str:
+    """The header words of results key ``key``: :data:`METRIC_LABELS`, ``retrieval R@k`` for any R@k, else the key
+    with spaces for underscores."""
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    return f"retrieval {key}" if key.startswith("R@") else key.replace("_", " ")
+
+
+def percent(x: Any, digits: int = 1) -> str:
+    """A fraction as a percentage with ``digits`` decimals: 0.775 -> '77.5%', 1 -> '100.0%'; '-' for None (or a
+    string, or anything else that is not a number): every report's one percent format."""
+    if x is None or isinstance(x, (str, bytes)):
+        return "-"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{100 * v:.{digits}f}%"
 
 
 def input_frames(input_mode: str, clip_len: int) -> int:

@@ -9,6 +9,7 @@ import torch
 
 from .components import build_augment, dataset_from_config
 from ..config import Config
+from ..eval.plots import new_figure
 from ..transforms.functional import denormalize
 from ..fileio import save_figure
 
@@ -16,17 +17,12 @@ from ..fileio import save_figure
 def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) -> Path:
     """Rows: for each of ``num_videos`` videos, view 1 and view 2 after the temporal and spatial
     transforms, ``frames_shown`` frames each — what the model sees."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ds = dataset_from_config(cfg, "train", "pretrain")
     augment = build_augment(cfg)
     g = torch.Generator().manual_seed(cfg.train.seed)
     picks = np.linspace(0, len(ds) - 1, min(num_videos, len(ds))).astype(int)
-    fig, axes = plt.subplots(2 * len(picks), frames_shown, figsize=(1.6 * frames_shown, 3.3 * len(picks)),
-                             dpi=100, squeeze=False)
+    fig, axes = new_figure((1.6 * frames_shown, 3.3 * len(picks)), 2 * len(picks), frames_shown, dpi=100,
+                           squeeze=False)
     for row, i in enumerate(picks):
         item = ds[int(i)]
         views = item["video"]  # (2, T, C, H, W) uint8
@@ -46,5 +42,4 @@ def preview(cfg: Config, out: Path, num_videos: int = 4, frames_shown: int = 4) 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "preview.png"
     save_figure(fig, path)
-    plt.close(fig)
     return path

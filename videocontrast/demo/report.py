@@ -12,19 +12,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..eval.metrics import video_labels
-from ..eval.report import html_page, image_html, percent, table_html
+from ..eval.plots import colormap, new_figure
+from ..eval.report import html_page, image_html, table_html
 from ..eval.retrieval import video_embeddings
 from .verdict import BASELINE_NAMES, baselines, best_baseline, scored_split, verdict
 from ..fileio import atomic_write_text, save_figure
+from ..names import DEMO_METRICS, METRIC_LABELS, percent
 
 # results.json metric key -> column header
-COLUMNS = {"linear_top1": "linear probe top-1", "linear_video_top1": "linear probe top-1 (video)",
-           "knn_top1": "kNN top-1", "R@1": "retrieval R@1", "R@5": "retrieval R@5", "R@10": "retrieval R@10"}
-
-
-def pct(x: Any) -> str:
-    """A fraction as a percentage with one decimal ('-' when missing)."""
-    return percent(x) if isinstance(x, (int, float)) else "-"
+COLUMNS = {k: METRIC_LABELS[k] for k in DEMO_METRICS}
 
 
 def encoder_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -34,7 +30,7 @@ def encoder_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     for name in names:
         r = results[name]
         row = {"encoder": BASELINE_NAMES.get(name, name)}
-        row.update({head: pct(r.get(k)) for k, head in COLUMNS.items()})
+        row.update({head: percent(r.get(k)) for k, head in COLUMNS.items()})
         if name != "pretrained":
             d = results["pretrained"]["linear_top1"] - r["linear_top1"]
             row["pretrained ahead by (linear top-1)"] = f"{100 * d:+.1f} points"
@@ -57,8 +53,8 @@ def label_efficiency_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
         if not isinstance(curve, Mapping):
             continue
         row = {"encoder": BASELINE_NAMES.get(name, name)}
-        row.update({f"{n} per class": pct(v) for n, v in zip(counts, curve.get("linear_top1", []))})
-        row["all labels"] = pct(results[name].get("linear_top1"))
+        row.update({f"{n} per class": percent(v) for n, v in zip(counts, curve.get("linear_top1", []))})
+        row["all labels"] = percent(results[name].get("linear_top1"))
         rows.append(row)
     return rows
 
@@ -69,13 +65,8 @@ def label_efficiency_plot(results: Mapping[str, Any], path: Path) -> Path | None
     le = results.get("label_efficiency")
     if not isinstance(le, Mapping) or not le.get("labels_per_class"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     counts = le["labels_per_class"]
-    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
+    fig, ax = new_figure((5.6, 3.6), dpi=110)
     for i, name in enumerate(n for n in ["pretrained", *baselines(results)] if isinstance(le.get(n), Mapping)):
         colour = f"C{i}"
         ax.plot(counts, [100 * v for v in le[name]["linear_top1"]], marker="o", color=colour,
@@ -96,17 +87,11 @@ def label_efficiency_plot(results: Mapping[str, Any], path: Path) -> Path | None
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
     return path
 
 
 def loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    fig, ax = new_figure((5, 3.2), dpi=110)
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     ax.set_xlabel("epoch")
     ax.set_ylabel("contrastive loss")
@@ -114,24 +99,19 @@ def loss_curve(history: list[dict[str, Any]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
     return path
 
 
 def embedding_plot(sets: Mapping[str, Mapping[str, Any]], classes: list[str], path: Path) -> Path:
     """2-D PCA of the test videos' embeddings, coloured by class, one panel per encoder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA  # heavy, and only the report needs it
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.2), dpi=110, squeeze=False)
+    fig, axes = new_figure((5 * len(sets), 4.2), 1, len(sets), dpi=110, squeeze=False)
     for ax, (name, feats) in zip(axes[0], sets.items()):
         emb = video_embeddings(feats["feats"], feats["video_ids"])
         labels = video_labels(np.asarray(feats["labels"]), np.asarray(feats["video_ids"]))
         xy = PCA(n_components=2, random_state=0).fit_transform(emb)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        cmap = colormap("tab10" if len(classes) <= 10 else "tab20")
         for c in np.unique(labels):
             m = labels == c
             ax.scatter(xy[m, 0], xy[m, 1], s=14, color=cmap(int(c) % cmap.N), label=classes[int(c)])
@@ -141,7 +121,6 @@ def embedding_plot(sets: Mapping[str, Mapping[str, Any]], classes: list[str], pa
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
     return path
 
 

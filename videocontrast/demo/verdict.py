@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..names import METRIC_LABELS, VERDICT_METRICS, percent
+
 # The baselines a demo may evaluate, in the order they are shown; the first one present wins a tie.
 BASELINES = ("random_init", "random_init_rgb", "supervised")
 BASELINE_NAMES = {
@@ -16,9 +18,9 @@ BASELINE_NAMES = {
     "random_init_rgb": "random init on RGB",
     "supervised": "supervised from scratch",
 }
-# The metrics the verdict weighs, with the words it uses for them.
-METRICS = {"linear_top1": "linear-probe top-1", "knn_top1": "kNN top-1", "R@1": "retrieval R@1",
-           "R@5": "retrieval R@5"}
+# The metrics the verdict weighs, with the words it uses for them: a table's headers (names.METRIC_LABELS), but
+# in a sentence the probe is "linear-probe top-1"
+METRICS = {m: METRIC_LABELS[m] for m in VERDICT_METRICS} | {"linear_top1": "linear-probe top-1"}
 CLEAR_MARGIN = 0.02  # a win by less than 2 points of linear top-1 is not called a win
 _TIE = 1e-9
 
@@ -49,10 +51,6 @@ def margins(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
@@ -63,7 +61,7 @@ def dataset_sentence(dataset: Mapping[str, Any]) -> str:
     name = str(dataset.get("name", "?")) + (f" split {dataset['split']}" if dataset.get("split") else "")
     scored = scored_split(dataset)
     return (f"Dataset: {name}, {k} classes, {dataset['train_videos']} training / {dataset['test_videos']} {scored} "
-            f"videos; chance level {_pct(1 / k)}.")
+            f"videos; chance level {percent(1 / k)}.")
 
 
 def scored_split(dataset: Mapping[str, Any] | None) -> str:
@@ -131,12 +129,12 @@ def few_label_sentences(results: Mapping[str, Any]) -> list[str]:
     best, p, b = at(lead)
     intervals = le.get("margin_ci95") or [None] * len(counts)
     who = BASELINE_NAMES.get(best, best) + (" on the same videos" if best == "supervised" else "")
-    out = [f"With {n} labelled video{'s' if n != 1 else ''} per class, pretrained {_pct(p)} vs {_pct(b)} linear-probe "
-           f"top-1 for the strongest baseline, {who} ({_pts(p - b)}; {_interval_words(intervals[lead])})."]
+    out = [f"With {n} labelled video{'s' if n != 1 else ''} per class, pretrained {percent(p)} vs {percent(b)} "
+           f"linear-probe top-1 for the strongest baseline, {who} ({_pts(p - b)}; {_interval_words(intervals[lead])})."]
     others = [i for i in range(len(counts)) if i != lead]
     if others:
         out.append("With " + "; with ".join(
-            f"{counts[i]} per class, {_pct(at(i)[1])} vs {_pct(at(i)[2])} for "
+            f"{counts[i]} per class, {percent(at(i)[1])} vs {percent(at(i)[2])} for "
             f"{BASELINE_NAMES.get(at(i)[0], at(i)[0])} ({_pts(at(i)[1] - at(i)[2])})" for i in others) + ".")
     if le.get("note"):
         out.append(str(le["note"]))
@@ -153,8 +151,8 @@ def verdict(results: Mapping[str, Any]) -> str:
     best = best_baseline(results)
     b = results[best]
     margin = float(p["linear_top1"] - b["linear_top1"])
-    versus = (f"linear-probe top-1 {_pct(p['linear_top1'])} vs {_pct(b['linear_top1'])} for the strongest baseline, "
-              f"{BASELINE_NAMES.get(best, best)} ({_pts(margin)})")
+    versus = (f"linear-probe top-1 {percent(p['linear_top1'])} vs {percent(b['linear_top1'])} for the strongest "
+              f"baseline, {BASELINE_NAMES.get(best, best)} ({_pts(margin)})")
     interval = results.get("margin_ci95")
     noisy = interval is not None and interval[0] <= 0.0  # the test set cannot rule out no gain
     if margin > CLEAR_MARGIN and not noisy:
@@ -176,7 +174,7 @@ def verdict(results: Mapping[str, Any]) -> str:
     behind = [m for m, v in by_metric.items() if v["margin"] < -_TIE]
 
     def listed(ms: list[str]) -> str:
-        return "; ".join(f"{METRICS[m]} ({_pct(p[m])} vs {_pct(results[by_metric[m]['best']][m])} for "
+        return "; ".join(f"{METRICS[m]} ({percent(p[m])} vs {percent(results[by_metric[m]['best']][m])} for "
                          f"{BASELINE_NAMES.get(by_metric[m]['best'], by_metric[m]['best'])})" for m in ms)
 
     level = [m for m in by_metric if m not in ahead and m not in behind]
@@ -187,7 +185,7 @@ def verdict(results: Mapping[str, Any]) -> str:
         sentences.append(f"The metrics agree: pretrained is {'ahead of every baseline' if ahead else 'behind'} on "
                          f"{listed(ahead or behind)}.")
     if level:
-        sentences.append(f"Level on {', '.join(f'{METRICS[m]} ({_pct(p[m])})' for m in level)}.")
+        sentences.append(f"Level on {', '.join(f'{METRICS[m]} ({percent(p[m])})' for m in level)}.")
     if "supervised" in results:
         augment = ((results["supervised"].get("training") or {}).get("augment")
                    if isinstance(results["supervised"], Mapping) else None)

@@ -26,7 +26,9 @@ from ..engine.device import resolve_device
 from ..engine.run import check_writable, resume_config, stored_run
 from ..engine.train import pretrain
 from .run import COMMANDS, knn_monitor, resolve_encoder, training_subsets
-from ..fileio import atomic_write_bytes, atomic_write_text
+from .plots import new_figure
+from ..fileio import atomic_write_text, save_figure
+from ..names import ABLATE_SCORES, percent
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -170,7 +172,7 @@ def _run_cell(combo: dict[str, str], c: Config, cdir: Path, out: Path, evals: li
         edir = cdir / (f"{name}_val" if c.data.val_fraction else name)
         subsets = training_subsets(c, edir)  # the cell's own seed and dataset
         res = COMMANDS[name](enc, device, edir, out / "cache", subsets=subsets)
-        for k in ("top1", "video_top1", "R@1", "R@5"):
+        for k in ABLATE_SCORES:
             for key in (k, f"val_{k}"):
                 if key in res:
                     row[f"{name}_{key}"] = res[key]
@@ -194,11 +196,6 @@ def _advance(bar: tqdm | None, total: int, name: str) -> tqdm:
 def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str], caption: str = "") -> str:
     """Markdown + CSV tables and a bar chart of every metric column; ``caption`` (what the scores are on) heads
     the markdown table and titles the chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     cols = list(dict.fromkeys(k for r in rows for k in r if k != "scored_on"))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -207,7 +204,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str], caption
         for k in cols:
             v = r.get(k, "")
             cells.append(f"{v:.3f}" if k == "final_loss" and isinstance(v, float) else
-                         f"{100 * v:.1f}%" if isinstance(v, float) else str(v))
+                         percent(v) if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(([caption, ""] if caption else []) + lines)
     atomic_write_text(out / "results.md", table + "\n")
@@ -218,7 +215,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str], caption
     atomic_write_text(out / "results.csv", text.getvalue())
     metrics = [k for k in cols if k not in axes and k != "final_loss"]
     labels = [" / ".join(str(r[a]) for a in axes) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows) * max(1, len(metrics)) / 2), 3.5), dpi=110)
+    fig, ax = new_figure((max(5, 1.2 * len(rows) * max(1, len(metrics)) / 2), 3.5), dpi=110)
     width = 0.8 / max(1, len(metrics))
     for j, m in enumerate(metrics):
         ax.bar([i + j * width for i in range(len(rows))], [100 * r.get(m, 0) for r in rows], width, label=m)
@@ -228,8 +225,5 @@ def write_tables(rows: list[dict[str, Any]], out: Path, axes: list[str], caption
     ax.legend(fontsize=7)
     ax.set_title(" x ".join(axes) + (" (validation split)" if "validation" in caption else ""))
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out / "results.png", png.getvalue())
+    save_figure(fig, out / "results.png")
     return table

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..fileio import save_figure
+from .plots import new_figure
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -164,11 +165,6 @@ def confusion_matrix_png(
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
     n = len(class_names)
     cm = confusion_matrix(pred, labels, n).astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)
@@ -178,7 +174,7 @@ def confusion_matrix_png(
     # holds a 6 pt label with room to spare.
     side = max(5.0, 3.5 + 0.2 * n)
     font = 8 if n <= 30 else 6
-    fig, ax = plt.subplots(figsize=(side, side), dpi=110)
+    fig, ax = new_figure((side, side), dpi=110)
     im = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
@@ -198,5 +194,4 @@ def confusion_matrix_png(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
-    plt.close(fig)
     return path

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from videocontrast.data.decode import probe_video, read_frames
+from videocontrast.eval.plots import new_figure
 from videocontrast.fileio import atomic_write_text, save_figure
+from videocontrast.names import metric_label, percent
 
 FrameReader = Callable[[str], Any]
 
@@ -66,13 +68,8 @@ def table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 
 
-def percent(x: Any) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal: 0.5 -> '50.0%'."""
-    return f"{100 * float(x):.1f}%"
-
-
 def _metric_header(key: str) -> str:
-    return f"retrieval {key}" if key.startswith("R@") else key.replace("_", " ")
+    return metric_label(key) if key.startswith("R@") else key.replace("_", " ")
 
 
 def _metric_value(key: str, value: Any) -> Any:
@@ -126,11 +123,6 @@ def retrieval_figure(
     path: str | Path, queries: Sequence[Mapping[str, Any]], frame_reader: FrameReader, title: str = ""
 ) -> Path:
     """Draw the Fig. 4 grid (one row per query: query strip + one strip per neighbour) to a PNG; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     def strip(video_path: str) -> tuple[np.ndarray, bool]:
         try:
             return _strip(_frames_hwc(frame_reader(video_path))), True
@@ -139,7 +131,7 @@ def retrieval_figure(
 
     rows = len(queries)
     cols = 1 + max((len(q.get("neighbours", [])) for q in queries), default=0)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 1.6 * rows + 0.6), squeeze=False)
+    fig, axes = new_figure((3.6 * cols, 1.6 * rows + 0.6), rows, cols, squeeze=False)
     for r, q in enumerate(queries):
         panels = [(q, "query", "#1f3b73")] + [(n, *_HIT_STYLE[_hit(n)]) for n in q.get("neighbours", [])]
         for c in range(cols):
@@ -166,7 +158,6 @@ def retrieval_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=100)
-    plt.close(fig)
     return path
 
 

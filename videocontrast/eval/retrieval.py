@@ -16,8 +16,8 @@ import torch
 from videocontrast.eval import embedding
 from videocontrast.eval.embedding import l2_normalize, top_k
 from videocontrast.eval.metrics import video_labels
+from videocontrast.names import RECALL_KS as DEFAULT_KS  # the default ks: one list, names.RECALL_KS
 
-DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 EMBEDDING = "mean of the video's L2-normalised clip features, then L2-normalised"
 
 

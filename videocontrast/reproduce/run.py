@@ -30,11 +30,12 @@ from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.device import resolve_device
 from ..engine.run import refused_changes, stored_run
 from ..engine.train import pretrain
+from ..eval.plots import new_figure
 from ..eval.report import default_frame_reader, retrieval_figure
 from ..eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
 from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
 from ..fileio import atomic_write_text, save_figure
-from ..names import SCALES
+from ..names import SCALES, percent
 
 # Every config of a smoke run gets these on top of its preset and the table's overrides.
 SMOKE = ("model.backbone=r3d_small", "model.width=8", "model.layers=[1,1,1,1]", "model.head_hidden=32",
@@ -211,10 +212,6 @@ def smoke_splits(ds: str, src: DataSource, out: Path, per_class: tuple[int, int]
 # ----------------------------------------------------------------------------- writing the table
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}%"
-
-
 def run_table(name: str, out: str | Path, rep: Reproduction) -> dict[str, Path]:
     """Run ``name``'s jobs (those that can run here) and write ``out/<name>.md`` and ``.csv`` (and ``.png`` for a
     figure). Returns the written paths."""
@@ -225,7 +222,7 @@ def run_table(name: str, out: str | Path, rep: Reproduction) -> dict[str, Path]:
     results: dict[Job, dict[str, Any] | str] = {}
     for job in tqdm(jobs, desc=f"reproduce {name}", unit="run", disable=None):
         results[job] = rep.missing(job) or rep.run(job)
-    ours: list[list[float | str | None]] = []
+    ours: list[list[float | str | None]] = []  # per cell: a fraction, a reason it did not run, or None
     for _, cells in table.rows:
         row = []
         for i, c in enumerate(cells):
@@ -234,7 +231,7 @@ def run_table(name: str, out: str | Path, rep: Reproduction) -> dict[str, Path]:
                 continue
             r = results[c.job]
             metric = METRIC[c.job.eval] if c.job.eval != "retrieve" else table.value_cols[i].split()[-1]
-            row.append(r if isinstance(r, str) else 100 * float(r[metric]))
+            row.append(r if isinstance(r, str) else float(r[metric]))  # a fraction, as results.json has it
         ours.append(row)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv"}
@@ -248,7 +245,7 @@ def run_table(name: str, out: str | Path, rep: Reproduction) -> dict[str, Path]:
 
 
 def _ours_text(v: float | str | None) -> str:
-    return "" if v is None else v if isinstance(v, str) else f"{v:.1f}%"
+    return "" if v is None else v if isinstance(v, str) else percent(v)
 
 
 def _markdown(table: Table, ours: list[list[Any]], rep: Reproduction) -> str:
@@ -267,7 +264,8 @@ def _markdown(table: Table, ours: list[list[Any]], rep: Reproduction) -> str:
             if c.source:
                 sources.append(c.source)
                 mark = f" ({c.source})"
-            texts.append(f"{_ours_text(v) if v != 'published' else '-'} / {_pct(c.thesis)}{mark}")
+            thesis = None if c.thesis is None else c.thesis / 100  # thesis.py holds percent, as printed
+            texts.append(f"{_ours_text(v) if v != 'published' else '-'} / {percent(thesis)}{mark}")
         lines.append("| " + " | ".join([*labels, *texts]) + " |")
     lines += ["", "Ours: " + ("clip-level top-1 of the linear probe on the whole frame resized (thesis sec. 4)"
                               if table.name not in ("table2", "fig4") else
@@ -286,24 +284,18 @@ def _csv(path: Path, table: Table, ours: list[list[Any]]) -> None:
         for (labels, cells), row in zip(table.rows, ours):
             vals = []
             for c, v in zip(cells, row):
-                vals += ["" if v is None else v if isinstance(v, str) else f"{v:.2f}",
+                vals += ["" if v is None else v if isinstance(v, str) else f"{100 * v:.2f}",
                          "" if c is None or c.thesis is None else f"{c.thesis:.1f}"]
             w.writerow([*labels, *vals])
 
 
 def _bars(path: Path, table: Table, ours: list[list[Any]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = [" ".join(labels) for labels, _ in table.rows]
-    fig, axes = plt.subplots(1, len(table.value_cols), figsize=(3.2 * len(table.value_cols) + 1, 3.6), dpi=110,
-                             squeeze=False)
+    fig, axes = new_figure((3.2 * len(table.value_cols) + 1, 3.6), 1, len(table.value_cols), dpi=110, squeeze=False)
     for j, col in enumerate(table.value_cols):
         ax = axes[0][j]
         x = range(len(groups))
-        mine = [v if isinstance(v, float) else math.nan for v in (row[j] for row in ours)]
+        mine = [100 * v if isinstance(v, float) else math.nan for v in (row[j] for row in ours)]
         theirs = [c.thesis if c is not None and c.thesis is not None else math.nan for c in (cells[j] for _, cells
                                                                                             in table.rows)]
         ax.bar([i - 0.2 for i in x], mine, 0.4, label="ours")
@@ -317,7 +309,6 @@ def _bars(path: Path, table: Table, ours: list[list[Any]]) -> Path:
     fig.suptitle(table.title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -330,15 +321,9 @@ def _retrieval_png(path: Path, table: Table, results: dict[Job, Any]) -> Path:
         for q in r.get("queries", [])[:3]:
             queries.append({**q, "label_name": f"{q['label_name']} [{labels[0]}]"})
     if not queries:  # nothing ran: an empty figure that says so
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig = plt.figure(figsize=(4, 1))
+        fig, _ = new_figure((4, 1), None)
         fig.text(0.5, 0.5, "not run", ha="center")
         save_figure(fig, path)
-        plt.close(fig)
         return path
     return retrieval_figure(path, queries, default_frame_reader(64), title=table.title)
 
