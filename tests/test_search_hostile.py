@@ -103,6 +103,9 @@ def test_two_html_pages_in_one_folder_keep_their_own_frames(setup, tmp_path, cap
     assert (pages / "img" / "a.png").read_bytes() == first["a.png"]  # the second search left page a's frames alone
     assert (pages / "img" / "b.png").is_file()
     assert sorted(p.name for p in pages.iterdir()) == ["a.html", "b.html", "img"]  # no stray files
+    # a search has no classes to compare: no "same class" column of '?', no test/training wording
+    assert "same class" not in a and "test video" not in a and "query class" not in a
+    assert "<th>label</th>" in a and "<th>cosine similarity</th>" in a
 
 
 # --- embed ---------------------------------------------------------------------------------------------

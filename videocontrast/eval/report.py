@@ -150,7 +150,8 @@ def retrieval_figure(
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(4)
             name = str(item.get("label_name", ""))
-            label = f"query: {name}" if kind == "query" else f"{name}  (sim {float(item.get('sim', float('nan'))):.3f})"
+            label = (item.get("title") or f"query: {name}" if kind == "query" else
+                     f"{name}  (sim {float(item.get('sim', float('nan'))):.3f})")
             ax.set_title(label, fontsize=9, color=colour if kind != "query" else "black")
     if title:
         fig.suptitle(title, fontsize=11)
@@ -168,6 +169,7 @@ def retrieval_report(
     title: str = "Nearest-neighbour video retrieval",
     metrics: Mapping[str, Any] | None = None,
     image_name: str = "retrieval.png",
+    caption: str | None = None,
 ) -> Path:
     """Write ``out_dir/retrieval.html`` and ``out_dir/img/<image_name>`` (thesis Fig. 4 layout).
 
@@ -179,6 +181,9 @@ def retrieval_report(
             frame decoded with :mod:`videocontrast.data.decode`. Videos that fail to read show a grey placeholder.
         metrics: e.g. ``{"R@1": ..., "protocol": {...}}``; scalars go in a table, a ``protocol`` dict in a second one.
         image_name: file name of the figure in ``out_dir/img`` (pages sharing a folder need different names).
+        caption: what a row of the figure is (default: a test video and its nearest training videos). Pages
+            whose rows have no class to compare (no ``hit``: search, curate) say what they show instead; a query
+            may carry a ``title`` for its cell. Without any ``hit`` the list has labels, not a "same class" column.
 
     Returns:
         Path of the HTML file.
@@ -197,18 +202,26 @@ def retrieval_report(
         if isinstance(metrics.get("protocol"), Mapping):
             rows = [{"setting": k, "value": v} for k, v in metrics["protocol"].items()]
             sections.append(("Protocol", "<p>How the neighbours were found.</p>" + table_html(rows)))
-    sections.append(("Queries and nearest neighbours",
-                     "<p>Each row is a test video (left, blue) and its nearest training videos, most similar first; "
-                     "a green border means the same class, red another class.</p>"
-                     + image_html(png.relative_to(out_dir).as_posix(), "retrieval grid: query then nearest neighbours")))
+    classes = any(_hit(n) is not None for q in queries for n in q.get("neighbours", []))
+    caption = caption or ("Each row is a test video (left, blue) and its nearest training videos, most similar "
+                          "first; a green border means the same class, red another class.")
+    sections.append(("Queries and nearest neighbours" if classes else "Videos and their neighbours",
+                     f"<p>{html.escape(caption)}</p>"
+                     + image_html(png.relative_to(out_dir).as_posix(), "grid: each row's video then its neighbours")))
     rows = []
     for q in queries:
         for rank, n in enumerate(q.get("neighbours", []), start=1):
-            rows.append({"query": Path(str(q.get("path", ""))).name, "query class": q.get("label_name", ""),
-                         "rank": rank, "neighbour": Path(str(n.get("path", ""))).name,
-                         "neighbour class": n.get("label_name", ""),
-                         "cosine similarity": f"{float(n.get('sim', float('nan'))):.3f}",
-                         "same class": {True: "yes", False: "no", None: "?"}[_hit(n)]})
+            row = {"query": Path(str(q.get("path", ""))).name}
+            if classes:
+                row["query class"] = q.get("label_name", "")
+            elif q.get("title"):
+                row["row"] = q["title"]
+            row.update({"rank": rank, "neighbour": Path(str(n.get("path", ""))).name,
+                        ("neighbour class" if classes else "label"): n.get("label_name", ""),
+                        "cosine similarity": f"{float(n.get('sim', float('nan'))):.3f}"})
+            if classes:
+                row["same class"] = {True: "yes", False: "no", None: "?"}[_hit(n)]
+            rows.append(row)
     sections.append(("Neighbour list", "<p>The same neighbours as a list (rank 1 is the most similar).</p>"
                      + table_html(rows)))
     page = out_dir / "retrieval.html"

@@ -285,14 +285,16 @@ def _write_page(html: Path, query: str | Path, hits: list[tuple[str, float]]) ->
     share an image, and nothing else in the folder (e.g. a ``retrieval.html``) is overwritten."""
     out_dir = html.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    queries = [{"path": str(query).split(" ", 1)[-1], "label_name": "query",
+    queries = [{"path": str(query).split(" ", 1)[-1], "label_name": "", "title": "query",
                 "neighbours": [{"path": p, "label_name": Path(p).parent.name, "sim": s, "hit": None}
                                for p, s in hits]}]
     image = f"{html.stem}.png"
     work = Path(tempfile.mkdtemp(prefix=".search-", dir=out_dir))
     try:
         page = retrieval_report(work, queries, title=f"Search: {Path(str(query)).name}", metrics={},
-                                image_name=image)
+                                image_name=image,
+                                caption="The query (left) and the videos of the folder nearest to it, most similar "
+                                        "first, each with its folder's name and cosine similarity to the query.")
         (out_dir / "img").mkdir(exist_ok=True)
         (work / "img" / image).replace(out_dir / "img" / image)
         page.replace(html)
