@@ -49,6 +49,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # `videocontrast export --format` (export)
 EXPORT_FORMATS = ("torchvision", "safetensors")
+# `videocontrast curate select --strategy` (videocontrast.search.curate): core-set k-center, TypiClust, uniform.
+CURATE_STRATEGIES = ("diverse", "typical", "random")
 # `videocontrast reproduce --scale` (reproduce)
 SCALES = ("full", "smoke")
 

@@ -11,8 +11,8 @@ import shlex
 import sys
 
 from ..config import ConfigError
-from .commands import (cmd_ablate, cmd_data, cmd_demo, cmd_embed, cmd_eval, cmd_export, cmd_pretrain, cmd_reproduce,
-                       cmd_search, cmd_serve)
+from .commands import (cmd_ablate, cmd_curate, cmd_data, cmd_demo, cmd_embed, cmd_eval, cmd_export, cmd_pretrain,
+                       cmd_reproduce, cmd_search, cmd_serve)
 from .parser import build_parser
 
 
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *unknown]
     handlers = {"pretrain": cmd_pretrain, "linear": cmd_eval, "finetune": cmd_eval, "knn": cmd_eval,
                 "retrieve": cmd_eval, "data": cmd_data, "demo": cmd_demo, "embed": cmd_embed,
-                "search": cmd_search, "serve": cmd_serve, "export": cmd_export, "ablate": cmd_ablate,
-                "reproduce": cmd_reproduce}
+                "search": cmd_search, "curate": cmd_curate, "serve": cmd_serve, "export": cmd_export,
+                "ablate": cmd_ablate, "reproduce": cmd_reproduce}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -210,6 +210,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curate(args: argparse.Namespace) -> int:
+    from ..search import curate
+
+    out = Path(args.out)
+    if args.action == "duplicates":
+        s = curate.run_duplicates(args.index, out, None if args.auto else args.threshold)
+        print(f"threshold {s['threshold']:.4f} ({s['chosen_by']}; {s['neighbours']} neighbours a video, "
+              f"{s['search']} search): {s['groups']} groups holding {s['rows_in_groups']} of {s['rows']} videos; "
+              f"keeping {s['keep']}, dropping {s['dropped']}")
+        written = ["duplicates.csv", "keep.txt", "duplicates.json", *([s["page"]] if "page" in s else [])]
+    elif args.action == "outliers":
+        s = curate.run_outliers(args.index, out, top=args.top)
+        print(f"outlier score: {s['score']} ({s['search']} search); most outlying first:")
+        for i, path in enumerate(s["top"], 1):
+            print(f"{i:3d}  {path}")
+        written = ["outliers.csv", "outliers.json", s["page"]]
+    else:
+        s = curate.run_select(args.index, out, args.budget, args.strategy, args.seed)
+        print(f"queued {s['budget']} of {s['rows']} videos by {s['strategy']} ({s['source']}); label them in the "
+              f"order of {s['queue']}, then evaluate with --labelled {s['queue']}")
+        written = ["queue.txt", "queue.csv", "queue.json"]
+    print("-> " + ", ".join(str(out / name) for name in written))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from ..search.library import Limits

@@ -8,7 +8,7 @@ import functools
 
 from ..config import list_presets
 from ..search.index import INDEX_KINDS
-from ..names import DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS, SCALES
+from ..names import CURATE_STRATEGIES, DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS, SCALES
 from ..reproduce.thesis import TABLE_NAMES
 
 
@@ -35,9 +35,13 @@ EPILOG = {
               "(a row of the folder; only rows labelled Knitting)\n"
               "         videocontrast search my_videos.emb queries/ --prefix /data/2024/   (a folder of queries)",
     "serve": "example: videocontrast serve my_videos.emb   then open http://127.0.0.1:8000/",
+    "curate": "example: videocontrast curate duplicates my_videos.emb --auto --out curated/\n"
+              "         videocontrast curate outliers my_videos.emb --top 20 --out curated/\n"
+              "         videocontrast curate select my_videos.emb --budget 50 --strategy diverse --out curated/\n"
+              "         (docs/curate.md: what each writes and how it was measured)",
     "export": "example: videocontrast export runs/simclr/checkpoints/last.pt --out r3d_18_simclr.safetensors\n"
-              "         then: model = torchvision.models.video.r3d_18(); model.fc = torch.nn.Identity();\n"
-              "               model.load_state_dict(safetensors.torch.load_file('r3d_18_simclr.safetensors'))",
+              "         an r3d_18, r2plus1d_18 or mc3_18 then loads into torchvision.models.video.<backbone>() with\n"
+              "         model.fc = torch.nn.Identity(); other backbones as the \"load\" code in the .json says",
     "data": "example: videocontrast data info --dataset ucf101 --root UCF101/ --split 1 --json\n"
             "         videocontrast data preview --out preview/",
     "ablate": "example: videocontrast ablate --config cpu-small --grid aug.temporal=none,shift "
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive self-supervised video representation learning (videoSimCLR, videoMoCo v1/v2) "
                     "with linear probe, fine-tuning, kNN and retrieval evaluation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Start with `videocontrast demo` (no download; about 10 minutes on a laptop CPU).")
+        epilog="Start with `videocontrast demo` (no download; about 10 minutes on 2 CPU cores, `--quick` about 3).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
@@ -195,6 +199,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the weights the folder was built with, if they moved (default: the path stored in "
                         "meta.json; the file's SHA-1 must match)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+
+    p = add("curate", "curate an embedding folder: near-duplicate groups, outliers, a labelling queue")
+    how = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def curate(name: str, help_: str) -> argparse.ArgumentParser:
+        q = how.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(f"curate {name}"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("index", metavar="EMB", help="folder written by `videocontrast embed`")
+        q.add_argument("--out", required=True, help="folder for the CSV, list file and page")
+        return q
+
+    q = curate("duplicates", "groups of near-duplicate videos and a keep list with one video per group")
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--threshold", type=float, default=None,
+                      help="cosine similarity at or above which two videos are near-duplicates, in [-1, 1]")
+    what.add_argument("--auto", action="store_true",
+                      help="choose the threshold from the neighbour similarities (Otsu's method) and say it")
+    q = curate("outliers", "videos ranked by how far they are from their nearest neighbours")
+    q.add_argument("--top", type=_positive_int, default=20, help="outliers shown on the page (default: 20)")
+    q = curate("select", "a labelling queue of N videos, as a list file --labelled and embed --root accept")
+    q.add_argument("--budget", type=lambda t: _positive_int(t, least=0), required=True,
+                   help="videos to queue (1 to the folder's rows)")
+    q.add_argument("--strategy", choices=CURATE_STRATEGIES, default="diverse",
+                   help="diverse: greedy k-center; typical: TypiClust, dense regions first; random: to compare "
+                        "(default: diverse)")
+    q.add_argument("--seed", type=int, default=0, help="seed of typical's k-means and of random (default: 0)")
 
     p = add("serve", "a local web page to browse and search an embedding folder")
     p.add_argument("index", help="folder written by `videocontrast embed`")
