@@ -168,3 +168,32 @@ def test_thesis_code_simclr_checkpoint_loads(tmp_path):
     with pytest.warns(UserWarning, match="fc1.bias, fc1.weight, fc2.bias, fc2.weight"):
         got = build_backbone("hara_r3d_18", weights=str(tmp_path / "simclr.pth"))
     assert torch.equal(got.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+
+
+def test_reproduce_reads_a_kinetics_file_once_as_hara_or_as_our_checkpoint(tmp_path, monkeypatch):
+    """reproduce's Kinetics rows: Hara et al.'s file is hara_r3d_18 with the table's clip settings; one of our
+    checkpoints keeps its own architecture but gets the table's clip settings. Either way the file is read once."""
+    from test_export import make_checkpoint
+
+    import videocontrast.build.encoder as encoder_mod
+    from videocontrast.config import load_config
+    from videocontrast.reproduce.run import Reproduction
+    from videocontrast.reproduce.thesis import Enc, Job
+
+    src = build_backbone("hara_r3d_18")
+    torch.save(_hara_checkpoint(src), tmp_path / "k.pth")
+    reads = []
+    real = encoder_mod.read_weights
+    monkeypatch.setattr(encoder_mod, "read_weights", lambda *a, **k: reads.append(a) or real(*a, **k))
+    cfg = load_config("ucf101-simclr", ["data.root=/d", "data.clip_len=8", "data.size=48"])
+    job = Job(Enc("kinetics", "Kinetics"), "linear", "ucf101")
+    loaded = Reproduction(tmp_path / "out", {}, str(tmp_path / "k.pth")).encoder(job, cfg, torch.device("cpu"))
+    assert loaded.kind == "external" and loaded.cfg.model.backbone == "hara_r3d_18" and len(reads) == 1
+    assert torch.equal(loaded.module.conv1.weight, src.conv1.weight)
+    assert (loaded.cfg.data.clip_len, loaded.cfg.data.size) == (8, 48)
+
+    ours = make_checkpoint(tmp_path / "last.pt")
+    reads.clear()
+    loaded = Reproduction(tmp_path / "out", {}, str(ours)).encoder(job, cfg, torch.device("cpu"))
+    assert loaded.kind == "checkpoint" and loaded.cfg.model.backbone != "hara_r3d_18" and len(reads) == 1
+    assert (loaded.cfg.data.clip_len, loaded.cfg.data.size) == (8, 48)

@@ -26,13 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config, load_config
-from ..engine.checkpoint import NotACheckpointError, load_checkpoint
 from ..engine.device import resolve_device
 from ..engine.run import refused_changes, stored_run
 from ..engine.train import pretrain
 from ..eval.plots import new_figure
 from ..eval.report import default_frame_reader, retrieval_figure
-from ..eval.run import COMMANDS, Encoder, load_weights, train_supervised, write_results
+from ..build.encoder import Encoder, load_weights
+from ..eval.run import COMMANDS, train_supervised, write_results
 from .thesis import TABLE_NAMES, TABLES, Job, Pretrain, Table
 from ..fileio import atomic_write_text, save_figure
 from ..names import SCALES, percent
@@ -133,16 +133,14 @@ class Reproduction:
             return load_weights(train_supervised(cfg, device, self.out / "runs" / enc.name / "supervised"), cfg,
                                 device)
         # kinetics: one of our checkpoints (its own architecture), else external weights (Hara et al.'s format or a
-        # plain state dict) of the thesis's backbone; either way evaluated with the table's clip settings.
-        try:
-            load_checkpoint(self.kinetics)
-        except NotACheckpointError:
-            arch = copy.deepcopy(cfg)
-            arch.model.backbone, arch.model.weights = "hara_r3d_18", None
-            return load_weights(self.kinetics, arch, device)
-        loaded = load_weights(self.kinetics, cfg, device)
-        for name in ("clip_len", "size", "decode_size", "stride"):
-            setattr(loaded.cfg.data, name, getattr(cfg.data, name))
+        # plain state dict) of the thesis's backbone; either way evaluated with the table's clip settings. The file
+        # is read once, by the one resolver.
+        arch = copy.deepcopy(cfg)
+        arch.model.backbone, arch.model.weights = "hara_r3d_18", None
+        loaded = load_weights(self.kinetics, arch, device)
+        if loaded.kind == "checkpoint":
+            for name in ("clip_len", "size", "decode_size", "stride"):
+                setattr(loaded.cfg.data, name, getattr(cfg.data, name))
         return loaded
 
     # -- one job
