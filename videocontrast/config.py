@@ -20,8 +20,8 @@ from .fileio import atomic_write_text
 # The names a config chooses from, torch-free (importing the config, or `videocontrast --help`, loads no torch); the
 # modules that implement each concept import the same lists from there.
 from .names import (BACKBONE_NAMES, BN_MODES, CACHE_MODES, CHANNEL_BACKBONES, DATASET_NAMES, DIFFERENCE_INPUTS,
-                    EVAL_CROPS, INPUT_MODES, METHODS, OPTIMIZERS, PRECISIONS, SPATIAL_MODES, TEMPORAL_TRANSFORMS,
-                    check_device_name, check_momentum)
+                    EVAL_CROPS, INPUT_MODES, METHODS, OPTIMIZERS, PRECISIONS, RECALL_KS, SPATIAL_MODES,
+                    TEMPORAL_TRANSFORMS, check_device_name, check_momentum)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # The linear probe's grid of inverse L2 strengths C, searched by cross-validation on the training split.
@@ -199,7 +199,7 @@ class EvalConfig:
     linear_cs: list[float] = field(default_factory=lambda: list(LINEAR_CS))
     cv_folds: int = 5
     batch_size: int = 32
-    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    recall_ks: list[int] = field(default_factory=lambda: list(RECALL_KS))
     # Fine-tuning (and the supervised baseline) run on the training engine with these settings in place of
     # `optim.*` / `train.epochs`; batch size, precision, device and logging are shared with pretraining.
     finetune_epochs: int = 10

@@ -8,7 +8,8 @@ import functools
 
 from ..config import list_presets
 from ..search.index import INDEX_KINDS
-from ..names import CURATE_STRATEGIES, DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS, SCALES
+from ..names import (CURATE_STRATEGIES, DATASET_NAMES, DEFAULT_VAL_FRACTION, EXPORT_FORMATS, METHODS,
+                     RECALL_KS, SCALES)
 from ..reproduce.thesis import TABLE_NAMES
 
 
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("linear", "linear probe: L2 logistic regression on frozen features"),
                         ("finetune", "fine-tune the whole network (backbone lr = head lr x 0.1)"),
                         ("knn", "kNN classifier on frozen features (cosine, weighted votes)"),
-                        ("retrieve", "video retrieval R@1/5/10/20/50 (test queries training videos) + HTML")):
+                        ("retrieve", f"video retrieval R@{'/'.join(map(str, RECALL_KS))} (test queries training "
+                                     "videos) + HTML")):
         p = add(name, help_)
         p.add_argument("--checkpoint", required=True,
                        help="checkpoint path, `random`, `supervised`, or a state-dict file of external weights")

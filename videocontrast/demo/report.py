@@ -149,8 +149,8 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
         ("linear probe", f"{lin.get('classifier', 'logistic regression')}; C={lin.get('C')} chosen by "
                          f"{lin.get('selection', 'cross-validation on the training set')}"),
         ("kNN", f"k={knn.get('k')}, temperature {knn.get('temperature')}, cosine similarity"),
-        ("retrieval", "each test video queries all training videos (mean clip feature, cosine); R@k: one of the "
-                      "k nearest has the query's class"),
+        ("retrieval", "each test video queries all training videos (cosine of video embeddings: the normalised "
+                      "mean of normalised clip features); R@k: one of the k nearest has the query's class"),
     ]
     if "random_init_rgb" in results:
         rows.append(("random init on RGB", "the same backbone at random init on RGB clips with as many frames as "

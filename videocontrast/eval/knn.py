@@ -90,7 +90,7 @@ def knn_classify(
             "temperature": float(temperature),
             "similarity": "cosine (features L2-normalised)",
             "clip_level": "each test clip vs all training clips",
-            "video_level": "mean of clip features per video, L2-normalised, vs training videos embedded the same way",
+            "video_level": "each video's embedding (mean of its L2-normalised clip features, L2-normalised: eval.embedding.video_embedding) vs training videos embedded the same way",
             "ties": "broken towards the lower class index",
         },
     }

@@ -31,6 +31,7 @@ from .linear import linear_probe
 from .report import retrieval_report
 from .retrieval import retrieve, retrieve_within
 from ..fileio import atomic_write_text
+from ..names import RECALL_KS
 
 
 def resolve_encoder(spec: str, cfg: Config, device: torch.device, out_dir: Path,
@@ -305,7 +306,7 @@ COMMANDS = {"linear": run_linear, "knn": run_knn, "retrieve": run_retrieve, "fin
 
 
 def format_table(results: dict[str, Any]) -> str:
-    keys = [p + k for k in ("top1", "top5", "video_top1", "video_top5", "R@1", "R@5", "R@10", "R@20", "R@50")
+    keys = [p + k for k in ("top1", "top5", "video_top1", "video_top5", *(f"R@{k}" for k in RECALL_KS))
             for p in ("", "val_") if isinstance(results.get(p + k), (int, float))]
     head = " | ".join(f"{k:>{max(10, len(k))}}" for k in keys)
     vals = " | ".join(f"{100 * results[k]:{max(10, len(k)) - 1}.1f}%" for k in keys)
