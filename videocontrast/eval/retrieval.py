@@ -142,7 +142,7 @@ def _neighbour_lists(queries: tuple, gallery: tuple, sims: np.ndarray, idx: np.n
 
 
 def retrieve(
-    train: Mapping[str, Any],
+    train: Mapping[str, Any] | None,
     test: Mapping[str, Any],
     ks: Sequence[int] = DEFAULT_KS,
     class_names: Sequence[str] | None = None,
@@ -151,34 +151,60 @@ def retrieve(
     device: torch.device | str | None = None,
     use_faiss: bool = False,
 ) -> dict[str, Any]:
-    """Video-level retrieval: test videos query training videos.
+    """Video-level retrieval: test videos query training videos, or (``train`` None, :func:`retrieve_within`)
+    the other test videos.
 
     Args:
         train, test: feature sets (``feats (N_clips, D)``, ``labels``, ``video_ids``, optional ``paths`` aligned with
             ``np.unique(video_ids)``), see :mod:`videocontrast.eval.features`.
-        ks: Recall@k cut-offs.
+        ks: Recall@k cut-offs; a k above the gallery's size is clipped to it (the key keeps the requested k).
         class_names: optional names for the ``neighbours`` list (``class_names[label]``).
         report_k: neighbours kept per query in ``neighbours`` (3 as in the thesis Fig. 4).
+        use_faiss: search with FAISS's exact IndexFlatIP when it is installed (queries against training only).
 
     Returns:
         ``{"R@k": ...}``, ``neighbours`` (one dict per test video: ``video_id, path, label, label_name,
         neighbours=[dict(video_id, path, label, label_name, sim, hit)]``), counts and ``protocol``.
     """
+    within = train is None
+    name = "retrieve_within" if within else "retrieve"
     if report_k < 0:
-        raise ValueError(f"retrieve: report_k must be >= 0, got {report_k}")
+        raise ValueError(f"{name}: report_k must be >= 0, got {report_k}")
+    if not ks:
+        raise ValueError(f"{name}: ks is empty")
     q, q_ids = video_vectors(test)
-    g, g_ids = video_vectors(train)
     ql = video_labels(np.asarray(test["labels"]), np.asarray(test["video_ids"]))
-    gl = video_labels(np.asarray(train["labels"]), np.asarray(train["video_ids"]))
-    sims, idx = nearest_neighbours(q, g, max(max(ks), report_k), chunk=chunk, device=device, use_faiss=use_faiss)
-    result: dict[str, Any] = _recall_from_neighbours(gl[idx], ql, ks)
-
     q_paths = list(test.get("paths") or [""] * len(q_ids))
-    g_paths = list(train.get("paths") or [""] * len(g_ids))
+    k = max(max(ks), report_k)
+    if within:
+        if len(q_ids) < 2:
+            raise ValueError(f"retrieve_within: needs at least 2 test videos, got {len(q_ids)}")
+        g_ids, g_paths, gl = q_ids, q_paths, ql
+        # The query itself is left out by its row index: with exact duplicates it need not rank first.
+        sims, idx = top_k(q, q, k, chunk=chunk, exclude=np.arange(len(q_ids)), device=device)
+    else:
+        g, g_ids = video_vectors(train)
+        gl = video_labels(np.asarray(train["labels"]), np.asarray(train["video_ids"]))
+        g_paths = list(train.get("paths") or [""] * len(g_ids))
+        sims, idx = nearest_neighbours(q, g, k, chunk=chunk, device=device, use_faiss=use_faiss)
+    result: dict[str, Any] = _recall_from_neighbours(gl[idx], ql, ks)
     result["neighbours"] = _neighbour_lists((q_ids, q_paths, ql), (g_ids, g_paths, gl), sims, idx, report_k,
                                             class_names)
+    gallery = len(g_ids) - within
     result["num_queries"] = int(len(q_ids))
-    result["gallery_size"] = int(len(g_ids))
+    result["gallery_size"] = int(gallery)
+    if within:
+        result["protocol"] = {
+            "task": "video retrieval as in the thesis (Fig. 4): each test video queries the other test videos",
+            "embedding": EMBEDDING,
+            "similarity": "cosine",
+            "search": "exact chunked matmul + topk, the query itself left out",
+            "hit": "any of the k nearest other test videos has the query's class",
+            "neighbours_shown": int(report_k),
+            "ks": [int(k) for k in ks],
+            "k_clipped_to_gallery_size": int(gallery),
+        }
+        return result
     result["protocol"] = {
         "task": "video retrieval: each test video queries all training videos",
         "embedding": EMBEDDING,
@@ -186,57 +212,15 @@ def retrieve(
         "search": "faiss IndexFlatIP (exact)" if use_faiss and _faiss_available() else "exact chunked matmul + topk",
         "hit": "any of the k nearest training videos has the query's class",
         "ks": [int(k) for k in ks],
-        "k_clipped_to_gallery_size": int(len(g_ids)),
+        "k_clipped_to_gallery_size": int(gallery),
         "clips_per_video": int(np.median(np.unique(np.asarray(test["video_ids"]), return_counts=True)[1])),
     }
     return result
 
 
-def retrieve_within(
-    test: Mapping[str, Any],
-    ks: Sequence[int] = DEFAULT_KS,
-    class_names: Sequence[str] | None = None,
-    report_k: int = 3,
-    chunk: int = 4096,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """The thesis's retrieval (Fig. 4, section 4.3): every test video queries the OTHER test videos.
-
-    Same embedding and similarity as :func:`retrieve` (:func:`video_vectors`, cosine); the
-    gallery is the test set itself with the query left out, and ``report_k`` (3 in the thesis) neighbours are
-    kept per query. R@k counts a hit when any of the k nearest other test videos shares the query's class.
-
-    Args:
-        test: a feature set (see :mod:`videocontrast.eval.features`) with at least 2 videos.
-        ks: Recall@k cut-offs; a k above ``V - 1`` is clipped to it (the key keeps the requested k).
-
-    Returns:
-        as :func:`retrieve`: ``{"R@k"}``, ``neighbours``, ``num_queries``, ``gallery_size`` and ``protocol``.
-    """
-    if report_k < 0:
-        raise ValueError(f"retrieve_within: report_k must be >= 0, got {report_k}")
-    if not ks:
-        raise ValueError("retrieve_within: ks is empty")
-    emb, ids = video_vectors(test)  # (V, D)
-    labels = video_labels(np.asarray(test["labels"]), np.asarray(test["video_ids"]))
-    v = len(ids)
-    if v < 2:
-        raise ValueError(f"retrieve_within: needs at least 2 test videos, got {v}")
-    # The query itself is left out by its row index: with exact duplicates it need not rank first.
-    sims, idx = top_k(emb, emb, max(max(ks), report_k), chunk=chunk, exclude=np.arange(v), device=device)
-    result: dict[str, Any] = _recall_from_neighbours(labels[idx], labels, ks)
-    videos = (ids, list(test.get("paths") or [""] * v), labels)
-    result["neighbours"] = _neighbour_lists(videos, videos, sims, idx, report_k, class_names)
-    result["num_queries"] = v
-    result["gallery_size"] = v - 1
-    result["protocol"] = {
-        "task": "video retrieval as in the thesis (Fig. 4): each test video queries the other test videos",
-        "embedding": EMBEDDING,
-        "similarity": "cosine",
-        "search": "exact chunked matmul + topk, the query itself left out",
-        "hit": "any of the k nearest other test videos has the query's class",
-        "neighbours_shown": int(report_k),
-        "ks": [int(k) for k in ks],
-        "k_clipped_to_gallery_size": v - 1,
-    }
-    return result
+def retrieve_within(test: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """The thesis's retrieval (Fig. 4, section 4.3): every test video queries the OTHER test videos (at least 2),
+    with the same embedding and similarity as :func:`retrieve` (whose keyword arguments it takes); the gallery is
+    the test set with the query left out, and R@k counts a hit when any of the k nearest other test videos shares
+    the query's class."""
+    return retrieve(None, test, **kwargs)
