@@ -48,7 +48,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # train.device: auto, or one of these (cuda:N for one GPU of several) (engine.device)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 # `videocontrast export --format` (export)
-EXPORT_FORMATS = ("torchvision", "safetensors")
+EXPORT_FORMATS = ("torchvision", "safetensors", "onnx")
 # `videocontrast curate select --strategy` (videocontrast.search.curate): core-set k-center, TypiClust, uniform.
 CURATE_STRATEGIES = ("diverse", "typical", "random")
 # `videocontrast reproduce --scale` (reproduce)

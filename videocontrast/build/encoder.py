@@ -7,6 +7,7 @@
   the config): the backbone alone, its architecture and clip settings from that JSON;
 - a checkpoint written by videocontrast (pretraining, fine-tuning, supervised): its own architecture and clip
   settings; a pretraining checkpoint also brings its projection head;
+- an ONNX export (``.onnx``, or any file whose JSON says ``"format": "onnx"``) is refused: it is for onnxruntime;
 - any other ``.pt``/``.pth``/``.safetensors`` file: external weights (torchvision's Kinetics ``r3d_18``, Hara et
   al.'s checkpoints, a DDP or compiled state dict) of the config's architecture, read by
   :mod:`videocontrast.models.weights` (the same key rules for both formats).
@@ -164,7 +165,12 @@ def load_weights(spec: str | Path, cfg: Config | None = None, device: torch.devi
         raise FileNotFoundError(f"--checkpoint '{spec}' is not a file; give a checkpoint written by "
                                 "`videocontrast pretrain`, a file written by `videocontrast export`, `random`, "
                                 "or a state-dict file of external weights")
-    meta = exported_metadata(path)
+    onnx = path.suffix.lower() == ".onnx"  # refused before its JSON is read: a stale JSON must not say otherwise
+    meta = None if onnx else exported_metadata(path)
+    if onnx or (meta is not None and meta.get("format") == "onnx"):
+        raise ValueError(f"--checkpoint '{spec}' is an ONNX export, which is for onnxruntime "
+                         "(onnxruntime.InferenceSession), not videocontrast; pass the checkpoint it was exported "
+                         "from, or a .pt/.safetensors export (videocontrast export --format torchvision|safetensors)")
     obj = read_weights(path)
     if meta is not None:  # the backbone alone, its config in the JSON beside it
         own = config_from_dict(meta["config"])
