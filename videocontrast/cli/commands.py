@@ -254,9 +254,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out, side = export_backbone(args.checkpoint, args.out, args.format, config=_optional_config(args))
     meta = json.loads(side.read_text())
-    print(f"wrote {out} ({meta['format']}, {meta['backbone']}, feature dim {meta['feature_dim']}; loads with "
-          f"strict=True into {meta['constructor']})\nwrote {side} (input layout, clip length, size, "
-          "normalisation, config)")
+    how = (f"runs with {meta['constructor']}" if meta["format"] == "onnx" else
+           f"loads with strict=True into {meta['constructor']}")
+    print(f"wrote {out} ({meta['format']}, {meta['backbone']}, feature dim {meta['feature_dim']}; {how})\n"
+          f"wrote {side} (input layout, clip length, size, normalisation, config)")
     return 0
 
 

@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file to write (.pt or .safetensors); the JSON description goes beside it "
                         "(the whole name plus .json, e.g. m.safetensors.json)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=None,
-                   help="torchvision: a plain state dict (torch.load(weights_only=True)); safetensors "
-                        "(default: safetensors for a .safetensors name, else torchvision)")
+                   help="torchvision: a plain state dict (torch.load(weights_only=True)); safetensors; onnx: the "
+                        "network for onnxruntime, dynamic batch (pip install 'videocontrast[onnx]') (default: "
+                        "safetensors for a .safetensors name, onnx for an .onnx name, else torchvision)")
     p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. model.backbone=r3d_18")
 
