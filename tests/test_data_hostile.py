@@ -295,12 +295,17 @@ def test_a_complete_avi_with_an_audio_track_is_complete(tmp_path):
     assert (info.num_frames, info.header_frames, info.truncated) == (40, 40, False)
 
 
-@pytest.mark.xfail(strict=True, reason="package: an AVI muxed with ffmpeg's default audio-priming shift has a header "
-                                       "counting 3 frame periods more than its 40 frames and is called truncated")
 def test_an_avi_whose_video_starts_after_aac_priming_is_not_called_truncated(tmp_path):
-    path = write_pattern_video(tmp_path / "a.avi", 40, "mpeg4", audio=True, shift_audio_start=True)
+    # ffmpeg's default muxing shifts the video 3 frame periods past aac's priming; the header counts 128 frames
+    path = write_pattern_video(tmp_path / "a.avi", 125, "mpeg4", audio=True, shift_audio_start=True)
     info = probe_video(path)
-    assert info.num_frames == 40 and not info.truncated
+    assert info.header_frames == 128 and info.num_frames == 125 and not info.truncated
+    # while the same file cut short still is truncated
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 7 // 10])
+    info = probe_video(cut)
+    assert info.truncated and info.num_frames < 100
 
 
 def test_real_ucf101_clips_are_not_called_truncated(shared_data):

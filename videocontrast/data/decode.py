@@ -176,8 +176,13 @@ def _probe_open(container: av.container.InputContainer, path: str) -> VideoInfo:
     if fps <= 0 and stream.duration and stream.time_base:
         fps = len(packets) / float(stream.duration * stream.time_base)
     # A complete file holds every entry its header counts (all 392 ucf101-mini AVIs and 25 H.264 mp4s: exactly,
-    # N-VOPs included); a cut one holds fewer (one entry of slack for a muxer that counts differently).
-    short = header > 0 and entries < header - 1
+    # N-VOPs included); a cut one holds fewer (one entry of slack for a muxer that counts differently). A video
+    # whose first frame starts late (ffmpeg shifts it past an audio codec's priming samples) has a header that
+    # counts the frame periods before it too: those are not missing frames.
+    lead = 0
+    if all_pts and stream.time_base and fps > 0:
+        lead = max(0, int(round(float((all_pts[0] - (stream.start_time or 0)) * stream.time_base) * fps)))
+    short = header > 0 and entries + lead < header - 1
     return VideoInfo(
         path=path,
         num_frames=len(packets),
