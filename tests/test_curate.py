@@ -235,3 +235,70 @@ def test_curate_on_embedded_videos(tmp_path, capsys):
     assert len((out / "keep.txt").read_text().splitlines()) == 4
     assert main(["curate", "select", str(emb), "--budget", "2", "--strategy", "typical", "--out", str(out)]) == 0
     assert len((out / "queue.txt").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------ a queue evaluated with --labelled
+
+TINY = ["data.synthetic_videos_per_class=6", "data.synthetic_frames=12", "data.synthetic_size=24",
+        "data.clip_len=4", "data.decode_size=24", "data.size=16", "model.width=8", "model.head_hidden=32",
+        "optim.batch_size=8", "data.num_workers=0", "eval.cv_folds=2"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_queue(tmp_path_factory):
+    """The synthetic dataset's training videos in an embedding folder (vectors by hand) and a diverse queue."""
+    from videocontrast.build.components import ensure_synthetic
+    from videocontrast.config import load_config
+
+    d = tmp_path_factory.mktemp("queue")
+    root = d / "synthetic"
+    ensure_synthetic(load_config("demo", [f"data.root={root}", *TINY]))
+    train = sorted((root / "train").rglob("*.mp4"))
+    emb = write_folder(d / "train.emb", l2_normalize(np.random.default_rng(0).normal(size=(len(train), 8))),
+                       labels=[p.parent.name for p in train])
+    table = json.loads((emb / "meta.json").read_text())
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"path": str(p), "label": p.parent.name, "start": float("nan"),
+                                              "end": float("nan"), "clip": -1, "clip_start": 0.0, "clip_end": 1.0,
+                                              "duration": 1.0, "size": 1, "mtime_ns": 0} for p in train]
+    write_table(rows, emb)  # the real paths, so that --labelled can find them
+    assert table["count"] == len(train)
+    assert main(["curate", "select", str(emb), "--budget", "12", "--out", str(d / "cur")]) == 0
+    return {"root": root, "queue": d / "cur" / "queue.txt", "train": train}
+
+
+def test_linear_and_knn_train_on_the_queue_and_nothing_else(synthetic_queue, tmp_path, capsys):
+    queue = synthetic_queue["queue"]
+    listed = {line.split()[0] for line in queue.read_text().splitlines()}
+    for command in ("linear", "knn"):
+        out = tmp_path / command
+        assert main([command, "--checkpoint", "random", "--config", "demo", "--labelled", str(queue),
+                     "--out", str(out), f"data.root={synthetic_queue['root']}", *TINY]) == 0
+        said = capsys.readouterr().out
+        assert f"trained on 12 labelled videos (listed in {queue.resolve()}" in said
+        res = json.loads((out / "results.json").read_text())
+        assert res["subsets"]["labelled_videos"] == 12 and res.get("num_train_videos", 12) == 12
+        written = {str(synthetic_queue["root"] / line.split()[0])
+                   for line in (out / "labelled_split.txt").read_text().splitlines()}
+        assert written == listed
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "--labelled '{p}' is not a file"),
+    ("foreign", "names none of the"),
+    ("one-class", "holds training videos of 1 class"),
+    ("both", "--labelled and --labels-per-class/--label-fraction both given"),
+])
+def test_a_bad_labelled_list_is_one_line(case, message, synthetic_queue, tmp_path, capsys):
+    p = tmp_path / "list.txt"
+    train = synthetic_queue["train"]
+    if case == "foreign":
+        p.write_text("/elsewhere/a.mp4\n/elsewhere/b.mp4\n")
+    elif case == "one-class":
+        p.write_text("".join(f"{q}\n" for q in train if q.parent.name == train[0].parent.name))
+    elif case == "both":
+        p.write_text(f"{train[0]}\n")
+    extra = ["--labels-per-class", "1"] if case == "both" else []
+    code = main(["knn", "--checkpoint", "random", "--config", "demo", "--labelled", str(p), *extra,
+                 "--out", str(tmp_path / "o"), f"data.root={synthetic_queue['root']}", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message.format(p=p) in err and "\n" not in err, err

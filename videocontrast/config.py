@@ -118,6 +118,7 @@ class DataConfig:
     val_fraction: float = 0.0  # a validation split of the training videos, grouped by source, scored instead of test
     labels_per_class: int = 0  # train the probe / fine-tuning on N labelled videos per class
     label_fraction: float = 0.0  # ... or on this fraction of each class (per class round(F * n_c), at least 1)
+    labelled: str | None = None  # ... or on the training videos a list file names (`curate select`'s queue.txt)
     # dataset=folder with class subfolders but no train/ and test/: the share of each class held out for test
     # (whole name groups, drawn by train.seed, written to the run folder and reused; data/subsets.py)
     test_fraction: float = 0.3
@@ -455,6 +456,8 @@ def validate(cfg: Config) -> None:
     need(0 <= d.label_fraction <= 1, f"data.label_fraction={d.label_fraction} must be in [0, 1] (0: every label)")
     need(not (d.labels_per_class and d.label_fraction),
          "data.labels_per_class and data.label_fraction are both set; choose one")
+    need(not (d.labelled and (d.labels_per_class or d.label_fraction)),
+         "data.labelled and data.labels_per_class/data.label_fraction are both set; choose one")
     ev = cfg.eval
     need(1 <= ev.finetune_epochs <= MAX_EPOCHS,
          f"eval.finetune_epochs={ev.finetune_epochs} must be in [1, {MAX_EPOCHS}]")

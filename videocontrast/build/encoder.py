@@ -57,7 +57,7 @@ def with_dataset(cfg: Config, data_from: Config) -> Config:
     for name in ("dataset", "root", "splits", "split", "num_workers", "strict", "require_complete",
                  "eval_clips", "synthetic_videos_per_class", "synthetic_frames", "synthetic_size",
                  "synthetic_seed", "synthetic_appearances", "eval_crops", "val_fraction", "labels_per_class",
-                 "label_fraction"):
+                 "label_fraction", "labelled"):
         setattr(out.data, name, getattr(data_from.data, name))
     out.eval = copy.deepcopy(data_from.eval)
     return out

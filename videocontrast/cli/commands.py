@@ -27,6 +27,9 @@ def _subset_overrides(args: argparse.Namespace) -> list[str]:
     fraction = getattr(args, "label_fraction", None)
     if per_class is not None and fraction is not None:
         raise ValueError("--labels-per-class and --label-fraction both given; choose one")
+    listed = getattr(args, "labelled", None)
+    if listed is not None and (per_class is not None or fraction is not None):
+        raise ValueError("--labelled and --labels-per-class/--label-fraction both given; choose one")
     out = []
     if val is not None:
         out.append(f"data.val_fraction={parse_fraction('--val', val, closed=False)}")
@@ -34,6 +37,8 @@ def _subset_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"data.labels_per_class={parse_count('--labels-per-class', per_class)}")
     if fraction is not None:
         out.append(f"data.label_fraction={parse_fraction('--label-fraction', fraction, closed=True)}")
+    if listed is not None:
+        out.append(f"data.labelled={Path(listed).expanduser().resolve()}")
     return out
 
 
@@ -107,9 +112,9 @@ def _subset_line(results: dict) -> str:
     """What the scores below are on (a validation split, a label subset), or nothing for all labels on test."""
     s = results.get("subsets") or {}
     lines = []
-    if s.get("labels_per_class") or s.get("label_fraction"):
-        how = (f"{s['labels_per_class']} per class" if s.get("labels_per_class")
-               else f"{100 * s['label_fraction']:g}% of each class")
+    if s.get("labels_per_class") or s.get("label_fraction") or s.get("labelled"):
+        how = (f"{s['labels_per_class']} per class" if s.get("labels_per_class") else
+               f"listed in {s['labelled']}" if s.get("labelled") else f"{100 * s['label_fraction']:g}% of each class")
         lines.append(f"trained on {s['labelled_videos']} labelled videos ({how}, seed {s['seed']}; "
                      f"{s.get('labelled_split', '')})")
     if results.get("evaluated_on") == "validation":

@@ -101,6 +101,9 @@ def _subset_flags(p: argparse.ArgumentParser, val: bool) -> None:
                    help="train on N labelled videos per class, chosen by train.seed (the same for every encoder)")
     g.add_argument("--label-fraction", default=None, metavar="F",
                    help="train on a fraction F of each class's videos (round(F * n), at least 1)")
+    g.add_argument("--labelled", default=None, metavar="FILE",
+                   help="train on the training videos this list file names (a path a line, e.g. the queue.txt of "
+                        "`videocontrast curate select`)")
     if val:
         _val_flag(g)
 

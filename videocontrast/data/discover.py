@@ -145,6 +145,24 @@ def find_videos(root: str | os.PathLike, skipped: list[dict[str, str]] | None = 
     return paths
 
 
+def read_list_file(source: str | os.PathLike) -> list[tuple[int, str, str]]:
+    """``(line number, path, label)`` of a list file: ``path [label]`` a line (a last word that is not a video
+    file name is the label; a path may hold spaces), ``#`` comments and blank lines skipped, a UTF-8 byte order
+    mark not part of the first path. What ``embed --root LIST``, ``--labelled`` and ``curate``'s lists share."""
+    out = []
+    with open(source, encoding="utf-8-sig", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) == 2 and not parts[1].lower().endswith(VIDEO_EXTENSIONS):
+                out.append((n, parts[0], parts[1]))
+            else:
+                out.append((n, line, ""))
+    return out
+
+
 def some_names(names: Sequence[str], shown: int = 3) -> str:
     """The first ``shown`` names, then how many more."""
     head = ", ".join(names[:shown])

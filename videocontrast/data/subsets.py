@@ -19,6 +19,7 @@ UCF101's trainlist format, ``Class/file.avi <1-based label>`` a line, paths rela
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_text
+from .reports import warn_once
 from ..names import DEFAULT_VAL_FRACTION  # `--val` without a value
 from .datasets import VideoDataset
 from .splits import VideoRecord
@@ -137,13 +139,19 @@ class SubsetSpec:
     labels_per_class: int = 0
     label_fraction: float = 0.0
     seed: int = 0
+    labelled: str = ""  # a list file of the training videos whose labels may be used (e.g. `curate select`'s queue)
 
     @property
     def active(self) -> bool:
-        return bool(self.val_fraction or self.labels_per_class or self.label_fraction)
+        return bool(self.val_fraction or self.labels_per_class or self.label_fraction or self.labelled)
 
     def check(self) -> None:
         """Raises ValueError (one line, naming the flag) for a value no subset can have."""
+        if self.labelled and (self.labels_per_class or self.label_fraction):
+            raise ValueError("--labelled and --labels-per-class/--label-fraction both given; choose one")
+        if self.labelled and not Path(self.labelled).is_file():
+            raise FileNotFoundError(f"--labelled '{self.labelled}' is not a file; give a list file (a path a line, "
+                                    "e.g. the queue.txt `videocontrast curate select` writes)")
         if self.labels_per_class and self.label_fraction:
             raise ValueError("--labels-per-class and --label-fraction both given; choose one")
         if self.labels_per_class < 0 or self.labels_per_class != int(self.labels_per_class):
@@ -155,8 +163,12 @@ class SubsetSpec:
                              "videos)")
 
     def settings(self, dataset: str) -> dict[str, Any]:
-        return {"dataset": dataset, "seed": self.seed, "val_fraction": self.val_fraction,
-                "labels_per_class": self.labels_per_class, "label_fraction": self.label_fraction}
+        out = {"dataset": dataset, "seed": self.seed, "val_fraction": self.val_fraction,
+               "labels_per_class": self.labels_per_class, "label_fraction": self.label_fraction}
+        if self.labelled:  # the list's content, not only its name: an edited list is another subset
+            data = Path(self.labelled).read_bytes()
+            out.update(labelled=str(Path(self.labelled).resolve()), labelled_sha1=hashlib.sha1(data).hexdigest())
+        return out
 
 
 def parse_count(flag: str, text: str | None) -> int:
@@ -333,8 +345,13 @@ def plan_subsets(records: Sequence[VideoRecord], classes: Sequence[str], root: s
             pick = label_subset(labels[rest], [rels[i] for i in rest], spec.seed, spec.labels_per_class,
                                 spec.label_fraction, classes)
             rest = rest[pick]
+        if spec.labelled:
+            rest = np.intersect1d(rest, listed_records(records, root, Path(spec.labelled), classes))
         labelled, val = [records[i] for i in rest], [records[i] for i in val_idx]
-        _check_classes(records, labelled, classes)
+        if spec.labelled:
+            _check_listed(records, labelled, classes, spec.labelled)
+        else:
+            _check_classes(records, labelled, classes)
     summary: dict[str, Any] = {**settings, "train_videos": len(records), "labelled_videos": len(labelled),
                                "grouping": GROUP_RULE}
     if out is not None:
@@ -418,6 +435,51 @@ def plan_test_split(records: Sequence[VideoRecord], classes: Sequence[str], root
                "grouping": GROUP_RULE}
     atomic_write_text(meta, json.dumps(summary, indent=2) + "\n")
     return TestSplit(folder, len(labelled), len(test), made=True)
+
+
+def listed_records(records: Sequence[VideoRecord], root: Path, list_file: Path,
+                   classes: Sequence[str]) -> np.ndarray:
+    """The rows of ``records`` a list file names (``path [label]`` a line; relative paths against the list's
+    folder, then the dataset root), sorted. Lines naming no training video are said in one warning.
+
+    Raises:
+        ValueError: the list names none of the training videos.
+    """
+    from .discover import read_list_file
+
+    by_real = {os.path.realpath(r.path): i for i, r in enumerate(records)}
+    found, missing = set(), []
+    lines = read_list_file(list_file)
+    for n, path, _ in lines:
+        p = Path(path).expanduser()
+        tries = [p] if p.is_absolute() else [list_file.parent / p, root / p]
+        row = next((by_real[r] for r in map(os.path.realpath, tries) if r in by_real), None)
+        if row is None:
+            missing.append(f"line {n}: {path}")
+        else:
+            found.add(row)
+    if not found:
+        raise ValueError(f"--labelled '{list_file}' names none of the {len(records)} training videos "
+                         f"({len(lines)} lines; first: {missing[0] if missing else 'none'}); list training videos of "
+                         "this dataset, by absolute path or relative to the list or the dataset root")
+    if missing:
+        warn_once(f"labelled:{list_file}", f"--labelled '{list_file}': {len(missing)} of {len(lines)} lines name no "
+                  f"training video and are left out (first: {missing[0]})")
+    return np.array(sorted(found), dtype=np.int64)
+
+
+def _check_listed(records: Sequence[VideoRecord], labelled: Sequence[VideoRecord], classes: Sequence[str],
+                  list_file: str) -> None:
+    """A chosen queue may miss a class (it is then never predicted): said once; fewer than 2 classes is an error."""
+    left = {r.label for r in labelled}
+    if len(left) < 2:
+        raise ValueError(f"--labelled '{list_file}' holds training videos of {len(left)} class; a classifier needs "
+                         "labelled videos of two classes or more")
+    absent = sorted({r.label for r in records} - left)
+    if absent:
+        names = ", ".join(classes[c] if c < len(classes) else str(c) for c in absent[:5])
+        warn_once(f"labelled-classes:{list_file}", f"--labelled '{list_file}' holds no training video of "
+                  f"{len(absent)} class(es) ({names}{', ...' if len(absent) > 5 else ''}): they cannot be predicted")
 
 
 def _check_classes(records: Sequence[VideoRecord], labelled: Sequence[VideoRecord], classes: Sequence[str],

@@ -108,7 +108,7 @@ def class_names(cfg: Config) -> list[str]:
 
 def subset_spec(cfg: Config) -> SubsetSpec:
     d = cfg.data
-    return SubsetSpec(d.val_fraction, d.labels_per_class, d.label_fraction, cfg.train.seed)
+    return SubsetSpec(d.val_fraction, d.labels_per_class, d.label_fraction, cfg.train.seed, d.labelled or "")
 
 
 def training_subsets(cfg: Config, out_dir: Path | None) -> Subsets | None:

@@ -46,7 +46,7 @@ from ..build.components import build_eval_transform
 from ..config import Config
 from ..engine.run import check_writable
 from ..eval.embedding import l2_normalize, video_embedding
-from ..data.discover import VIDEO_EXTENSIONS, find_videos, try_probe
+from ..data.discover import find_videos, read_list_file, try_probe
 from ..data.decode import VideoDecodeError, VideoInfo, read_frames
 from ..fileio import atomic_write, atomic_write_text
 from .index import build_index, embeddings_sha1, remove_index, save_index
@@ -130,18 +130,8 @@ def usable_roots(paths: list[str]) -> list[str]:
 
 
 def _read_list(source: Path) -> list[tuple[int, Item]]:
-    """``(line number, item)`` of a list file: ``path [label]`` a line, ``#`` comments (a BOM is not a path)."""
-    out = []
-    with open(source, encoding="utf-8-sig", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.strip().rsplit(None, 1)
-            path, label = (parts[0], parts[1]) if len(parts) == 2 and not parts[1].lower().endswith(
-                VIDEO_EXTENSIONS) else (line.strip(), "")
-            out.append((n, Item(path, label)))
-    return out
+    """``(line number, item)`` of a list file (:func:`~videocontrast.data.discover.read_list_file`)."""
+    return [(n, Item(path, label)) for n, path, label in read_list_file(source)]
 
 
 def _read_csv(source: Path) -> list[tuple[int, Item]]:
