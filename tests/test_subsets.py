@@ -10,9 +10,9 @@ import pytest
 from conftest import write_pattern_video
 from videocontrast.cli import main
 from videocontrast.data.splits import VideoRecord
+from videocontrast.data.groups import read_source_csv, source_group, source_groups
 from videocontrast.data.subsets import (LABELLED_SPLIT, SUBSETS_JSON, VAL_SPLIT, SubsetSpec, label_subset,
-                                        plan_subsets, read_source_csv, source_group, source_groups,
-                                        validation_split)
+                                        plan_subsets, validation_split)
 
 CLASSES = ["Archery", "Biking", "Diving"]
 

@@ -140,7 +140,7 @@ def linear_probe(
     Args:
         train, test: feature sets from :func:`videocontrast.eval.features.extract_features`
             (``feats (N_clips, D)``, ``labels (N_clips,)``, ``video_ids (N_clips,)``); ``train`` may also hold
-            ``source_groups (N_clips,)`` (ints: each clip's source, see ``data.subsets``), by which the CV folds are
+            ``source_groups (N_clips,)`` (ints: each clip's source, see ``data.groups``), by which the CV folds are
             then grouped, so that clips of one scene are never on both sides of a fold. Labels may be any
             non-negative integers (e.g. a class subset 4, 7, 9); they are mapped to contiguous indices internally
             and reported back in the original label space. ``test`` may also be a function that returns the test

@@ -22,7 +22,8 @@ from ..build.components import (backbone_from_config, build_eval_transform, data
 from ..build.encoder import Encoder, load_weights
 from ..config import Config
 from ..data.datasets import VideoDataset
-from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict, source_groups_of_paths
+from ..data.groups import source_groups_of_paths
+from ..data.subsets import SubsetSpec, Subsets, plan_subsets, restrict
 from ..engine.loop import Monitor
 from .features import FeatureCache, extract_features, feature_key
 from .finetune import finetune
