@@ -302,3 +302,34 @@ def test_a_bad_labelled_list_is_one_line(case, message, synthetic_queue, tmp_pat
                  "--out", str(tmp_path / "o"), f"data.root={synthetic_queue['root']}", *TINY])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message.format(p=p) in err and "\n" not in err, err
+
+
+def test_auto_groups_a_byte_copy_among_real_clips(shared_data, tmp_path, capsys):
+    """Real H.264 clips (ucf101-tiny-mp4) plus a byte copy of one in another folder: --auto puts the copy and its
+    original in one group, the keep list drops exactly one of the two, and the CSV names both."""
+    import shutil
+
+    from test_export import make_checkpoint
+
+    from videocontrast.search.embed import embed_collection
+
+    clips = sorted((shared_data / "ucf101-tiny-mp4" / "videos").rglob("*.mp4"))[::3]
+    videos = tmp_path / "videos"
+    for c in clips:
+        (videos / c.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(c, videos / c.parent.name / c.name)
+    (videos / "copies").mkdir()
+    shutil.copyfile(clips[0], videos / "copies" / "again.mp4")
+    emb = embed_collection(make_checkpoint(tmp_path / "last.pt"), videos, tmp_path / "v.emb", clips=2,
+                           progress=False)
+    out = tmp_path / "cur"
+    assert main(["curate", "duplicates", str(emb), "--auto", "--out", str(out)]) == 0
+    with open(out / "duplicates.csv") as f:
+        rows = list(csv.DictReader(f))
+    group = {r["group"] for r in rows if Path(r["path"]).name in (clips[0].name, "again.mp4")}
+    assert len(group) == 1 and len([r for r in rows if r["group"] in group]) >= 2, rows
+    members = {Path(r["path"]).name for r in rows if r["group"] in group}
+    keep = {Path(line.split()[0]).name for line in (out / "keep.txt").read_text().splitlines()}
+    assert len(members & keep) == 1  # one video of the group kept, never both copies
+    assert len(keep) == len(clips) + 1 - (len(rows) - len({r["group"] for r in rows}))  # one per group + the rest
+    assert "threshold" in capsys.readouterr().out
