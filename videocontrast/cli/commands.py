@@ -250,7 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     run_server(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
-               limits=Limits(max_upload_mb=args.max_upload_mb))
+               limits=Limits(max_upload_mb=args.max_upload_mb), queue=args.queue)
     return 0
 
 

@@ -35,7 +35,9 @@ EPILOG = {
               "         videocontrast search my_videos.emb row:17 --label Knitting   "
               "(a row of the folder; only rows labelled Knitting)\n"
               "         videocontrast search my_videos.emb queries/ --prefix /data/2024/   (a folder of queries)",
-    "serve": "example: videocontrast serve my_videos.emb   then open http://127.0.0.1:8000/",
+    "serve": "example: videocontrast serve my_videos.emb   then open http://127.0.0.1:8000/\n"
+             "         videocontrast serve my_videos.emb --queue curated/queue.txt\n"
+             "         (tabs: Browse, Duplicates, Outliers, Queue: what `videocontrast curate` finds, as previews)",
     "curate": "example: videocontrast curate duplicates my_videos.emb --auto --out curated/\n"
               "         videocontrast curate outliers my_videos.emb --top 20 --out curated/\n"
               "         videocontrast curate select my_videos.emb --budget 50 --strategy diverse --out curated/\n"
@@ -231,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: diverse)")
     q.add_argument("--seed", type=int, default=0, help="seed of typical's k-means and of random (default: 0)")
 
-    p = add("serve", "a local web page to browse and search an embedding folder")
+    p = add("serve", "a local web page to browse and search an embedding folder, with its near-duplicates, "
+                     "outliers and labelling queue")
     p.add_argument("index", help="folder written by `videocontrast embed`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
@@ -239,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest video a query may upload, in MB (default: 200)")
     p.add_argument("--checkpoint", default=None, help="the folder's weights, if they moved (for uploaded queries)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--queue", default=None, metavar="FILE",
+                   help="the labelling queue the page's Queue tab shows, in its order: the queue.txt or queue.csv "
+                        "of `videocontrast curate select`, or any list file (a path a line; relative paths "
+                        "against the file's folder) (default: computed on the page: diverse, typical or random)")
 
     p = add("export", "write the backbone alone (torchvision state dict or safetensors) plus a JSON of its input")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)

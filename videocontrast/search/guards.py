@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 PAGE_HEADER = "x-videocontrast"  # the page's script sends it with its requests; another site's page cannot
 
 
-PAGE_ONLY = ("/api/query",)  # GET routes that decode: they need PAGE_HEADER
+# GET routes that decode or compute over the whole collection (the neighbour graph, k-means): they need PAGE_HEADER
+PAGE_ONLY = ("/api/query", "/api/duplicates", "/api/outliers", "/api/queue")
 
 
 def trusted_hosts(host: str) -> list[str]:
@@ -89,7 +90,8 @@ class SameOrigin:
       an ``<img>`` or ``<video>`` on any page could load previews (decodes, in a loop: the CPU), time them (which
       rows are indexed) and read the duration and size of a guessed ``/media`` file;
     * one carrying another site's ``Origin``;
-    * a query by path (GET :data:`PAGE_ONLY`, it decodes) without the page's ``X-Videocontrast: 1`` header, and
+    * a query by path or a curation (GET :data:`PAGE_ONLY`: it decodes, or computes over the whole collection)
+      without the page's ``X-Videocontrast: 1`` header, and
       a POST (or any other non-reading method) with neither that header nor a JSON body.
 
     Another site's form, ``<img>`` or no-CORS fetch can send neither without a CORS preflight, which this

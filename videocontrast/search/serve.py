@@ -2,7 +2,10 @@
 
 The page (``static/serve.html``) shows the collection as a grid of animated previews; clicking one lists its
 nearest neighbours with their cosine similarity, each playable (the video file itself, or its animated preview
-where the browser cannot play the format, e.g. AVI). A query can also be an uploaded video or a path.
+where the browser cannot play the format, e.g. AVI). A query can also be an uploaded video or a path. Its tabs
+Duplicates, Outliers and Queue show, with the same previews, what ``videocontrast curate`` finds: near-duplicate
+groups (each row's similarity to its group's first), rows ranked by outlier score, and the labelling queue
+numbered in order (``serve --queue FILE``'s, or computed on the page); a click on any tile lists its neighbours.
 
 Routes::
 
@@ -11,6 +14,13 @@ Routes::
     GET  /api/neighbours/{row}?k=   the rows nearest row (optional label=, prefix=)
     GET  /api/query?path=&k=        nearest to an indexed video file (optional label=, prefix=; X-Videocontrast: 1)
     POST /api/query?k=              nearest to the uploaded video (the request body; header X-Videocontrast: 1)
+    GET  /api/duplicates?threshold= near-duplicate groups, largest first (no threshold: Otsu's), offset=, limit=
+    GET  /api/outliers?top=         rows most outlying first with their score (1 - mean cosine similarity to the
+                                    k nearest), offset=
+    GET  /api/queue                 the labelling queue in order: serve --queue FILE's rows (missing: its paths
+                                    not in the collection), else computed: budget=, strategy=, seed= (source=
+                                    computed asks for that one also when a file was given); offset=, limit=
+                                    (these three, as /api/query: header X-Videocontrast: 1)
     GET  /preview/{row}             animated WebP of the row's span, made once with our decoder, cached on disk
     GET  /media/{root}/{path}       the video file, with its content type (HTTP range requests for seeking)
 
@@ -21,6 +31,10 @@ path of the same size as when indexed; what is sent or decoded is that descripto
 check is never followed. ``..``, absolute paths, links out of a root and their URL-encoded forms are refused
 (403); a query path that is not an indexed file gets that same 403 whether it exists or not, and is never opened.
 A video that was deleted or moved since ``embed`` gets a placeholder preview (and no media link).
+
+The duplicates, outliers and queue routes are ``videocontrast curate``'s on the loaded collection
+(:mod:`.serve_curate`): the neighbour graph is computed once, on the first such request, and each answer is
+cached per parameter set; their rows carry the same preview and media URLs as ``/api/items``.
 
 Against other sites (DNS rebinding, cross-site requests): a request whose ``Host`` is neither an IP address nor
 ``localhost`` or the name served on gets 400 (:class:`TrustedHost`); one that another site's page makes
@@ -49,6 +63,7 @@ from typing import Callable
 
 from .guards import SameOrigin, TrustedHost, trusted_hosts
 from .library import NOT_INDEXED, VIDEO_TYPES, Library, Limits, Refusal
+from .serve_curate import Curation, map_queue, read_queue
 
 STATIC = Path(__file__).parent / "static"
 MAX_TEXT = 4096  # characters in a text query parameter (a path prefix, a label)
@@ -88,11 +103,37 @@ def _text_param(request, name: str) -> str | None:
     return raw
 
 
+def _threshold_param(request) -> float | None:
+    """``threshold``: a cosine similarity in [-1, 1]; left out (or ``auto``): None, chosen by Otsu's method."""
+    raw = request.query_params.get("threshold")
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return None
+    try:
+        value = float(raw) if len(raw) <= 40 else None
+    except ValueError:
+        value = None
+    if value is None or not -1.0 <= value <= 1.0:  # NaN fails the comparison too
+        raise Refusal(400, f"threshold must be a cosine similarity from -1 to 1 (or left out: chosen by Otsu's "
+                           f"method), got {raw[:40]!r}")
+    return value
+
+
+def _curated(make: Callable[[], dict]) -> dict:
+    """A curation answer; its ValueError (under 2 rows, similarities all equal for Otsu's) is a 400 line."""
+    try:
+        return make()
+    except ValueError as e:
+        raise Refusal(400, str(e).replace("--auto", "an automatic threshold").replace("give --threshold",
+                                                                                     "give ?threshold=")) from None
+
+
 def create_app(folder: str | Path, checkpoint: str | None = None, device: str | None = None,
-               cache: str | Path | None = None, host: str = "127.0.0.1", limits: Limits | None = None):
+               cache: str | Path | None = None, host: str = "127.0.0.1", limits: Limits | None = None,
+               queue: str | Path | None = None):
     """The Starlette app over the embedding ``folder``; see the module docstring for its routes. ``host``: the
     address it is served on (its ``Host`` name is trusted besides the loopback names); ``limits``: what a query
-    may cost."""
+    may cost; ``queue``: a list file or ``queue.csv`` (``curate select``) that ``/api/queue`` shows (ValueError
+    with one line when it cannot be read)."""
     _starlette()
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
@@ -103,6 +144,7 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
 
     lib = Library(folder, checkpoint, device, cache, limits)
     lim = lib.limits
+    cur = Curation(lib.col, lib.item, map_queue(queue, lib.col.real_paths()) if queue is not None else None)
 
     async def refused(request: Request, exc: Refusal) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
@@ -132,6 +174,31 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
             raise Refusal(404, f"row {row} is not in the index ({len(lib.col)} rows)")
         q = lib.col.emb[row]
         return JSONResponse({"query": lib.item(row), "neighbours": lib.neighbours(q, k, label, prefix, skip=row)})
+
+    def duplicates(request: Request):
+        threshold = _threshold_param(request)
+        offset, limit = _int_param(request, "offset", 0, 0, 10**12), _int_param(request, "limit", 50, 1, 1000)
+        return JSONResponse(_curated(lambda: cur.duplicates(threshold, offset, limit)))
+
+    def outliers(request: Request):
+        top = _int_param(request, "top", 20, 1, 10000)
+        offset = _int_param(request, "offset", 0, 0, 10**12)
+        return JSONResponse(_curated(lambda: cur.outliers(top, offset)))
+
+    def labelling_queue(request: Request):
+        source = request.query_params.get("source", "file" if cur.queue is not None else "computed")
+        offset, limit = _int_param(request, "offset", 0, 0, 10**12), _int_param(request, "limit", 500, 1, 10000)
+        if source == "file":
+            if cur.queue is None:
+                raise Refusal(400, "no queue file: start serve with --queue FILE (the queue.txt of curate select)")
+            return JSONResponse(cur.queue_from_file(offset, limit))
+        if source != "computed":
+            raise Refusal(400, f"source must be file or computed, got {source[:40]!r}")
+        n = len(lib.col)
+        budget = _int_param(request, "budget", min(20, n), 1, n)
+        strategy = _text_param(request, "strategy") or "diverse"
+        seed = _int_param(request, "seed", 0, 0, 2**32 - 1)
+        return JSONResponse(_curated(lambda: cur.computed_queue(budget, strategy, seed, offset, limit)))
 
     async def receive_upload(request: Request) -> tuple[str, Callable[[], None]]:
         """The request body streamed to a temporary file, at most ``max_upload_mb`` (413 as soon as it is more,
@@ -223,10 +290,12 @@ def create_app(folder: str | Path, checkpoint: str | None = None, device: str | 
 
     routes = [Route("/", page), Route("/static/{name}", static), Route("/api/items", items),
               Route("/api/neighbours/{row:int}", neighbours), Route("/api/query", query, methods=["GET", "POST"]),
-              Route("/preview/{row:int}", preview), Route("/media/{root:int}/{path:path}", media)]
+              Route("/api/duplicates", duplicates), Route("/api/outliers", outliers),
+              Route("/api/queue", labelling_queue), Route("/preview/{row:int}", preview),
+              Route("/media/{root:int}/{path:path}", media)]
     middleware = [Middleware(TrustedHost, names=trusted_hosts(host)), Middleware(SameOrigin)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={Refusal: refused})
-    app.state.library = lib
+    app.state.library, app.state.curation = lib, cur
     return app
 
 
@@ -268,12 +337,15 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run_server(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None,
-               device: str | None = None, limits: Limits | None = None) -> None:
-    """Serve ``folder`` until Ctrl-C (127.0.0.1 by default: only this machine can connect)."""
+               device: str | None = None, limits: Limits | None = None, queue: str | Path | None = None) -> None:
+    """Serve ``folder`` until Ctrl-C (127.0.0.1 by default: only this machine can connect); ``queue``: the
+    list file the Queue view shows (read before the port is bound: a bad one is one line, nothing served)."""
     limits = limits or Limits()
+    if queue is not None:
+        read_queue(queue)
     sock = listen(host, port)
     try:
-        app = create_app(folder, checkpoint, device, host=host, limits=limits)
+        app = create_app(folder, checkpoint, device, host=host, limits=limits, queue=queue)
         import uvicorn
     except BaseException:
         sock.close()
