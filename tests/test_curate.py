@@ -30,10 +30,13 @@ def brute_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(s, idx, 1), idx
 
 
-def write_folder(folder: Path, emb: np.ndarray, labels: list[str] | None = None) -> Path:
-    """An embedding folder as `videocontrast embed` writes it (table, embeddings.npy, meta.json), by hand."""
+def write_folder(folder: Path, emb: np.ndarray, labels: list[str] | None = None,
+                 paths: list[str] | None = None) -> Path:
+    """An embedding folder as `videocontrast embed` writes it (table, embeddings.npy, meta.json), by hand; row i's
+    path is ``paths[i]`` (default ``/videos/v{i:03d}.mp4``)."""
     folder.mkdir(parents=True)
-    rows = [{c: "" for c in TABLE_COLUMNS} | {"path": f"/videos/v{i:03d}.mp4", "label": (labels or [""] * len(emb))[i],
+    paths = paths or [f"/videos/v{i:03d}.mp4" for i in range(len(emb))]
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"path": paths[i], "label": (labels or [""] * len(emb))[i],
                                               "start": float("nan"), "end": float("nan"), "clip": -1,
                                               "clip_start": 0.0, "clip_end": 1.0, "duration": 1.0, "size": 1,
                                               "mtime_ns": 0} for i in range(len(emb))]

@@ -27,7 +27,6 @@ from videocontrast.cli import build_parser, main  # noqa: E402
 from videocontrast.eval.embedding import l2_normalize  # noqa: E402
 from videocontrast.search.curate import duplicate_groups, knn_graph, outlier_scores, run_select, select  # noqa: E402
 from videocontrast.search.serve import create_app  # noqa: E402
-from videocontrast.search.shards import TABLE_COLUMNS, write_table  # noqa: E402
 
 from test_curate import clusters  # noqa: E402
 
@@ -38,16 +37,10 @@ BASE, PAGE = "http://127.0.0.1:8000", {"X-Videocontrast": "1"}
 
 def write_folder(folder: Path, emb: np.ndarray, videos: Path) -> Path:
     """An embedding folder by hand (as `videocontrast embed` writes it), row i being ``videos/v{i:03d}.mp4``."""
-    folder.mkdir(parents=True)
-    rows = [{c: "" for c in TABLE_COLUMNS} | {"path": str(videos / f"v{i:03d}.mp4"), "label": f"c{i % 3}",
-                                              "start": float("nan"), "end": float("nan"), "clip": -1,
-                                              "clip_start": 0.0, "clip_end": 1.0, "duration": 1.0, "size": 1,
-                                              "mtime_ns": 0} for i in range(len(emb))]
-    write_table(rows, folder)
-    np.save(folder / "embeddings.npy", emb.astype(np.float32))
-    (folder / "meta.json").write_text(json.dumps({"checkpoint": "random", "clips": 1, "count": len(emb),
-                                                  "dim": emb.shape[1]}))
-    return folder
+    from test_curate import write_folder as write_by_hand
+
+    return write_by_hand(folder, emb, labels=[f"c{i % 3}" for i in range(len(emb))],
+                         paths=[str(videos / f"v{i:03d}.mp4") for i in range(len(emb))])
 
 
 def client(tmp_path: Path, emb: np.ndarray, queue: Path | None = None) -> TestClient:

@@ -34,6 +34,9 @@ NEIGHBOURS = 10  # k of the neighbour graph: duplicates, outlier scores, typical
 # merely alike videos and the cut falls low enough to chain whole classes. 3 was chosen on fight-detection's source
 # groups (pair F1 0.345 vs 0.175 with 10, 0.265 with 1) and then measured on ucf101-mini (docs/curate.md).
 AUTO_NEIGHBOURS = 3
+STRATEGY_SOURCE = {"diverse": "greedy k-center (core-set, Sener & Savarese 2018), from the row nearest the mean",
+                   "typical": f"TypiClust (Hacohen et al. 2022), typicality over {NEIGHBOURS} neighbours",
+                   "random": "uniform without replacement, seeded"}
 _CHUNK = 4096
 
 
@@ -372,9 +375,7 @@ def run_select(folder, out, budget: int, strategy: str = "diverse", seed: int = 
     _write_csv(Path(out) / "queue.csv", ["rank", "path", "row", "label"],
                [[i, str(col.table["path"][r]), int(r), _label(col, r)] for i, r in enumerate(queue, 1)])
     summary = {"rows": len(col), "budget": int(budget), "strategy": strategy, "seed": int(seed),
-               "source": {"diverse": "greedy k-center (core-set, Sener & Savarese 2018)",
-                          "typical": f"TypiClust (Hacohen et al. 2022), typicality over {NEIGHBOURS} neighbours",
-                          "random": "uniform without replacement"}[strategy],
+               "source": STRATEGY_SOURCE[strategy],
                "queue": str(Path(out) / "queue.txt")}
     atomic_write_text(Path(out) / "queue.json", json.dumps(summary, indent=2) + "\n")
     return summary

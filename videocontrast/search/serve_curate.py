@@ -23,14 +23,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ..names import CURATE_STRATEGIES
-from .curate import NEIGHBOURS, duplicate_groups, knn_graph, outlier_scores, select
+from .curate import NEIGHBOURS, STRATEGY_SOURCE, duplicate_groups, knn_graph, outlier_scores, select
 
 CACHED = 8  # answers kept per view (each a parameter set)
 MISSING_SHOWN = 5  # paths a queue answer names of those not in the collection
 
-STRATEGY_SOURCE = {"diverse": "greedy k-center (core-set, Sener & Savarese 2018), from the row nearest the mean",
-                   "typical": f"TypiClust (Hacohen et al. 2022), typicality over {NEIGHBOURS} neighbours",
-                   "random": "uniform without replacement, seeded"}
 
 
 # ----------------------------------------------------------------------------------------- a queue file
