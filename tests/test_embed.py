@@ -25,14 +25,19 @@ from test_export import make_checkpoint, one_line_error
 pytest.importorskip("pyarrow", reason="the table is Parquet: pip install 'videocontrast[search]'")
 
 
+def video_setup(d: Path, frame_counts: tuple[int, ...], seed0: int = 0, by_class: bool = True) -> dict[str, Path]:
+    """Videos v0, v1, ... with these frame counts under d/videos (in class folders a/ and b/ by parity, or flat)
+    and a tiny checkpoint: the fixture of the embed tests."""
+    videos = d / "videos"
+    for i, n in enumerate(frame_counts):
+        folder = videos / ("a" if i % 2 else "b") if by_class else videos
+        write_video(folder / f"v{i}.mp4", n, seed=seed0 + i)
+    return {"dir": d, "videos": videos, "ckpt": make_checkpoint(d / "last.pt")}
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("embed")
-    videos = d / "videos"
-    for i, n in enumerate((12, 16, 20, 24, 40)):
-        write_video(videos / ("a" if i % 2 else "b") / f"v{i}.mp4", n, seed=i)
-    ckpt = make_checkpoint(d / "last.pt")
-    return {"dir": d, "videos": videos, "ckpt": ckpt}
+    return video_setup(tmp_path_factory.mktemp("embed"), (12, 16, 20, 24, 40))
 
 
 def write_video(path: Path, num_frames: int, seed: int, fps: int = 25) -> Path:

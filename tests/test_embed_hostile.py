@@ -24,7 +24,7 @@ from videocontrast.search.embed import embed_collection, read_inputs, read_table
 from videocontrast.engine.checkpoint import save_checkpoint
 from videocontrast.search.query import load_collection
 
-from test_embed import write_video
+from test_embed import video_setup
 from test_export import TINY, make_checkpoint, one_line_error
 
 pytest.importorskip("pyarrow", reason="the table is Parquet: pip install 'videocontrast[search]'")
@@ -32,11 +32,7 @@ pytest.importorskip("pyarrow", reason="the table is Parquet: pip install 'videoc
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("hostile")
-    videos = d / "videos"
-    for i, n in enumerate((12, 16, 20, 14, 18)):
-        write_video(videos / f"v{i}.mp4", n, seed=30 + i)
-    return {"dir": d, "videos": videos, "ckpt": make_checkpoint(d / "last.pt")}
+    return video_setup(tmp_path_factory.mktemp("hostile"), (12, 16, 20, 14, 18), seed0=30, by_class=False)
 
 
 def _embed(setup, root, out: Path, **kw) -> Path:

@@ -36,13 +36,17 @@ def test_batches_that_cannot_fit_in_shared_memory_are_refused_naming_what_to_cha
     assert "data.num_workers" in msg and "--shm-size" in msg
 
 
+def _tiny_pretrain(tmp_path, workers: int) -> list[str]:
+    """`pretrain` on a few tiny synthetic videos for one epoch, with this many loader workers."""
+    return ["pretrain", "--config", "demo", "--out", str(tmp_path / "run"), f"data.root={tmp_path / 'synthetic'}",
+            "data.synthetic_videos_per_class=3", "data.synthetic_frames=12", "data.synthetic_size=24",
+            "data.clip_len=4", "data.decode_size=20", "data.size=16", f"data.num_workers={workers}",
+            "data.cache=none", "model.width=8", "optim.batch_size=8", "train.epochs=1"]
+
+
 def test_pretrain_with_too_little_shared_memory_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(loader, "shared_memory_free", lambda: 1000)
-    code = main(["pretrain", "--config", "demo", "--out", str(tmp_path / "run"),
-                 f"data.root={tmp_path / 'synthetic'}", "data.synthetic_videos_per_class=3",
-                 "data.synthetic_frames=12", "data.synthetic_size=24", "data.clip_len=4", "data.decode_size=20",
-                 "data.size=16", "data.num_workers=2", "data.cache=none", "model.width=8", "optim.batch_size=8",
-                 "train.epochs=1"])
+    code = main(_tiny_pretrain(tmp_path, workers=2))
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
@@ -59,11 +63,7 @@ def test_a_worker_out_of_shared_memory_mid_run_is_one_line_that_says_what_was_ke
                            "limit.")
 
     monkeypatch.setattr(engine, "train_one_epoch", sigbus)
-    code = main(["pretrain", "--config", "demo", "--out", str(tmp_path / "run"),
-                 f"data.root={tmp_path / 'synthetic'}", "data.synthetic_videos_per_class=3",
-                 "data.synthetic_frames=12", "data.synthetic_size=24", "data.clip_len=4", "data.decode_size=20",
-                 "data.size=16", "data.num_workers=0", "data.cache=none", "model.width=8", "optim.batch_size=8",
-                 "train.epochs=1"])
+    code = main(_tiny_pretrain(tmp_path, workers=0))
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]  # (the rest is the progress bar)
     assert code == 2 and len(errors) == 1 and errors[0].startswith("videocontrast pretrain: error: "), err

@@ -34,16 +34,20 @@ def _views(seed=0):
     return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
 
 
-def _trainable_without_grad(model):
-    return [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+def _backward_reaches_every_trainable(model, *inputs):
+    """One forward and backward on ``inputs`` (default: two random views); every trainable parameter must get
+    a non-zero gradient."""
+    loss, stats = model(*(inputs or _views()))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert missing == []
+    return loss, stats
 
 
 def test_simclr_every_parameter_gets_gradient():
     torch.manual_seed(0)
     model = SimCLR(_small(), build_head("mlp", 64, 32, 16), temperature=0.1)
-    loss, stats = model(*_views())
-    loss.backward()
-    assert _trainable_without_grad(model) == []
+    loss, stats = _backward_reaches_every_trainable(model)
     assert set(stats) >= {"loss", "pos_sim"} and float(stats["loss"]) == pytest.approx(loss.item())
 
 
@@ -67,9 +71,7 @@ def test_simclr_loss_is_nt_xent_of_the_two_views():
 def test_moco_gradients_only_in_query_encoder():
     torch.manual_seed(0)
     model = MoCo(_small(), build_head("mlp", 64, 32, 16), queue_size=10)
-    loss, stats = model(*_views())
-    loss.backward()
-    assert _trainable_without_grad(model) == []
+    loss, stats = _backward_reaches_every_trainable(model)
     key_params = list(model.key_backbone.parameters()) + list(model.key_head.parameters())
     assert key_params and all(p.grad is None and not p.requires_grad for p in key_params)
     assert {"loss", "pos_sim", "neg_sim"} <= set(stats)
@@ -218,9 +220,7 @@ def test_supervised_objective_is_cross_entropy_and_trains_backbone_and_head():
     model = Supervised(LinearEncoder(), num_classes=3)
     x, _ = _views(4)
     y = torch.tensor([0, 2, 1, 2])
-    loss, stats = model(x, y)
-    loss.backward()
-    assert _trainable_without_grad(model) == []
+    loss, stats = _backward_reaches_every_trainable(model, x, y)
     with torch.no_grad():
         logits = model.classifier()(x).double().numpy()
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))

@@ -84,9 +84,24 @@ def _dataset_flags(p: argparse.ArgumentParser, required_root: bool = False) -> N
     g.add_argument("--split", type=int, default=None, choices=[1, 2, 3], help="official split number")
 
 
+def _device_flag(p: argparse.ArgumentParser, default: str) -> None:
+    """--device of every command. ``default`` is what None means there: "auto" (training: the GPU if any) or
+    "cpu" (embedding and search, where a query should not wait for a GPU to start)."""
+    choices = "auto | cpu | cuda | cuda:N" if default == "auto" else "cpu | cuda | cuda:N"
+    note = "auto, the GPU if any" if default == "auto" else default
+    p.add_argument("--device", default=None, help=f"{choices} (default: {note})")
+
+
+def _moved_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    """--checkpoint of search and serve: only needed to embed a query video when the weights moved."""
+    p.add_argument("--checkpoint", default=None,
+                   help="the weights the folder was built with, if they moved (default: the path stored in "
+                        "meta.json; the file's SHA-1 must match); used to embed query videos")
+
+
 def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="preset name (see `videocontrast pretrain --help`) or YAML file")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    _device_flag(p, "auto")
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. optim.lr=0.01 aug.temporal=drop")
 
 
@@ -191,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", choices=(*INDEX_KINDS, "none"), default="auto",
                    help="FAISS index: auto (exact up to 50,000 rows, IVF above), flat, ivf, ivfpq, hnsw, none")
     p.add_argument("--config", default=None, help="preset or YAML: the architecture for `random` and external weights")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto, the GPU if any)")
+    _device_flag(p, "auto")
     p.add_argument("overrides", nargs="*", default=[], help="config overrides, e.g. model.backbone=r3d_18")
 
     p = add("search", "find the rows of an embedding folder nearest to a query")
@@ -202,10 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default=None, help="only rows with this label")
     p.add_argument("--prefix", default=None, help="only rows whose path is under this folder")
     p.add_argument("--html", default=None, help="write an HTML page with frames of the (first query's) results")
-    p.add_argument("--checkpoint", default=None,
-                   help="the weights the folder was built with, if they moved (default: the path stored in "
-                        "meta.json; the file's SHA-1 must match)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+    _moved_checkpoint_flag(p)
+    _device_flag(p, "cpu")
 
     p = add("curate", "curate an embedding folder: near-duplicate groups, outliers, a labelling queue")
     how = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -240,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     p.add_argument("--max-upload-mb", type=float, default=200.0,
                    help="largest video a query may upload, in MB (default: 200)")
-    p.add_argument("--checkpoint", default=None, help="the folder's weights, if they moved (for uploaded queries)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu)")
+    _moved_checkpoint_flag(p)
+    _device_flag(p, "cpu")
     p.add_argument("--queue", default=None, metavar="FILE",
                    help="the labelling queue the page's Queue tab shows, in its order: the queue.txt or queue.csv "
                         "of `videocontrast curate select`, or any list file (a path a line; relative paths "
@@ -275,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", default="linear,knn", help="evaluations per cell: linear,knn,retrieve")
     _val_flag(p)
     p.add_argument("--config", default=None)
-    p.add_argument("--device", default=None)
+    _device_flag(p, "auto")
     p.add_argument("overrides", nargs="*", default=[])
 
     p = add("reproduce", "run a thesis table or figure; writes OUT/<table>.md/.csv (ours / thesis) and a PNG")
@@ -288,6 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kinetics checkpoint (Hara et al.'s format or ours) for the Kinetics rows (tables 2, 3, "
                         "figs 4, 5)")
     p.add_argument("--scale", default="full", help=f"{' | '.join(SCALES)} (smoke: the same chain in minutes)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    _device_flag(p, "auto")
     p.add_argument("--out", required=True, help="folder for the runs and the tables (resumable)")
     return parser
