@@ -2,7 +2,7 @@
 
 The backbone alone as an ONNX model (input ``clips`` ``(B, C, T, H, W)``, output ``features``, the batch axis
 dynamic) that onnxruntime runs to the features ``videocontrast.load_encoder`` gives -- on random clips and on clips
-decoded from an H.264 file the way ``embed_videos`` decodes them --, with the JSON beside it as for the other
+decoded the way ``embed_videos`` decodes them from H.264 files, MPEG-4 AVIs with sound and real UCF101 clips --, with the JSON beside it as for the other
 formats (its SHA-1 the ``.onnx`` file's, its ``load`` snippet onnxruntime's). videocontrast refuses the ``.onnx``
 file as ``--checkpoint``; without the onnx packages the export is one line naming the extra.
 """
@@ -109,8 +109,22 @@ def decoded_clips(encoder, paths: list[Path], clips_per_video: int = 2) -> torch
     return torch.cat(xs)
 
 
-def test_onnxruntime_gives_load_encoders_features_on_decoded_h264_clips(ckpt, exported, tmp_path):
-    paths = [write_pattern_video(tmp_path / f"v{i}.mp4", n) for i, n in enumerate((12, 20, 30))]
+def _clip_paths(source: str, tmp_path: Path, request) -> list[Path]:
+    """Three videos: generated H.264 ones, the generated UCF101-like MPEG-4 AVIs with sound (every clone), or
+    three real UCF101 clips of ../shared/data/ucf101-mini (skipped where that is absent)."""
+    if source == "h264":
+        return [write_pattern_video(tmp_path / f"v{i}.mp4", n) for i, n in enumerate((12, 20, 30))]
+    if source == "mpeg4-avi":
+        like = request.getfixturevalue("ucf101_like")
+        return sorted(like.videos.rglob("*.avi"))[:3]
+    videos = request.getfixturevalue("shared_data") / "ucf101-mini" / "videos"
+    return [sorted((videos / c).glob("*.avi"))[0] for c in ("BalanceBeam", "BaseballPitch", "Basketball")]
+
+
+@pytest.mark.parametrize("source", ["h264", "mpeg4-avi", "ucf101-mini"])
+def test_onnxruntime_gives_load_encoders_features_on_decoded_clips(source, ckpt, exported, tmp_path, request):
+    paths = _clip_paths(source, tmp_path, request)
+    assert len(paths) == 3
     encoder, sess = vc.load_encoder(ckpt), session(exported)
     x = decoded_clips(encoder, paths)
     assert x.shape == (6, 3, encoder.clip_len - 1, encoder.input_size, encoder.input_size)
@@ -119,7 +133,7 @@ def test_onnxruntime_gives_load_encoders_features_on_decoded_h264_clips(ckpt, ex
         want = encoder(x).numpy()
     got = features(sess, x)  # the 6 clips in one batch
     np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
-    FOUND["decoded clips"] = float(np.abs(got - want).max())
+    FOUND[source] = float(np.abs(got - want).max())
     # the clips are embed_videos' own: its per-clip (L2-normalised) vectors are onnxruntime's, normalised
     per_clip = vc.embed_videos(encoder, paths, clips_per_video=2, per_clip=True).reshape(len(x), -1)
     np.testing.assert_allclose(got / np.linalg.norm(got, axis=1, keepdims=True), per_clip, rtol=0, atol=ATOL)
