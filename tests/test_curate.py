@@ -269,13 +269,14 @@ def synthetic_queue(tmp_path_factory):
     return {"root": root, "queue": d / "cur" / "queue.txt", "train": train}
 
 
-def test_linear_and_knn_train_on_the_queue_and_nothing_else(synthetic_queue, tmp_path, capsys):
+def test_linear_knn_and_finetune_train_on_the_queue_and_nothing_else(synthetic_queue, tmp_path, capsys):
     queue = synthetic_queue["queue"]
     listed = {line.split()[0] for line in queue.read_text().splitlines()}
-    for command in ("linear", "knn"):
+    for command in ("linear", "knn", "finetune"):
         out = tmp_path / command
+        few = ["eval.finetune_epochs=1", "optim.batch_size=4"] if command == "finetune" else []
         assert main([command, "--checkpoint", "random", "--config", "demo", "--labelled", str(queue),
-                     "--out", str(out), f"data.root={synthetic_queue['root']}", *TINY]) == 0
+                     "--out", str(out), f"data.root={synthetic_queue['root']}", *TINY, *few]) == 0
         said = capsys.readouterr().out
         assert f"trained on 12 labelled videos (listed in {queue.resolve()}" in said
         res = json.loads((out / "results.json").read_text())
