@@ -12,7 +12,7 @@ import pytest
 
 from videocontrast.demo.run import _timings
 from videocontrast.demo.report import encoder_rows, write_report
-from videocontrast.demo.verdict import best_baseline, margins, verdict
+from videocontrast.demo.verdict import best_baseline, headline, margins, verdict
 
 
 def enc(linear, knn, r1, r5):
@@ -161,6 +161,45 @@ def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tm
     assert "which pretraining never saw" in page and "31 of 80 epochs" in page
     assert not re.search(r"\b0\.\d{4}\b", page)  # no raw fractions
 
+
+
+def _demo_like():
+    """The README demo's numbers (fresh clone, 2026-12-04): pretrained 77.5%, random init 31.9%, on RGB 12.5%,
+    supervised 95.0%; at 1 labelled video per class pretrained 35.0% vs supervised 33.1%."""
+    res = results(pretrained=enc(0.775, 0.70, 0.70, 0.9), random_init=enc(0.319, 0.3, 0.3, 0.6),
+                  random_init_rgb=enc(0.125, 0.1, 0.1, 0.5), supervised=enc(0.95, 0.9, 0.9, 0.95))
+    res["label_efficiency"] = {"labels_per_class": [1, 5], "pretrained": {"linear_top1": [0.35, 0.519]},
+                               "random_init": {"linear_top1": [0.2, 0.3]},
+                               "supervised": {"linear_top1": [0.331, 0.556]}}
+    return res
+
+
+def test_the_headline_is_one_sentence_with_the_margins_over_random_init_and_where_supervised_wins():
+    text = headline(_demo_like())
+    # worked by hand: 77.5 - 31.9 = +45.6, 77.5 - 12.5 = +65.0; supervised 95.0 > 77.5 + 2; 33.1 < 35.0 but by 1.9
+    assert text == ("Pretrained: 77.5% linear-probe top-1 on the test split, +45.6 points vs random init (31.9%) "
+                    "and +65.0 points vs random init on RGB (12.5%); supervised from scratch wins with all labels "
+                    "(95.0% vs 77.5%) and is level with 1 labelled video per class (33.1% vs 35.0%).")
+    assert text.count(". ") == 0 and text.endswith(".")  # one sentence
+    res = _demo_like()
+    res["supervised"]["linear_top1"] = 0.70
+    del res["label_efficiency"], res["random_init_rgb"]
+    assert headline(res).endswith("+45.6 points vs random init (31.9%); supervised from scratch is behind with all "
+                                  "labels (70.0% vs 77.5%).")
+
+
+def test_the_report_leads_with_the_headline_then_the_table_and_says_what_each_row_is(tmp_path):
+    page = write_report(tmp_path, _demo_like()).read_text()
+    result = page[page.index("<h2>Result</h2>"):page.index("<h2>Label efficiency</h2>")]
+    first_p = re.search(r"<p[^>]*>(.*?)</p>", result, re.S).group(1)
+    assert html.unescape(re.sub(r"<[^>]+>", "", first_p)) == headline(_demo_like())
+    assert result.index("<table>") < result.index(html.escape(verdict(_demo_like()))[:40])  # details after the table
+    meanings = re.findall(r"<dt>(.*?)</dt>", result)
+    assert meanings == ["pretrained (videoSimCLR)", "random init", "random init on RGB", "supervised from scratch"]
+    assert "untrained on plain RGB frames" in result
+    # the two retrieval grids one below the other, not side by side in a table cell
+    retrieval = page[page.index("<h2>Retrieval"):page.index("<h2>Pretraining loss</h2>")]
+    assert "<td" not in retrieval and retrieval.count("<img") == 2
 
 def test_supervised_baseline_plans_as_many_epochs_as_fit_its_budget():
     from videocontrast.demo.baselines import plan_supervised_epochs

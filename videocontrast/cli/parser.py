@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "of `videocontrast curate select`, or any list file (a path a line; relative paths "
                         "against the file's folder) (default: computed on the page: diverse, typical or random)")
 
-    p = add("export", "write the backbone alone (torchvision state dict or safetensors) plus a JSON of its input")
+    p = add("export", "write the backbone alone (torchvision state dict, safetensors or ONNX) plus a JSON of its input")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True,
                    help="weights file to write (.pt or .safetensors); the JSON description goes beside it "

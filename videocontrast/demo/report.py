@@ -15,7 +15,7 @@ from ..eval.metrics import video_labels
 from ..eval.plots import colormap, new_figure
 from ..eval.report import html_page, image_html, table_html
 from ..eval.retrieval import video_embeddings
-from .verdict import BASELINE_NAMES, baselines, best_baseline, scored_split, verdict
+from .verdict import BASELINE_NAMES, baselines, best_baseline, headline, scored_split, verdict
 from ..fileio import atomic_write_text, save_figure
 from ..names import DEMO_METRICS, METRIC_LABELS, percent
 
@@ -183,15 +183,33 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"what": k, "how": v} for k, v in rows]
 
 
+# What each row of the result table is, said beside it (a reader meeting "random init on RGB" needs it there).
+ROW_MEANINGS = {
+    "pretrained": "the 3D CNN after self-supervised pretraining on the training videos (no labels)",
+    "random_init": "the same network and input, untrained: what the architecture alone gives",
+    "random_init_rgb": "the same network untrained on plain RGB frames, where the pretrained one sees frame "
+                       "differences: how much the input alone changes",
+    "supervised": "the same network trained from scratch on the labels, for pretraining's time: the upper "
+                  "reference with all labels",
+}
+
+
+def _row_meanings(results: Mapping[str, Any]) -> str:
+    items = "".join(f"<dt>{html.escape(BASELINE_NAMES.get(k, k))}</dt><dd>{html.escape(ROW_MEANINGS[k])}</dd>"
+                    for k in ("pretrained", *baselines(results)) if k in ROW_MEANINGS)
+    return f'<dl class="rows">{items}</dl>'
+
+
 def _pair(results: Mapping[str, Any], best: str) -> str:
-    cells = []
+    """The two retrieval grids one below the other at the page's width (side by side their captions were too
+    small to read)."""
+    blocks = []
     for name in ("pretrained", best):
-        cells.append(f'<td style="vertical-align:top"><p><b>{html.escape(BASELINE_NAMES.get(name, name))}</b> — '
-                     f'<a href="{name}/retrieval.html">full retrieval page</a> · '
-                     f'<a href="{name}/confusion_linear.png">linear-probe confusion matrix</a></p>'
-                     + image_html(f"{name}/img/retrieval.png", f"nearest training videos of test queries ({name})")
-                     + "</td>")
-    return f"<table><tr>{''.join(cells)}</tr></table>"
+        blocks.append(f'<h3>{html.escape(BASELINE_NAMES.get(name, name))}</h3><p><a href="{name}/retrieval.html">'
+                      f'full retrieval page</a> · <a href="{name}/confusion_linear.png">linear-probe confusion '
+                      "matrix</a></p>"
+                      + image_html(f"{name}/img/retrieval.png", f"nearest training videos of test queries ({name})"))
+    return "".join(blocks)
 
 
 def write_report(out: Path, results: Mapping[str, Any]) -> Path:
@@ -202,11 +220,11 @@ def write_report(out: Path, results: Mapping[str, Any]) -> Path:
     reruns = results.get("reruns") or []
     rerun_note = (f"<p>{html.escape(reruns[-1]['said'])}</p>" if reruns and reruns[-1].get("said") else "")
     sections = [
-        ("Result", f"<p><b>{html.escape(verdict(results))}</b></p>"
+        ("Result", f'<p class="headline"><b>{html.escape(headline(results))}</b></p>'
+                   '<div class="beside">' + table_html(encoder_rows(results)) + _row_meanings(results) + "</div>"
                    f"<p>Each row is one encoder measured the same way on the {scored_split(results.get('dataset'))} "
                    "split; higher is better, and the last column is how far the pretrained encoder is ahead of "
-                   "that row.</p>"
-                   + table_html(encoder_rows(results))),
+                   f"that row.</p><p>{html.escape(verdict(results))}</p>"),
     ]
     le_rows = label_efficiency_rows(results)
     if le_rows:

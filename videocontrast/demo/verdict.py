@@ -95,6 +95,35 @@ def interval_sentence(interval: tuple[float, float] | list[float], test_videos: 
             f"over {over}): {reading}. Training seeds add their own spread, which this interval does not include.")
 
 
+def _supervised_standing(p: float, s: float, where: str) -> str:
+    """'wins with all labels (95.0% vs 77.5%)' / 'is behind ...' / 'is level ...' (within :data:`CLEAR_MARGIN`)."""
+    word = "wins" if s - p > CLEAR_MARGIN else "is behind" if p - s > CLEAR_MARGIN else "is level"
+    return f"{word} {where} ({percent(s)} vs {percent(p)})"
+
+
+def headline(results: Mapping[str, Any]) -> str:
+    """The report's first line, one sentence: the pretrained encoder's linear-probe top-1, how far it is ahead of
+    random init (and random init on RGB), and where supervised from scratch stands with all labels and with the
+    fewest labels the demo evaluated. :func:`verdict` gives the reasoning (intervals, the other metrics)."""
+    p = float(results["pretrained"]["linear_top1"])
+    vs = [f"{_pts(p - results[b]['linear_top1'])} vs {BASELINE_NAMES[b]} ({percent(results[b]['linear_top1'])})"
+          for b in ("random_init", "random_init_rgb")
+          if isinstance(results.get(b), Mapping) and results[b].get("linear_top1") is not None]
+    text = (f"Pretrained: {percent(p)} linear-probe top-1 on the {scored_split(results.get('dataset'))} split"
+            + (", " + " and ".join(vs) if vs else ""))
+    sup = results.get("supervised")
+    if isinstance(sup, Mapping) and sup.get("linear_top1") is not None:
+        text += "; supervised from scratch " + _supervised_standing(p, float(sup["linear_top1"]), "with all labels")
+        le = results.get("label_efficiency")
+        counts = list(le.get("labels_per_class") or []) if isinstance(le, Mapping) else []
+        if counts and isinstance(le.get("supervised"), Mapping) and isinstance(le.get("pretrained"), Mapping):
+            n = counts[0]
+            text += " and " + _supervised_standing(float(le["pretrained"]["linear_top1"][0]),
+                                                   float(le["supervised"]["linear_top1"][0]),
+                                                   f"with {n} labelled video{'s' if n != 1 else ''} per class")
+    return text + "."
+
+
 # The count of labelled videos per class the verdict leads with, when the demo evaluated it (else its largest).
 LEAD_COUNT = 5
 

@@ -28,6 +28,8 @@ _CSS = (
     "body{font-family:sans-serif;margin:2em;color:#222;max-width:1400px}"
     "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
     "th{background:#f0f0f0}img{max-width:100%}.hit{color:#1a7f37}.miss{color:#c62828}"
+    ".headline{font-size:1.15em}.beside{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}"
+    ".rows{max-width:32em;margin:1em 0}.rows dt{font-weight:bold}.rows dd{margin:0 0 .5em 1em}"
 )
 
 
@@ -131,7 +133,7 @@ def retrieval_figure(
 
     rows = len(queries)
     cols = 1 + max((len(q.get("neighbours", [])) for q in queries), default=0)
-    fig, axes = new_figure((3.6 * cols, 1.6 * rows + 0.6), rows, cols, squeeze=False)
+    fig, axes = new_figure((3.6 * cols, 1.75 * rows + 0.7), rows, cols, squeeze=False)
     for r, q in enumerate(queries):
         panels = [(q, "query", "#1f3b73")] + [(n, *_HIT_STYLE[_hit(n)]) for n in q.get("neighbours", [])]
         for c in range(cols):
@@ -145,16 +147,16 @@ def retrieval_figure(
             img, ok = strip(str(item.get("path", "")))
             ax.imshow(img)
             if not ok:
-                ax.text(0.5, 0.5, "unreadable", transform=ax.transAxes, ha="center", va="center", fontsize=9)
+                ax.text(0.5, 0.5, "unreadable", transform=ax.transAxes, ha="center", va="center", fontsize=12)
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(4)
             name = str(item.get("label_name", ""))
             label = (item.get("title") or f"query: {name}" if kind == "query" else
                      f"{name}  (sim {float(item.get('sim', float('nan'))):.3f})")
-            ax.set_title(label, fontsize=9, color=colour if kind != "query" else "black")
+            ax.set_title(label, fontsize=12, color=colour if kind != "query" else "black")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=14)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
