@@ -184,14 +184,19 @@ def k_center(emb: np.ndarray, budget: int, progress: bool = False) -> np.ndarray
     return np.asarray(chosen, np.int64)
 
 
-def typical(emb: np.ndarray, budget: int, typicality: np.ndarray, seed: int = 0) -> np.ndarray:
+def typical(emb: np.ndarray, budget: int, typicality: np.ndarray, seed: int = 0, progress: bool = False
+            ) -> np.ndarray:
     """TypiClust: ``budget`` k-means clusters, from each the row of highest ``typicality``, largest clusters
     first (ties: the lower row)."""
+    import sys
+
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     n = len(emb)
     if budget == n:
         return np.argsort(-typicality, kind="stable")
+    if progress:  # k-means has no progress of its own to show: say what runs (seconds at 10^5 rows)
+        print(f"typical: k-means of {n:,} rows into {budget:,} clusters ...", file=sys.stderr, flush=True)
     km = (KMeans(budget, n_init=1, random_state=seed) if n <= 20000 else
           MiniBatchKMeans(budget, n_init=1, random_state=seed, batch_size=4096))
     label = km.fit_predict(np.asarray(emb, np.float32))
@@ -202,7 +207,8 @@ def typical(emb: np.ndarray, budget: int, typicality: np.ndarray, seed: int = 0)
             picks.append((-len(members), members[int(np.argmax(typicality[members]))]))
     queue = [r for _, r in sorted(picks)]
     if len(queue) < budget:  # empty clusters: fill with the most typical rows not yet queued
-        rest = [r for r in np.argsort(-typicality, kind="stable") if r not in set(queue)]
+        taken = set(queue)
+        rest = [r for r in np.argsort(-typicality, kind="stable") if r not in taken]
         queue += rest[: budget - len(queue)]
     return np.asarray(queue, np.int64)
 
@@ -220,7 +226,7 @@ def select(emb: np.ndarray, budget: int, strategy: str = "diverse", seed: int = 
         return k_center(emb, budget, progress)
     if sims is None:
         sims, _ = knn_graph(emb, progress=progress)
-    return typical(emb, budget, 1.0 - outlier_scores(sims), seed)
+    return typical(emb, budget, 1.0 - outlier_scores(sims), seed, progress)
 
 
 # ----------------------------------------------------------------------------- the curate commands
