@@ -164,8 +164,8 @@ def test_report_shows_percentages_readable_headers_and_the_strongest_baseline(tm
 
 
 def _demo_like():
-    """The README demo's numbers (fresh clone, 2026-12-04): pretrained 77.5%, random init 31.9%, on RGB 12.5%,
-    supervised 95.0%; at 1 labelled video per class pretrained 35.0% vs supervised 33.1%."""
+    """A demo run's numbers (fresh clone, 2026-12-04, on the dataset before it was deterministic): pretrained 77.5%,
+    random init 31.9%, on RGB 12.5%, supervised 95.0%; at 1 labelled video per class 35.0% vs supervised 33.1%."""
     res = results(pretrained=enc(0.775, 0.70, 0.70, 0.9), random_init=enc(0.319, 0.3, 0.3, 0.6),
                   random_init_rgb=enc(0.125, 0.1, 0.1, 0.5), supervised=enc(0.95, 0.9, 0.9, 0.95))
     res["label_efficiency"] = {"labels_per_class": [1, 5], "pretrained": {"linear_top1": [0.35, 0.519]},
