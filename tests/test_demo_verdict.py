@@ -196,7 +196,9 @@ def test_the_report_leads_with_the_headline_then_the_table_and_says_what_each_ro
     assert result.index("<table>") < result.index(html.escape(verdict(_demo_like()))[:40])  # details after the table
     meanings = re.findall(r"<dt>(.*?)</dt>", result)
     assert meanings == ["pretrained (videoSimCLR)", "random init", "random init on RGB", "supervised from scratch"]
-    assert "untrained on plain RGB frames" in result
+    assert "untrained on plain RGB frames, where the pretrained one sees frame differences" in result
+    both = _demo_like() | {"config": {"data": {"input": "both"}}}
+    assert "where the pretrained one sees frames and their differences" in write_report(tmp_path, both).read_text()
     # the two retrieval grids one below the other, not side by side in a table cell
     retrieval = page[page.index("<h2>Retrieval"):page.index("<h2>Pretraining loss</h2>")]
     assert "<td" not in retrieval and retrieval.count("<img") == 2

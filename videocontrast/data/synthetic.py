@@ -278,7 +278,7 @@ def _write_video(path: Path, clip: np.ndarray, fps: int, codec: str) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = clip.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.thread_count = 1  # the data loader already runs in parallel; keeps output bytes deterministic
+        stream.thread_count = 1  # the data loader already runs in parallel (determinism: mbtree=0 below)
         if codec == "libx264":
             # mbtree=0: x264's macroblock-tree rate control gave other pixels on later encodes of the same clip in
             # one process (tests/test_synthetic.py), so the dataset, and the demo's figures, changed between runs

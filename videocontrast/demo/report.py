@@ -187,15 +187,20 @@ def protocol_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
 ROW_MEANINGS = {
     "pretrained": "the 3D CNN after self-supervised pretraining on the training videos (no labels)",
     "random_init": "the same network and input, untrained: what the architecture alone gives",
-    "random_init_rgb": "the same network untrained on plain RGB frames, where the pretrained one sees frame "
-                       "differences: how much the input alone changes",
+    "random_init_rgb": "the same network untrained on plain RGB frames, where the pretrained one sees {input}: "
+                       "how much the input alone changes",
     "supervised": "the same network trained from scratch on the labels, for pretraining's time: the upper "
                   "reference with all labels",
 }
 
 
+_INPUT_WORDS = {"residual": "frame differences", "both": "frames and their differences"}
+
+
 def _row_meanings(results: Mapping[str, Any]) -> str:
-    items = "".join(f"<dt>{html.escape(BASELINE_NAMES.get(k, k))}</dt><dd>{html.escape(ROW_MEANINGS[k])}</dd>"
+    mode = ((results.get("config") or {}).get("data") or {}).get("input", "residual")
+    items = "".join(f"<dt>{html.escape(BASELINE_NAMES.get(k, k))}</dt><dd>"
+                    f"{html.escape(ROW_MEANINGS[k].format(input=_INPUT_WORDS.get(mode, mode)))}</dd>"
                     for k in ("pretrained", *baselines(results)) if k in ROW_MEANINGS)
     return f'<dl class="rows">{items}</dl>'
 

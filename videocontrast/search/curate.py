@@ -21,6 +21,7 @@ come from the folder's FAISS index when there is one, else from the exact chunke
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,8 +189,6 @@ def typical(emb: np.ndarray, budget: int, typicality: np.ndarray, seed: int = 0,
             ) -> np.ndarray:
     """TypiClust: ``budget`` k-means clusters, from each the row of highest ``typicality``, largest clusters
     first (ties: the lower row)."""
-    import sys
-
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     n = len(emb)
